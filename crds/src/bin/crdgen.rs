@@ -1,0 +1,6 @@
+//! Prints the CRDs of Enclave's API as YAML: `cargo run -p enclave-crds --bin crdgen > charts/crds/tenants.yaml`.
+
+fn main() -> Result<(), serde_yaml::Error> {
+    print!("{}", enclave_crds::crds_yaml()?);
+    Ok(())
+}

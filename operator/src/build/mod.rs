@@ -1,0 +1,107 @@
+//! Pure builders: `(Tenant, configuration) -> desired objects`. No client, no I/O, so nearly
+//! every rule of the product is unit-tested here.
+
+pub mod namespaces;
+
+use enclave_crds::Tenant;
+use k8s_openapi::api::core::v1::Namespace;
+
+/// The one field manager of every server-side apply the operator makes.
+pub const MANAGER: &str = "enclave-operator";
+/// Finalizer holding a deleted Tenant while its data is retained.
+pub const FINALIZER: &str = "enclave.dev/retain-data";
+
+/// Labels and annotations every managed object carries.
+pub mod labels {
+    /// Standard label naming the manager.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// Value of [`MANAGED_BY`].
+    pub const MANAGER: &str = super::MANAGER;
+    /// The tenant's name, for people; never trusted for selection.
+    pub const TENANT: &str = "enclave.dev/tenant";
+    /// The tenant's uid: what ties an object to its tenant, since a name can be reused.
+    pub const TENANT_UID: &str = "enclave.dev/tenant-uid";
+    /// The zone a namespace implements.
+    pub const ZONE: &str = "enclave.dev/zone";
+    /// Set on a namespace whose zone left the spec: when its retained data is purged.
+    pub const PURGE_AFTER: &str = "enclave.dev/purge-after";
+}
+
+/// Why a Tenant cannot be built, for the Ready condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+/// Every object the operator keeps for one tenant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Desired {
+    /// One namespace per zone.
+    pub namespaces: Vec<Namespace>,
+}
+
+/// Validates what the schema cannot, then builds the tenant's objects.
+///
+/// # Errors
+/// [`Invalid`] when the tenant lacks the identity every object is tied to.
+pub fn desired(tenant: &Tenant) -> Result<Desired, Invalid> {
+    let identity = Identity::of(tenant)?;
+    Ok(Desired {
+        namespaces: namespaces::zone_namespaces(tenant, &identity),
+    })
+}
+
+/// What ties objects to a tenant: its name for people, its uid for selection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The tenant's name.
+    pub name: String,
+    /// The tenant's uid.
+    pub uid: String,
+}
+
+impl Identity {
+    /// The identity of a tenant read from the API server.
+    ///
+    /// # Errors
+    /// [`Invalid`] for a tenant without name or uid (never one read from the API server).
+    pub fn of(tenant: &Tenant) -> Result<Self, Invalid> {
+        let missing = |what: &str| Invalid {
+            reason: "MissingMetadata",
+            message: format!("the Tenant has no metadata.{what}"),
+        };
+        Ok(Self {
+            name: tenant
+                .metadata
+                .name
+                .clone()
+                .ok_or_else(|| missing("name"))?,
+            uid: tenant.metadata.uid.clone().ok_or_else(|| missing("uid"))?,
+        })
+    }
+
+    /// The labels every object of this tenant carries.
+    #[must_use]
+    pub fn labels(&self) -> std::collections::BTreeMap<String, String> {
+        [
+            (labels::MANAGED_BY, labels::MANAGER),
+            (labels::TENANT, self.name.as_str()),
+            (labels::TENANT_UID, self.uid.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Label selector of every object of this tenant.
+    #[must_use]
+    pub fn selector(&self) -> String {
+        format!("{}={}", labels::TENANT_UID, self.uid)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures;

@@ -1,0 +1,477 @@
+//! The Tenant controller: `validate -> build -> apply -> sweep -> status`, and the finalizer that
+//! keeps a deleted tenant's data until its retention deadline.
+
+use crate::apply::{Change, Sweep, apply, plan_sweep};
+use crate::build::{self, FINALIZER, Identity, labels};
+use crate::config::Config;
+use crate::status::{Outcome, READY, tenant_status};
+use crate::telemetry::{Health, Metrics};
+use crate::{Error, Result};
+use enclave_crds::{MAX_RETENTION_SECONDS, Tenant, TenantStatus, duration};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tracing::{info, instrument, warn};
+
+/// What every reconcile shares, built once.
+pub struct Context {
+    /// Client of the API server.
+    pub client: Client,
+    /// Publishes an Event for every change the operator makes.
+    pub recorder: Recorder,
+    /// The operator's configuration.
+    pub config: Config,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs the Tenant controller until `shutdown` resolves.
+///
+/// # Errors
+/// Never at present: failures of single reconciles are logged, counted and retried.
+pub async fn run(
+    client: Client,
+    config: Config,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<()> {
+    let reporter = Reporter {
+        controller: config.reporter.clone(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        config: config.clone(),
+        metrics: health.metrics.clone(),
+    });
+    let managed = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
+    let controller = Controller::new(
+        Api::<Tenant>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    // Only the namespaces the operator manages are watched, never every namespace.
+    .owns(
+        Api::<Namespace>::all(client),
+        watcher::Config::default().labels(&managed),
+    )
+    .with_config(controller::Config::default().concurrency(config.concurrency))
+    .graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    let ready = health.ready.clone();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            ready.store(true, Ordering::Relaxed);
+            info!("tenant cache synced");
+        }
+    });
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                // One bad Tenant is logged and retried; the others go on.
+                warn!(%error, "reconcile failed");
+            }
+        })
+        .await;
+    info!("controller stopped");
+    Ok(())
+}
+
+/// Backs off a failed tenant; others are not held up.
+fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(error);
+    warn!(tenant = %tenant.name_any(), %error, kind = error.metric_label(), "reconcile error, retrying");
+    // A conflict means our view was stale: retry at once rather than back off.
+    if error.metric_label() == "conflict" {
+        Action::requeue(Duration::from_millis(200))
+    } else {
+        Action::requeue(Duration::from_secs(5))
+    }
+}
+
+#[instrument(skip(tenant, ctx), fields(tenant = %tenant.name_any()))]
+async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics.reconciles.inc();
+    let started = Instant::now();
+    let result = Reconcile {
+        tenant: &tenant,
+        ctx: &ctx,
+    }
+    .run()
+    .await;
+    ctx.metrics.observe(started.elapsed());
+    result
+}
+
+/// One reconcile of one tenant.
+struct Reconcile<'a> {
+    tenant: &'a Tenant,
+    ctx: &'a Context,
+}
+
+impl Reconcile<'_> {
+    async fn run(&self) -> Result<Action> {
+        let identity = match Identity::of(self.tenant) {
+            Ok(identity) => identity,
+            Err(invalid) => {
+                warn!(reason = invalid.reason, "{}", invalid.message);
+                return Ok(Action::await_change());
+            }
+        };
+        if self.tenant.metadata.deletion_timestamp.is_some() {
+            return self.decommission(&identity).await;
+        }
+        self.ensure_finalizer().await?;
+
+        // validate + build: pure.
+        let desired = match build::desired(self.tenant) {
+            Ok(desired) => desired,
+            Err(invalid) => {
+                let outcome = Outcome::Blocked {
+                    reason: invalid.reason,
+                    message: invalid.message,
+                };
+                self.update_status(&outcome, vec![]).await?;
+                return Ok(Action::await_change());
+            }
+        };
+        let names: Vec<String> = desired
+            .namespaces
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+
+        // Look before touching anything: a tenant is applied whole or not at all.
+        let api = Api::<Namespace>::all(self.ctx.client.clone());
+        let mut live = Vec::with_capacity(names.len());
+        for name in &names {
+            live.push(api.get_opt(name).await?);
+        }
+        let foreign: Vec<&str> = names
+            .iter()
+            .zip(&live)
+            .filter(|(_, ns)| {
+                ns.as_ref()
+                    .is_some_and(|ns| ns.labels().get(labels::TENANT_UID) != Some(&identity.uid))
+            })
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if !foreign.is_empty() {
+            let outcome = Outcome::Blocked {
+                reason: "NamespaceConflict",
+                message: format!(
+                    "namespace(s) {} already exist and do not belong to this tenant; Enclave never takes over a namespace",
+                    foreign.join(", ")
+                ),
+            };
+            self.update_status(&outcome, vec![]).await?;
+            return Ok(Action::requeue(self.ctx.config.resync));
+        }
+        let terminating: Vec<&str> = names
+            .iter()
+            .zip(&live)
+            .filter(|(_, ns)| {
+                ns.as_ref()
+                    .is_some_and(|ns| ns.metadata.deletion_timestamp.is_some())
+            })
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if !terminating.is_empty() {
+            let outcome = Outcome::Progressing {
+                reason: "NamespaceTerminating",
+                message: format!(
+                    "waiting for namespace(s) {} to finish terminating, to recreate them",
+                    terminating.join(", ")
+                ),
+            };
+            self.update_status(&outcome, names).await?;
+            return Ok(Action::requeue(self.ctx.config.poll));
+        }
+
+        // apply
+        for (namespace, live) in desired.namespaces.iter().zip(&live) {
+            if live
+                .as_ref()
+                .and_then(|ns| crate::apply::purge_after(&ns.metadata))
+                .is_some()
+            {
+                self.unmark(&api, &namespace.name_any()).await?;
+            }
+            let change = apply(&api, namespace, live.as_ref()).await?;
+            self.record_change(change, "Namespace", &namespace.name_any())
+                .await;
+        }
+
+        // sweep
+        let wanted: BTreeSet<String> = names.iter().cloned().collect();
+        let next = self.sweep(&api, &identity, &wanted).await?;
+
+        self.update_status(&Outcome::Ready, names).await?;
+        Ok(Action::requeue(next.map_or(self.ctx.config.resync, |d| {
+            d.min(self.ctx.config.resync)
+        })))
+    }
+
+    /// Marks, keeps or purges the namespaces the spec no longer wants. Returns how soon the
+    /// next retention deadline falls.
+    async fn sweep(
+        &self,
+        api: &Api<Namespace>,
+        identity: &Identity,
+        wanted: &BTreeSet<String>,
+    ) -> Result<Option<Duration>> {
+        let owned = api
+            .list_metadata(&ListParams::default().labels(&identity.selector()))
+            .await?;
+        let metas: Vec<_> = owned.items.into_iter().map(|o| o.metadata).collect();
+        let now = Timestamp::now();
+        let mut next: Option<Duration> = None;
+        for step in plan_sweep(&metas, wanted, now, self.retention()) {
+            match step {
+                Sweep::Unmark(_) => {} // done before the apply
+                Sweep::Mark { name, purge_after } => {
+                    let patch = json!({"metadata": {"annotations": {labels::PURGE_AFTER: purge_after.to_string()}}});
+                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await?;
+                    self.ctx.metrics.write("Namespace", "update");
+                    self.publish(EventType::Normal, "Retained", "Retain", format!("zone namespace {name} left the spec; its data is kept until {purge_after}"))
+                        .await;
+                    next = shortest(next, until(now, purge_after));
+                }
+                Sweep::Purge(name) => {
+                    api.delete(&name, &DeleteParams::background()).await?;
+                    self.ctx.metrics.write("Namespace", "delete");
+                    self.publish(
+                        EventType::Normal,
+                        "Purged",
+                        "Delete",
+                        format!("deleted namespace {name}: its retention window has passed"),
+                    )
+                    .await;
+                }
+                Sweep::Wait(deadline) => next = shortest(next, until(now, deadline)),
+            }
+        }
+        Ok(next)
+    }
+
+    /// A deleted tenant: keep everything until `purgeAfter`, then delete its namespaces, verify
+    /// they are gone, and release the Tenant.
+    async fn decommission(&self, identity: &Identity) -> Result<Action> {
+        if !self.tenant.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(Action::await_change());
+        }
+        let deleted_at = self
+            .tenant
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .map_or_else(Timestamp::now, |t| t.0);
+        let purge_after = deleted_at
+            .checked_add(self.retention())
+            .unwrap_or(deleted_at);
+        let api = Api::<Namespace>::all(self.ctx.client.clone());
+        let owned = api
+            .list_metadata(&ListParams::default().labels(&identity.selector()))
+            .await?;
+        let remaining: Vec<String> = owned.items.iter().map(ResourceExt::name_any).collect();
+        let now = Timestamp::now();
+        self.update_status(&Outcome::Decommissioning { purge_after }, remaining.clone())
+            .await?;
+        if now < purge_after {
+            info!(%purge_after, "tenant deleted: data retained until the deadline");
+            return Ok(Action::requeue(
+                until(now, purge_after).min(self.ctx.config.resync),
+            ));
+        }
+        if !remaining.is_empty() {
+            for meta in owned
+                .items
+                .iter()
+                .filter(|m| m.metadata.deletion_timestamp.is_none())
+            {
+                api.delete(&meta.name_any(), &DeleteParams::background())
+                    .await?;
+                self.ctx.metrics.write("Namespace", "delete");
+                self.publish(
+                    EventType::Normal,
+                    "Purged",
+                    "Delete",
+                    format!(
+                        "deleted namespace {}: the tenant's retention window has passed",
+                        meta.name_any()
+                    ),
+                )
+                .await;
+            }
+            return Ok(Action::requeue(self.ctx.config.poll));
+        }
+        // Verified: no namespace of the tenant is left. Release the Tenant.
+        let finalizers: Vec<&String> = self
+            .tenant
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .collect();
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": self.tenant.resource_version()}});
+        Api::<Tenant>::all(self.ctx.client.clone())
+            .patch(
+                &identity.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        info!("tenant purged: every namespace deleted, finalizer removed");
+        Ok(Action::await_change())
+    }
+
+    async fn ensure_finalizer(&self) -> Result<()> {
+        if self.tenant.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(());
+        }
+        let mut finalizers = self.tenant.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        // resourceVersion makes this a compare-and-swap: a concurrent change gives 409 and a retry.
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": self.tenant.resource_version()}});
+        Api::<Tenant>::all(self.ctx.client.clone())
+            .patch(
+                &self.tenant.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        self.ctx.metrics.write("Tenant", "update");
+        Ok(())
+    }
+
+    async fn unmark(&self, api: &Api<Namespace>, name: &str) -> Result<()> {
+        let patch = json!({"metadata": {"annotations": {labels::PURGE_AFTER: null}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        self.ctx.metrics.write("Namespace", "update");
+        self.publish(
+            EventType::Normal,
+            "Restored",
+            "Update",
+            format!("zone namespace {name} is wanted again: retention mark removed"),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Writes the status when it differs from what the API server holds, with an Event when
+    /// the Ready condition changes.
+    async fn update_status(&self, outcome: &Outcome, namespaces: Vec<String>) -> Result<()> {
+        let previous = self.tenant.status.as_ref();
+        let status = tenant_status(
+            self.tenant.metadata.generation,
+            outcome,
+            namespaces,
+            previous,
+            Timestamp::now(),
+        );
+        if previous == Some(&status) {
+            return Ok(());
+        }
+        // Server-side apply: a field the new status leaves out is removed, unlike a merge patch.
+        let patch = json!({"apiVersion": Tenant::api_version(&()), "kind": Tenant::kind(&()), "status": status});
+        Api::<Tenant>::all(self.ctx.client.clone())
+            .patch_status(
+                &self.tenant.name_any(),
+                &PatchParams::apply(build::MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        self.ctx.metrics.write("Tenant", "status");
+        if ready_reason(previous) != ready_reason(Some(&status)) {
+            let (type_, note) = match outcome {
+                Outcome::Ready => (EventType::Normal, "tenant is ready".to_string()),
+                Outcome::Progressing { message, .. } => (EventType::Normal, message.clone()),
+                Outcome::Blocked { message, .. } => (EventType::Warning, message.clone()),
+                Outcome::Decommissioning { purge_after } => (
+                    EventType::Normal,
+                    format!("tenant deleted: data retained until {purge_after}, then purged"),
+                ),
+            };
+            let reason = ready_reason(Some(&status))
+                .unwrap_or("Reconciled")
+                .to_string();
+            self.publish(type_, &reason, "Reconcile", note).await;
+        }
+        Ok(())
+    }
+
+    async fn record_change(&self, change: Change, kind: &str, name: &str) {
+        let (reason, action) = match change {
+            Change::Unchanged => return,
+            Change::Created => ("Created", "create"),
+            Change::Updated => ("Updated", "update"),
+        };
+        self.ctx.metrics.write(kind, action);
+        info!(kind, name, action, "applied");
+        let note = format!(
+            "{} {kind} {name}",
+            if action == "create" {
+                "created"
+            } else {
+                "restored or changed"
+            }
+        );
+        self.publish(EventType::Normal, reason, "Apply", note).await;
+    }
+
+    /// Publishes an Event on the Tenant; a failure is logged, never fatal.
+    async fn publish(&self, type_: EventType, reason: &str, action: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self
+            .ctx
+            .recorder
+            .publish(&event, &self.tenant.object_ref(&()))
+            .await
+        {
+            warn!(%error, "could not publish event");
+        }
+    }
+
+    /// The tenant's retention window, clamped to the policy's 30 days.
+    fn retention(&self) -> Duration {
+        let max = Duration::from_secs(MAX_RETENTION_SECONDS);
+        duration::parse(&self.tenant.spec.lifecycle.retention)
+            .map_or(Duration::from_secs(7 * 86_400), |d| d.min(max))
+    }
+}
+
+fn ready_reason(status: Option<&TenantStatus>) -> Option<&str> {
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .map(|c| c.reason.as_str())
+}
+
+fn until(now: Timestamp, deadline: Timestamp) -> Duration {
+    // A second past the deadline, so the next look finds it passed.
+    Duration::try_from(deadline.duration_since(now)).unwrap_or_default() + Duration::from_secs(1)
+}
+
+fn shortest(a: Option<Duration>, b: Duration) -> Option<Duration> {
+    Some(a.map_or(b, |a| a.min(b)))
+}

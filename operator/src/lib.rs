@@ -1,0 +1,45 @@
+//! Enclave's operator: reconciles each `Tenant` into isolated namespaces and the objects that
+//! keep its policy, reports what it sees, and decommissions safely.
+#![forbid(unsafe_code)]
+
+pub mod apply;
+pub mod build;
+pub mod config;
+pub mod controller;
+pub mod status;
+pub mod telemetry;
+
+/// Everything that can go wrong while reconciling a tenant.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed a request.
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// An object could not be turned into JSON.
+    #[error("serialisation failed: {0}")]
+    Serialization(#[from] serde_json::Error),
+    /// The Tenant lacks metadata the API server always sets (name, uid).
+    #[error("tenant lacks metadata.{0}")]
+    MissingMetadata(&'static str),
+    /// The admin HTTP server could not start.
+    #[error("admin server failed: {0}")]
+    AdminServer(#[from] std::io::Error),
+}
+
+impl Error {
+    /// A short, stable name for the `kind` label of the error metric.
+    #[must_use]
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "client",
+            Error::Serialization(_) => "serialization",
+            Error::MissingMetadata(_) => "metadata",
+            Error::AdminServer(_) => "admin-server",
+        }
+    }
+}
+
+/// Result of the operator's fallible steps.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,192 @@
+//! The Tenant's status, computed from what the reconcile did and saw. Pure: the controller
+//! writes it only when it differs from what the API server holds.
+
+use enclave_crds::{Phase, TenantStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// Where a reconcile left the tenant.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Everything declared is in place.
+    Ready,
+    /// Waiting on the cluster (a namespace still terminating, say).
+    Progressing {
+        /// CamelCase reason.
+        reason: &'static str,
+        /// For a person.
+        message: String,
+    },
+    /// The spec cannot be applied as is; nothing was changed.
+    Blocked {
+        /// CamelCase reason.
+        reason: &'static str,
+        /// For a person.
+        message: String,
+    },
+    /// Deleted: data retained until `purge_after`, then purged.
+    Decommissioning {
+        /// When the data is destroyed.
+        purge_after: Timestamp,
+    },
+}
+
+/// The `Ready` condition type.
+pub const READY: &str = "Ready";
+
+/// The status for `outcome`, keeping each condition's transition time while its value holds.
+#[must_use]
+pub fn tenant_status(
+    generation: Option<i64>,
+    outcome: &Outcome,
+    namespaces: Vec<String>,
+    previous: Option<&TenantStatus>,
+    now: Timestamp,
+) -> TenantStatus {
+    let (phase, ready, reason, message) = match outcome {
+        Outcome::Ready => (
+            Phase::Ready,
+            true,
+            "Reconciled",
+            format!("{} namespace(s) in place", namespaces.len()),
+        ),
+        Outcome::Progressing { reason, message } => {
+            (Phase::Pending, false, *reason, message.clone())
+        }
+        Outcome::Blocked { reason, message } => (Phase::Blocked, false, *reason, message.clone()),
+        Outcome::Decommissioning { purge_after } => (
+            Phase::Decommissioning,
+            false,
+            "Decommissioning",
+            format!("data retained until {purge_after}, then purged"),
+        ),
+    };
+    let previous_conditions = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let ready = condition(
+        READY,
+        ready,
+        reason,
+        message,
+        generation,
+        previous_conditions,
+        now,
+    );
+    let purge_after = match outcome {
+        Outcome::Decommissioning { purge_after } => Some(Time(*purge_after)),
+        _ => None,
+    };
+    // Later features report into the fields below; keep what they reported.
+    let kept = previous.cloned().unwrap_or_default();
+    TenantStatus {
+        observed_generation: generation,
+        phase: Some(phase),
+        conditions: vec![ready],
+        namespaces,
+        purge_after,
+        ready_workloads: kept.ready_workloads,
+        exposure: kept.exposure,
+        certificate: kept.certificate,
+        backup: kept.backup,
+    }
+}
+
+/// A condition whose `lastTransitionTime` moves only when its status does.
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(|| Time(seconds(now)), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// `now` truncated to whole seconds, as the API server stores times.
+#[must_use]
+pub fn seconds(now: Timestamp) -> Timestamp {
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(second).expect("timestamp")
+    }
+
+    #[test]
+    fn ready_outcome_gives_ready_phase_and_true_condition() {
+        let s = tenant_status(
+            Some(3),
+            &Outcome::Ready,
+            vec!["a-dmz".into()],
+            None,
+            at(100),
+        );
+        assert_eq!(s.phase, Some(Phase::Ready));
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.conditions[0].status, "True");
+        assert_eq!(s.conditions[0].observed_generation, Some(3));
+        assert_eq!(s.namespaces, ["a-dmz"]);
+    }
+
+    #[test]
+    fn blocked_outcome_names_reason() {
+        let outcome = Outcome::Blocked {
+            reason: "NamespaceConflict",
+            message: "x exists".into(),
+        };
+        let s = tenant_status(Some(1), &outcome, vec![], None, at(100));
+        assert_eq!(s.phase, Some(Phase::Blocked));
+        assert_eq!(s.conditions[0].reason, "NamespaceConflict");
+        assert_eq!(s.conditions[0].status, "False");
+    }
+
+    #[test]
+    fn unchanged_outcome_gives_identical_status() {
+        let first = tenant_status(Some(1), &Outcome::Ready, vec![], None, at(100));
+        let second = tenant_status(Some(1), &Outcome::Ready, vec![], Some(&first), at(500));
+        assert_eq!(
+            first, second,
+            "a steady tenant must not cause a status write"
+        );
+    }
+
+    #[test]
+    fn transition_time_moves_when_status_changes() {
+        let first = tenant_status(Some(1), &Outcome::Ready, vec![], None, at(100));
+        let outcome = Outcome::Progressing {
+            reason: "NamespaceTerminating",
+            message: String::new(),
+        };
+        let second = tenant_status(Some(1), &outcome, vec![], Some(&first), at(200));
+        assert_eq!(second.conditions[0].last_transition_time, Time(at(200)));
+    }
+
+    #[test]
+    fn decommissioning_shows_purge_deadline() {
+        let outcome = Outcome::Decommissioning {
+            purge_after: at(1_000),
+        };
+        let s = tenant_status(Some(1), &outcome, vec![], None, at(100));
+        assert_eq!(s.phase, Some(Phase::Decommissioning));
+        assert_eq!(s.purge_after, Some(Time(at(1_000))));
+    }
+}
