@@ -35,8 +35,7 @@ pub const MAX_RETENTION_SECONDS: u64 = 30 * 24 * 3600;
     derive = "PartialEq",
     derive = "Default",
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 40")
-        .message("metadata.name must be a DNS label of at most 40 characters (lower-case letters, digits, '-'), so that '<tenant>-<zone>' is a valid namespace name")
-        .field_path(".metadata.name"),
+        .message("metadata.name must be a DNS label of at most 40 characters (lower-case letters, digits, '-'), so that '<tenant>-<zone>' is a valid namespace name"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Where the tenant stands: Pending, Ready, Degraded, Blocked or Decommissioning"),
     printcolumn(name = "Zones", type_ = "string", json_path = ".spec.zones[*].name", description = "The tenant's network zones"),
     printcolumn(name = "Workloads", type_ = "string", json_path = ".status.readyWorkloads", description = "Workloads with N+1 replicas available, over all workloads"),
@@ -263,12 +262,12 @@ pub enum Protocol {
 pub struct Firewall {
     /// Sources allowed to reach internet-facing zones, as CIDRs. Empty: any address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 64)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("every allowCidrs entry must be a CIDR such as 203.0.113.0/24"))]
     pub allow_cidrs: Vec<String>,
     /// Sources refused even when inside an allowed range, as CIDRs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 64)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("every denyCidrs entry must be a CIDR such as 203.0.113.0/24"))]
     pub deny_cidrs: Vec<String>,
 }

@@ -71,9 +71,18 @@ pub async fn run(
     let store = controller.store();
     let ready = health.ready.clone();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready.store(true, Ordering::Relaxed);
-            info!("tenant cache synced");
+        // The store wakes only one of several waiters (the controller is another), so look
+        // again now and then rather than wait for a wake-up that may never come.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    ready.store(true, Ordering::Relaxed);
+                    info!("tenant cache synced");
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
         }
     });
     controller

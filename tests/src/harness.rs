@@ -1,0 +1,236 @@
+//! One control plane and one operator per test binary, shared by its tests; each test uses its
+//! own tenant names, so tests run in parallel.
+
+use crate::controlplane::{ControlPlane, OPERATOR_USER, repo_root};
+use anyhow::{Context as _, bail};
+use enclave_operator::config::Config;
+use enclave_operator::telemetry::{Health, Metrics};
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The cluster the tests run against, with the operator running on it.
+pub struct Env {
+    /// The local control plane; `None` when `KUBECONFIG` names an existing cluster.
+    pub control_plane: Option<ControlPlane>,
+    /// Kubeconfig of a cluster admin.
+    pub kubeconfig: PathBuf,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Where the operator's admin server listens.
+    pub admin_addr: SocketAddr,
+    kubectl: PathBuf,
+}
+
+static ENV: OnceLock<Env> = OnceLock::new();
+
+/// The shared environment, started on first use.
+///
+/// # Panics
+/// When the control plane or the operator cannot start: no test can run then.
+#[allow(clippy::panic)]
+pub fn env() -> &'static Env {
+    ENV.get_or_init(|| {
+        Env::start().unwrap_or_else(|e| panic!("test environment failed to start: {e:#}"))
+    })
+}
+
+impl Env {
+    fn start() -> anyhow::Result<Self> {
+        let (control_plane, kubeconfig, operator_kubeconfig, kubectl) =
+            match std::env::var_os("KUBECONFIG") {
+                Some(path) => {
+                    let path = PathBuf::from(path);
+                    let kubectl = crate::controlplane::binaries()?.join("kubectl");
+                    (None, path.clone(), path, kubectl)
+                }
+                None => {
+                    let cp = ControlPlane::start()?;
+                    let (k, o, b) = (
+                        cp.kubeconfig.clone(),
+                        cp.operator_kubeconfig.clone(),
+                        cp.bin_dir.join("kubectl"),
+                    );
+                    (Some(cp), k, o, b)
+                }
+            };
+        install_crds(&kubectl, &kubeconfig)?;
+        let health = Health::default();
+        let admin_addr = free_addr()?;
+        spawn_operator(operator_kubeconfig, health.clone(), admin_addr);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !health.ready.load(Ordering::Relaxed) {
+            if Instant::now() > deadline {
+                bail!("the operator's caches did not sync within 60s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Self {
+            control_plane,
+            kubeconfig,
+            metrics: health.metrics,
+            admin_addr,
+            kubectl,
+        })
+    }
+
+    /// A client acting as cluster admin. Each test makes its own: a client belongs to the
+    /// runtime it was made on.
+    ///
+    /// # Errors
+    /// When the kubeconfig cannot be read.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        client_from(&self.kubeconfig, KubeConfigOptions::default()).await
+    }
+
+    /// A client acting as `user` (in `groups`) through impersonation.
+    ///
+    /// # Errors
+    /// When the kubeconfig cannot be read.
+    pub async fn client_as(&self, user: &str, groups: &[&str]) -> anyhow::Result<Client> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        config.auth_info.impersonate = Some(user.to_string());
+        config.auth_info.impersonate_groups =
+            Some(groups.iter().map(|g| (*g).to_string()).collect());
+        Ok(Client::try_from(config)?)
+    }
+
+    /// A `kubectl` command as admin.
+    #[must_use]
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(&self.kubectl);
+        cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()));
+        cmd
+    }
+
+    /// The operator's writes recorded in the API server's audit log whose object is named
+    /// by `matches` (`objectRef` of each audit event).
+    ///
+    /// # Errors
+    /// On a cluster of your own, whose audit log this process cannot read.
+    pub fn operator_writes(&self, matches: impl Fn(&Value) -> bool) -> anyhow::Result<Vec<Value>> {
+        let cp = self
+            .control_plane
+            .as_ref()
+            .context("counting writes needs the local control plane's audit log")?;
+        let text = std::fs::read_to_string(&cp.audit_log)?;
+        Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event["user"]["username"] == OPERATOR_USER)
+            .filter(|event| {
+                matches!(
+                    event["verb"].as_str(),
+                    Some("create" | "update" | "patch" | "delete" | "deletecollection")
+                )
+            })
+            .filter(|event| matches(&event["objectRef"]))
+            .collect())
+    }
+}
+
+async fn client_from(path: &Path, options: KubeConfigOptions) -> anyhow::Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(path)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// Applies the committed CRDs and waits until the API server serves them.
+///
+/// # Errors
+/// When kubectl fails.
+pub fn install_crds(kubectl: &Path, kubeconfig: &Path) -> anyhow::Result<()> {
+    let crds = repo_root().join("charts/crds");
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new(kubectl)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    let dir = crds.display().to_string();
+    run(&["apply", "--server-side", "--force-conflicts", "-f", &dir])?;
+    run(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "-f",
+        &dir,
+    ])
+}
+
+/// Runs the operator on a thread of its own, with its own runtime, for the life of the process.
+fn spawn_operator(kubeconfig: PathBuf, health: Health, admin_addr: SocketAddr) {
+    std::thread::spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => return eprintln!("operator runtime: {error}"),
+        };
+        runtime.block_on(async move {
+            enclave_operator::telemetry::init_logging();
+            let client = match client_from(&kubeconfig, KubeConfigOptions::default()).await {
+                Ok(client) => client,
+                Err(error) => return eprintln!("operator client: {error:#}"),
+            };
+            let config = Config {
+                poll: Duration::from_millis(500),
+                ..Config::default()
+            };
+            tokio::spawn(enclave_operator::telemetry::serve(
+                admin_addr,
+                health.clone(),
+                std::future::pending(),
+            ));
+            if let Err(error) =
+                enclave_operator::controller::run(client, config, health, std::future::pending())
+                    .await
+            {
+                eprintln!("operator stopped: {error}");
+            }
+        });
+    });
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
+///
+/// # Errors
+/// When `check` fails or the time runs out.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
