@@ -14,7 +14,8 @@ source "$here/versions.env"
 cache_root=${ENCLAVE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/enclave}
 bin_dir="$cache_root/controlplane/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION/bin"
 export GOFLAGS=-mod=mod
-export GOTOOLCHAIN=local
+# An older Go fetches the toolchain the modules need through the module proxy.
+export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 
 log() { printf '[controlplane] %s\n' "$*" >&2; }
 

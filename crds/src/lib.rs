@@ -37,7 +37,7 @@ pub const MAX_RETENTION_SECONDS: u64 = 30 * 24 * 3600;
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 40")
         .message("metadata.name must be a DNS label of at most 40 characters (lower-case letters, digits, '-'), so that '<tenant>-<zone>' is a valid namespace name"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Where the tenant stands: Pending, Ready, Degraded, Blocked or Decommissioning"),
-    printcolumn(name = "Zones", type_ = "string", json_path = ".spec.zones[*].name", description = "The tenant's network zones"),
+    printcolumn(name = "Zones", type_ = "string", json_path = ".status.zones", description = "The tenant's network zones"),
     printcolumn(name = "Workloads", type_ = "string", json_path = ".status.readyWorkloads", description = "Workloads with N+1 replicas available, over all workloads"),
     printcolumn(name = "Cert-Expiry", type_ = "date", json_path = ".status.certificate.notAfter", description = "When the tenant's TLS certificate expires"),
     printcolumn(name = "Last-Backup", type_ = "date", json_path = ".status.backup.lastSuccessfulTime", description = "When the last backup succeeded"),
@@ -634,6 +634,9 @@ pub struct TenantStatus {
     /// The tenant's namespaces, one per zone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// The zones, comma-separated, as `kubectl get tenants` shows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zones: Option<String>,
     /// Workloads with N+1 replicas available, over all workloads (such as `2/2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_workloads: Option<String>,

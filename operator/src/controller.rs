@@ -9,7 +9,7 @@ use crate::telemetry::{Health, Metrics};
 use crate::{Error, Result};
 use enclave_crds::{MAX_RETENTION_SECONDS, Tenant, TenantStatus, duration};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
@@ -384,9 +384,17 @@ impl Reconcile<'_> {
     /// the Ready condition changes.
     async fn update_status(&self, outcome: &Outcome, namespaces: Vec<String>) -> Result<()> {
         let previous = self.tenant.status.as_ref();
+        let zones: Vec<String> = self
+            .tenant
+            .spec
+            .zones
+            .iter()
+            .map(|z| z.name.clone())
+            .collect();
         let status = tenant_status(
             self.tenant.metadata.generation,
             outcome,
+            &zones,
             namespaces,
             previous,
             Timestamp::now(),
@@ -430,25 +438,48 @@ impl Reconcile<'_> {
         };
         self.ctx.metrics.write(kind, action);
         info!(kind, name, action, "applied");
-        let note = format!(
-            "{} {kind} {name}",
-            if action == "create" {
-                "created"
-            } else {
-                "restored or changed"
-            }
-        );
-        self.publish(EventType::Normal, reason, "Apply", note).await;
+        let verb = if action == "create" {
+            "created"
+        } else {
+            "restored or changed"
+        };
+        let object = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some(kind.into()),
+            name: Some(name.into()),
+            ..ObjectReference::default()
+        };
+        self.publish_about(
+            EventType::Normal,
+            reason,
+            "Apply",
+            format!("{verb} {kind} {name}"),
+            Some(object),
+        )
+        .await;
     }
 
     /// Publishes an Event on the Tenant; a failure is logged, never fatal.
     async fn publish(&self, type_: EventType, reason: &str, action: &str, note: String) {
+        self.publish_about(type_, reason, action, note, None).await;
+    }
+
+    /// Publishes an Event on the Tenant about one of its objects, so that changes to different
+    /// objects stay separate Events rather than one aggregated series.
+    async fn publish_about(
+        &self,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        object: Option<ObjectReference>,
+    ) {
         let event = Event {
             type_,
             reason: reason.to_string(),
             note: Some(note),
             action: action.to_string(),
-            secondary: None,
+            secondary: object,
         };
         if let Err(error) = self
             .ctx

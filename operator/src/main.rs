@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             resync_seconds,
         } => {
-            telemetry::init_logging();
+            telemetry::init_logging("info");
             let client = kube::Client::try_default()
                 .await
                 .context("no usable kubeconfig or in-cluster config")?;

@@ -39,6 +39,7 @@ pub const READY: &str = "Ready";
 pub fn tenant_status(
     generation: Option<i64>,
     outcome: &Outcome,
+    zones: &[String],
     namespaces: Vec<String>,
     previous: Option<&TenantStatus>,
     now: Timestamp,
@@ -84,6 +85,7 @@ pub fn tenant_status(
         phase: Some(phase),
         conditions: vec![ready],
         namespaces,
+        zones: (!zones.is_empty()).then(|| zones.join(",")),
         purge_after,
         ready_workloads: kept.ready_workloads,
         exposure: kept.exposure,
@@ -136,6 +138,7 @@ mod tests {
         let s = tenant_status(
             Some(3),
             &Outcome::Ready,
+            &["dmz".to_string(), "app".to_string()],
             vec!["a-dmz".into()],
             None,
             at(100),
@@ -145,6 +148,7 @@ mod tests {
         assert_eq!(s.conditions[0].status, "True");
         assert_eq!(s.conditions[0].observed_generation, Some(3));
         assert_eq!(s.namespaces, ["a-dmz"]);
+        assert_eq!(s.zones.as_deref(), Some("dmz,app"));
     }
 
     #[test]
@@ -153,7 +157,7 @@ mod tests {
             reason: "NamespaceConflict",
             message: "x exists".into(),
         };
-        let s = tenant_status(Some(1), &outcome, vec![], None, at(100));
+        let s = tenant_status(Some(1), &outcome, &[], vec![], None, at(100));
         assert_eq!(s.phase, Some(Phase::Blocked));
         assert_eq!(s.conditions[0].reason, "NamespaceConflict");
         assert_eq!(s.conditions[0].status, "False");
@@ -161,8 +165,8 @@ mod tests {
 
     #[test]
     fn unchanged_outcome_gives_identical_status() {
-        let first = tenant_status(Some(1), &Outcome::Ready, vec![], None, at(100));
-        let second = tenant_status(Some(1), &Outcome::Ready, vec![], Some(&first), at(500));
+        let first = tenant_status(Some(1), &Outcome::Ready, &[], vec![], None, at(100));
+        let second = tenant_status(Some(1), &Outcome::Ready, &[], vec![], Some(&first), at(500));
         assert_eq!(
             first, second,
             "a steady tenant must not cause a status write"
@@ -171,12 +175,12 @@ mod tests {
 
     #[test]
     fn transition_time_moves_when_status_changes() {
-        let first = tenant_status(Some(1), &Outcome::Ready, vec![], None, at(100));
+        let first = tenant_status(Some(1), &Outcome::Ready, &[], vec![], None, at(100));
         let outcome = Outcome::Progressing {
             reason: "NamespaceTerminating",
             message: String::new(),
         };
-        let second = tenant_status(Some(1), &outcome, vec![], Some(&first), at(200));
+        let second = tenant_status(Some(1), &outcome, &[], vec![], Some(&first), at(200));
         assert_eq!(second.conditions[0].last_transition_time, Time(at(200)));
     }
 
@@ -185,7 +189,7 @@ mod tests {
         let outcome = Outcome::Decommissioning {
             purge_after: at(1_000),
         };
-        let s = tenant_status(Some(1), &outcome, vec![], None, at(100));
+        let s = tenant_status(Some(1), &outcome, &[], vec![], None, at(100));
         assert_eq!(s.phase, Some(Phase::Decommissioning));
         assert_eq!(s.purge_after, Some(Time(at(1_000))));
     }

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Starts JSON logging to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging() {
+/// Starts JSON logging to stderr, filtered by `RUST_LOG` (else at `default_level`).
+pub fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // A second call (tests, the demo) keeps the first subscriber.
     let _ = tracing_subscriber::fmt()
         .json()

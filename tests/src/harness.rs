@@ -63,7 +63,13 @@ impl Env {
         install_crds(&kubectl, &kubeconfig)?;
         let health = Health::default();
         let admin_addr = free_addr()?;
-        spawn_operator(operator_kubeconfig, health.clone(), admin_addr);
+        // Runs for the life of the test process.
+        std::mem::forget(spawn_operator(
+            operator_kubeconfig,
+            health.clone(),
+            admin_addr,
+            "info",
+        ));
         let deadline = Instant::now() + Duration::from_secs(60);
         while !health.ready.load(Ordering::Relaxed) {
             if Instant::now() > deadline {
@@ -174,9 +180,32 @@ pub fn install_crds(kubectl: &Path, kubeconfig: &Path) -> anyhow::Result<()> {
     ])
 }
 
-/// Runs the operator on a thread of its own, with its own runtime, for the life of the process.
-fn spawn_operator(kubeconfig: PathBuf, health: Health, admin_addr: SocketAddr) {
-    std::thread::spawn(move || {
+/// The operator running on a thread of its own; [`Operator::stop`] ends it.
+pub struct Operator {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Operator {
+    /// Stops the operator gracefully and waits for its thread.
+    pub fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs the operator on a thread of its own, with its own runtime, logging at `log_level`
+/// unless `RUST_LOG` says otherwise.
+pub fn spawn_operator(
+    kubeconfig: PathBuf,
+    health: Health,
+    admin_addr: SocketAddr,
+    log_level: &'static str,
+) -> Operator {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let thread = std::thread::spawn(move || {
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -186,7 +215,7 @@ fn spawn_operator(kubeconfig: PathBuf, health: Health, admin_addr: SocketAddr) {
             Err(error) => return eprintln!("operator runtime: {error}"),
         };
         runtime.block_on(async move {
-            enclave_operator::telemetry::init_logging();
+            enclave_operator::telemetry::init_logging(log_level);
             let client = match client_from(&kubeconfig, KubeConfigOptions::default()).await {
                 Ok(client) => client,
                 Err(error) => return eprintln!("operator client: {error:#}"),
@@ -195,19 +224,27 @@ fn spawn_operator(kubeconfig: PathBuf, health: Health, admin_addr: SocketAddr) {
                 poll: Duration::from_millis(500),
                 ..Config::default()
             };
-            tokio::spawn(enclave_operator::telemetry::serve(
+            let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            let admin = tokio::spawn(enclave_operator::telemetry::serve(
                 admin_addr,
                 health.clone(),
-                std::future::pending(),
+                until_stopped(stopped.clone()),
             ));
             if let Err(error) =
-                enclave_operator::controller::run(client, config, health, std::future::pending())
+                enclave_operator::controller::run(client, config, health, until_stopped(stopped))
                     .await
             {
                 eprintln!("operator stopped: {error}");
             }
+            let _ = admin.await;
         });
     });
+    Operator {
+        stop,
+        thread: Some(thread),
+    }
 }
 
 fn free_addr() -> anyhow::Result<SocketAddr> {

@@ -78,7 +78,40 @@ async fn zone_namespaces_carry_labels_owner_and_pod_security() -> Result<()> {
         );
         assert_eq!(owner.uid, created.uid().context("uid")?);
     }
+
+    // Every namespace created is an Event on the Tenant.
+    let notes = eventually("creation events", Duration::from_secs(10), || async {
+        let notes = tenant_events(&client, "found-ns").await?;
+        Ok((notes.len() >= 3).then_some(notes))
+    })
+    .await?;
+    for zone in ["dmz", "app", "data"] {
+        assert!(
+            notes.contains(&format!("Created: created Namespace found-ns-{zone}")),
+            "{notes:?}"
+        );
+    }
     Ok(())
+}
+
+/// `reason: note` of the Events about a tenant.
+async fn tenant_events(client: &Client, tenant: &str) -> Result<Vec<String>> {
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), "default");
+    let selector = format!("regarding.kind=Tenant,regarding.name={tenant}");
+    let list = events
+        .list(&kube::api::ListParams::default().fields(&selector))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default()
+            )
+        })
+        .collect())
 }
 
 #[tokio::test]

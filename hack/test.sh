@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, the CRD YAML's freshness, unit tests, and the integration
+# tests on the local control plane (built once from source, then cached). Afterwards, checks
+# that no control-plane process outlived the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$SECONDS
+
+ENCLAVE_BIN_DIR=$(hack/build-controlplane.sh | tail -n 1)
+export ENCLAVE_BIN_DIR
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "==> CRD YAML is generated from the types"
+cargo run --quiet --package enclave-crds --bin crdgen | diff -u charts/crds/tenants.enclave.dev.yaml - \
+  || { echo "charts/crds is stale: run 'cargo run -p enclave-crds --bin crdgen > charts/crds/tenants.enclave.dev.yaml'"; exit 1; }
+echo "==> cargo test"
+cargo test --workspace --no-fail-fast
+
+echo "==> no control-plane process left behind"
+sleep 3 # the reaper of each test binary stops what it started within a second or two
+left=$(pgrep -f "^$ENCLAVE_BIN_DIR/" || true)
+if [ -n "$left" ]; then
+  echo "left running:"; ps -o pid,args -p "$(echo "$left" | paste -sd,)"
+  exit 1
+fi
+echo "all tests passed in $((SECONDS - start))s"
