@@ -17,7 +17,12 @@ echo "==> CRD YAML is generated from the types"
 cargo run --quiet --package enclave-crds --bin crdgen | diff -u charts/crds/tenants.enclave.dev.yaml - \
   || { echo "charts/crds is stale: run 'cargo run -p enclave-crds --bin crdgen > charts/crds/tenants.enclave.dev.yaml'"; exit 1; }
 echo "==> cargo test"
-cargo test --workspace --no-fail-fast
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee "$results"
+status=${PIPESTATUS[0]}
+set -e
 
 echo "==> no control-plane process left behind"
 sleep 3 # the reaper of each test binary stops what it started within a second or two
@@ -26,4 +31,8 @@ if [ -n "$left" ]; then
   echo "left running:"; ps -o pid,args -p "$(echo "$left" | paste -sd,)"
   exit 1
 fi
-echo "all tests passed in $((SECONDS - start))s"
+echo "done in $((SECONDS - start))s"
+# One closing line for the whole run: the per-binary lines above end on doc-test binaries with
+# no tests.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
+exit "$status"

@@ -625,3 +625,39 @@ async fn admin_endpoints_report_health_and_metrics() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn kubectl_explain_documents_the_fields() -> Result<()> {
+    let env = env();
+    for (field, needle) in [
+        ("tenant.spec.lifecycle.retention", "at most 30 days"),
+        (
+            "tenant.spec.zones.allowFrom",
+            "Zones of the same tenant allowed to reach",
+        ),
+        (
+            "tenant.status.purgeAfter",
+            "retained data of a deleted or decommissioned tenant is destroyed",
+        ),
+    ] {
+        // The API server publishes a new CRD's OpenAPI within seconds, not at once.
+        let text = eventually(
+            &format!("kubectl explain {field}"),
+            Duration::from_secs(30),
+            || async {
+                let out = env.kubectl().args(["explain", field]).output()?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                Ok((out.status.success() && !text.is_empty()).then_some(text))
+            },
+        )
+        .await?;
+        assert!(text.contains(needle), "kubectl explain {field}:\n{text}");
+    }
+    let out = env.kubectl().args(["get", "tnt"]).output()?;
+    assert!(
+        out.status.success(),
+        "short name `tnt` not served: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
