@@ -177,12 +177,12 @@ pub struct Access {
         .message("a ServiceAccount subject needs its namespace")
 )]
 pub struct Subject {
-    /// User, Group or ServiceAccount.
+    /// User, Group or `ServiceAccount`.
     pub kind: SubjectKind,
     /// Name as the cluster's authenticator reports it.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// Namespace of a ServiceAccount subject.
+    /// Namespace of a `ServiceAccount` subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     pub namespace: Option<String>,
@@ -293,7 +293,7 @@ pub struct EgressRule {
     pub description: Option<String>,
 }
 
-/// Limits applied to each zone namespace (ResourceQuota and LimitRange).
+/// Limits applied to each zone namespace (`ResourceQuota` and `LimitRange`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Quota {
@@ -344,7 +344,7 @@ pub struct Workload {
     /// Arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    /// ConfigMaps and Secrets of the zone namespace exposed as environment variables.
+    /// `ConfigMaps` and Secrets of the zone namespace exposed as environment variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub env_from: Vec<EnvSource>,
@@ -361,7 +361,7 @@ pub struct Workload {
     pub volume_mounts: Vec<VolumeMount>,
 }
 
-/// A ConfigMap or Secret exposed as environment variables.
+/// A `ConfigMap` or Secret exposed as environment variables.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -369,7 +369,7 @@ pub struct Workload {
         .message("set exactly one of configMap and secret")
 )]
 pub struct EnvSource {
-    /// Name of a ConfigMap in the workload's zone namespace.
+    /// Name of a `ConfigMap` in the workload's zone namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub config_map: Option<String>,
@@ -444,7 +444,7 @@ pub struct Volume {
     #[serde(default = "default_profile")]
     #[schemars(length(min = 1, max = 63))]
     pub profile: String,
-    /// ReadWriteOnce (default) or ReadWriteMany.
+    /// `ReadWriteOnce` (default) or `ReadWriteMany`.
     #[serde(default)]
     pub access_mode: VolumeAccessMode,
 }
@@ -482,7 +482,7 @@ pub struct IssuerRef {
     /// Issuer name.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// Issuer or ClusterIssuer.
+    /// Issuer or `ClusterIssuer`.
     #[serde(default)]
     pub kind: IssuerKind,
 }
@@ -492,7 +492,7 @@ pub struct IssuerRef {
 pub enum IssuerKind {
     /// A namespaced Issuer in the tenant's internet-facing zone.
     Issuer,
-    /// A ClusterIssuer.
+    /// A `ClusterIssuer`.
     #[default]
     ClusterIssuer,
 }
@@ -640,7 +640,7 @@ pub struct TenantStatus {
     /// Workloads with N+1 replicas available, over all workloads (such as `2/2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_workloads: Option<String>,
-    /// Every port reachable from outside its zone, computed from the applied NetworkPolicies.
+    /// Every port reachable from outside its zone, computed from the applied `NetworkPolicies`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exposure: Vec<ExposureEntry>,
     /// The tenant's current certificate.

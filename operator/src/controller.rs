@@ -99,6 +99,7 @@ pub async fn run(
 }
 
 /// Backs off a failed tenant; others are not held up.
+#[allow(clippy::needless_pass_by_value)] // the signature kube-runtime's Controller::run asks for
 fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(error);
     warn!(tenant = %tenant.name_any(), %error, kind = error.metric_label(), "reconcile error, retrying");
@@ -257,7 +258,7 @@ impl Reconcile<'_> {
                     self.ctx.metrics.write("Namespace", "update");
                     self.publish(EventType::Normal, "Retained", "Retain", format!("zone namespace {name} left the spec; its data is kept until {purge_after}"))
                         .await;
-                    next = shortest(next, until(now, purge_after));
+                    next = Some(shortest(next, until(now, purge_after)));
                 }
                 Sweep::Purge(name) => {
                     api.delete(&name, &DeleteParams::background()).await?;
@@ -270,7 +271,7 @@ impl Reconcile<'_> {
                     )
                     .await;
                 }
-                Sweep::Wait(deadline) => next = shortest(next, until(now, deadline)),
+                Sweep::Wait(deadline) => next = Some(shortest(next, until(now, deadline))),
             }
         }
         Ok(next)
@@ -512,6 +513,6 @@ fn until(now: Timestamp, deadline: Timestamp) -> Duration {
     Duration::try_from(deadline.duration_since(now)).unwrap_or_default() + Duration::from_secs(1)
 }
 
-fn shortest(a: Option<Duration>, b: Duration) -> Option<Duration> {
-    Some(a.map_or(b, |a| a.min(b)))
+fn shortest(a: Option<Duration>, b: Duration) -> Duration {
+    a.map_or(b, |a| a.min(b))
 }

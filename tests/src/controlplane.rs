@@ -28,7 +28,7 @@ pub const NODES: [(&str, &str); 3] = [
 pub const OPERATOR_USER: &str = "enclave-operator";
 
 /// Audit policy: metadata of every write, nothing of reads or of node heartbeats.
-const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+const AUDIT_POLICY: &str = r"apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
@@ -40,7 +40,7 @@ rules:
 - level: Metadata
   verbs: [create, update, patch, delete, deletecollection]
 - level: None
-"#;
+";
 
 /// Admission plugins of a production cluster.
 const ADMISSION_PLUGINS: &str = "NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,DefaultStorageClass,\
@@ -425,13 +425,14 @@ status:
                 }
             }
             if Instant::now() > deadline {
-                let logs: String = self
-                    .children
-                    .iter()
-                    .map(|(n, _)| {
-                        format!("--- {n}\n{}\n", tail(&self.dir.join(format!("{n}.log"))))
-                    })
-                    .collect();
+                let mut logs = String::new();
+                for (n, _) in &self.children {
+                    let _ = writeln!(
+                        logs,
+                        "--- {n}\n{}",
+                        tail(&self.dir.join(format!("{n}.log")))
+                    );
+                }
                 bail!("{what} not ready after {timeout:?}\n{logs}");
             }
             std::thread::sleep(Duration::from_millis(250));

@@ -44,21 +44,18 @@ pub fn env() -> &'static Env {
 impl Env {
     fn start() -> anyhow::Result<Self> {
         let (control_plane, kubeconfig, operator_kubeconfig, kubectl) =
-            match std::env::var_os("KUBECONFIG") {
-                Some(path) => {
-                    let path = PathBuf::from(path);
-                    let kubectl = crate::controlplane::binaries()?.join("kubectl");
-                    (None, path.clone(), path, kubectl)
-                }
-                None => {
-                    let cp = ControlPlane::start()?;
-                    let (k, o, b) = (
-                        cp.kubeconfig.clone(),
-                        cp.operator_kubeconfig.clone(),
-                        cp.bin_dir.join("kubectl"),
-                    );
-                    (Some(cp), k, o, b)
-                }
+            if let Some(path) = std::env::var_os("KUBECONFIG") {
+                let path = PathBuf::from(path);
+                let kubectl = crate::controlplane::binaries()?.join("kubectl");
+                (None, path.clone(), path, kubectl)
+            } else {
+                let cp = ControlPlane::start()?;
+                let (k, o, b) = (
+                    cp.kubeconfig.clone(),
+                    cp.operator_kubeconfig.clone(),
+                    cp.bin_dir.join("kubectl"),
+                );
+                (Some(cp), k, o, b)
             };
         install_crds(&kubectl, &kubeconfig)?;
         let health = Health::default();
@@ -198,6 +195,7 @@ impl Operator {
 
 /// Runs the operator on a thread of its own, with its own runtime, logging at `log_level`
 /// unless `RUST_LOG` says otherwise.
+#[must_use]
 pub fn spawn_operator(
     kubeconfig: PathBuf,
     health: Health,

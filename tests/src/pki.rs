@@ -59,7 +59,7 @@ impl Authority {
         let mut params = CertificateParams::new(names)?;
         params.distinguished_name.push(DnType::CommonName, file);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.sign(file, params)
+        self.sign(file, &params)
     }
 
     /// A client certificate for user `user` in `groups`.
@@ -75,10 +75,10 @@ impl Authority {
                 .push(DnType::OrganizationName, *group);
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign(file, params)
+        self.sign(file, &params)
     }
 
-    fn sign(&self, file: &str, params: CertificateParams) -> anyhow::Result<CertFiles> {
+    fn sign(&self, file: &str, params: &CertificateParams) -> anyhow::Result<CertFiles> {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         let files = CertFiles {

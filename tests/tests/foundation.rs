@@ -512,7 +512,7 @@ async fn control_plane_enforces_rbac() -> Result<()> {
         .client_as("mallory@example.com", &["system:authenticated"])
         .await?;
     let result = Api::<Namespace>::all(nobody)
-        .list(&Default::default())
+        .list(&kube::api::ListParams::default())
         .await;
     match result {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{}", status.message),
@@ -585,7 +585,7 @@ async fn deployment_becomes_available_on_the_fake_nodes() -> Result<()> {
     })
     .await?;
     let pods = Api::<Pod>::namespaced(client, "found-deploy")
-        .list(&Default::default())
+        .list(&kube::api::ListParams::default())
         .await?;
     assert_eq!(pods.items.len(), 3);
     assert!(pods.items.iter().all(|p| {

@@ -18,22 +18,19 @@ use std::time::{Duration, Instant};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (control_plane, kubeconfig, kubectl) = match std::env::var_os("KUBECONFIG") {
-        Some(path) => {
-            step(&format!(
-                "using the cluster of KUBECONFIG={}",
-                PathBuf::from(&path).display()
-            ));
-            (None, PathBuf::from(path), binaries()?.join("kubectl"))
-        }
-        None => {
-            step(
-                "starting the local control plane (the first run builds it from source: several minutes)",
-            );
-            let cp = tokio::task::spawn_blocking(ControlPlane::start).await??;
-            let (k, b) = (cp.kubeconfig.clone(), cp.bin_dir.join("kubectl"));
-            (Some(cp), k, b)
-        }
+    let (control_plane, kubeconfig, kubectl) = if let Some(path) = std::env::var_os("KUBECONFIG") {
+        step(&format!(
+            "using the cluster of KUBECONFIG={}",
+            PathBuf::from(&path).display()
+        ));
+        (None, PathBuf::from(path), binaries()?.join("kubectl"))
+    } else {
+        step(
+            "starting the local control plane (the first run builds it from source: several minutes)",
+        );
+        let cp = tokio::task::spawn_blocking(ControlPlane::start).await??;
+        let (k, b) = (cp.kubeconfig.clone(), cp.bin_dir.join("kubectl"));
+        (Some(cp), k, b)
     };
     let kubectl_cmd = |args: &[&str]| -> anyhow::Result<String> {
         let out = Command::new(&kubectl)
