@@ -1,5 +1,6 @@
 //! The operator's configuration: what the platform team decides for every tenant.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Settings of one operator process.
@@ -13,6 +14,64 @@ pub struct Config {
     pub poll: Duration,
     /// Name reported as the source of Events.
     pub reporter: String,
+    /// Network settings of every tenant.
+    pub network: NetworkConfig,
+}
+
+/// Where the cluster's shared network services are, and what may face the internet.
+#[derive(Clone, Debug)]
+pub struct NetworkConfig {
+    /// The cluster DNS: namespace labels and pod labels every zone may reach on port 53.
+    pub dns: PeerSelector,
+    /// The ingress controller: namespace labels of what may reach internet-facing zones.
+    pub ingress_controller: PeerSelector,
+    /// Ports an internet-facing zone may open (R17): by default the services the policy
+    /// names (HTTP(S), SMTP(S), IMAP(S), POP3(S)).
+    pub internet_ports: Vec<i32>,
+}
+
+/// Namespace and pod labels that select peers outside the tenant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerSelector {
+    /// Labels of the peer's namespace.
+    pub namespace_labels: BTreeMap<String, String>,
+    /// Labels of the peer's pods; empty: every pod of the namespace.
+    pub pod_labels: BTreeMap<String, String>,
+}
+
+impl PeerSelector {
+    fn of(namespace: &[(&str, &str)], pods: &[(&str, &str)]) -> Self {
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect()
+        };
+        Self {
+            namespace_labels: map(namespace),
+            pod_labels: map(pods),
+        }
+    }
+}
+
+/// Ports the policy names for internet-facing services: HTTP, HTTPS, SMTP, SMTPS,
+/// submission, IMAP, IMAPS, POP3, POP3S.
+pub const DEFAULT_INTERNET_PORTS: [i32; 9] = [80, 443, 25, 465, 587, 143, 993, 110, 995];
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            dns: PeerSelector::of(
+                &[("kubernetes.io/metadata.name", "kube-system")],
+                &[("k8s-app", "kube-dns")],
+            ),
+            ingress_controller: PeerSelector::of(
+                &[("kubernetes.io/metadata.name", "ingress-nginx")],
+                &[],
+            ),
+            internet_ports: DEFAULT_INTERNET_PORTS.to_vec(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -22,6 +81,7 @@ impl Default for Config {
             resync: Duration::from_secs(300),
             poll: Duration::from_secs(2),
             reporter: crate::build::MANAGER.to_string(),
+            network: NetworkConfig::default(),
         }
     }
 }

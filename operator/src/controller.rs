@@ -10,14 +10,19 @@ use crate::{Error, Result};
 use enclave_crds::{MAX_RETENTION_SECONDS, Tenant, TenantStatus, duration};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::NamespaceResourceScope;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::collections::BTreeSet;
+use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -63,7 +68,11 @@ pub async fn run(
     )
     // Only the namespaces the operator manages are watched, never every namespace.
     .owns(
-        Api::<Namespace>::all(client),
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default().labels(&managed),
+    )
+    .owns(
+        Api::<NetworkPolicy>::all(client),
         watcher::Config::default().labels(&managed),
     )
     .with_config(controller::Config::default().concurrency(config.concurrency))
@@ -146,7 +155,7 @@ impl Reconcile<'_> {
         self.ensure_finalizer().await?;
 
         // validate + build: pure.
-        let desired = match build::desired(self.tenant) {
+        let desired = match build::desired(self.tenant, &self.ctx.config) {
             Ok(desired) => desired,
             Err(invalid) => {
                 let outcome = Outcome::Blocked {
@@ -224,7 +233,11 @@ impl Reconcile<'_> {
                 .await;
         }
 
+        self.apply_namespaced(&desired.network_policies).await?;
+
         // sweep
+        self.sweep_namespaced(&identity, &desired.network_policies)
+            .await?;
         let wanted: BTreeSet<String> = names.iter().cloned().collect();
         let next = self.sweep(&api, &identity, &wanted).await?;
 
@@ -232,6 +245,68 @@ impl Reconcile<'_> {
         Ok(Action::requeue(next.map_or(self.ctx.config.resync, |d| {
             d.min(self.ctx.config.resync)
         })))
+    }
+
+    /// Applies namespaced objects, each unless it already matches.
+    async fn apply_namespaced<K>(&self, desired: &[K]) -> Result<()>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        for object in desired {
+            let namespace = object.namespace().unwrap_or_default();
+            let api = Api::<K>::namespaced(self.ctx.client.clone(), &namespace);
+            let live = api.get_opt(&object.name_any()).await?;
+            let change = apply(&api, object, live.as_ref()).await?;
+            self.record_change(
+                change,
+                &K::kind(&()),
+                &format!("{namespace}/{}", object.name_any()),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Deletes the tenant's objects of kind `K` that the build no longer wants. Only for kinds
+    /// that hold no data: those are retained instead (see [`Self::sweep`]).
+    async fn sweep_namespaced<K>(&self, identity: &Identity, desired: &[K]) -> Result<()>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        let wanted: BTreeSet<(String, String)> = desired
+            .iter()
+            .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
+            .collect();
+        let owned = Api::<K>::all(self.ctx.client.clone())
+            .list_metadata(&ListParams::default().labels(&identity.selector()))
+            .await?;
+        for meta in owned.items {
+            let key = (meta.namespace().unwrap_or_default(), meta.name_any());
+            if wanted.contains(&key) || meta.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            Api::<K>::namespaced(self.ctx.client.clone(), &key.0)
+                .delete(&key.1, &DeleteParams::background())
+                .await?;
+            let kind = K::kind(&());
+            self.ctx.metrics.write(&kind, "delete");
+            self.publish(
+                EventType::Normal,
+                "Deleted",
+                "Delete",
+                format!("deleted {kind} {}/{}: no longer in the spec", key.0, key.1),
+            )
+            .await;
+        }
+        Ok(())
     }
 
     /// Marks, keeps or purges the namespaces the spec no longer wants. Returns how soon the

@@ -1,10 +1,14 @@
 //! Pure builders: `(Tenant, configuration) -> desired objects`. No client, no I/O, so nearly
 //! every rule of the product is unit-tested here.
 
+pub mod cidr;
 pub mod namespaces;
+pub mod network;
 
+use crate::config::Config;
 use enclave_crds::Tenant;
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 /// The one field manager of every server-side apply the operator makes.
 pub const MANAGER: &str = "enclave-operator";
@@ -41,16 +45,21 @@ pub struct Invalid {
 pub struct Desired {
     /// One namespace per zone.
     pub namespaces: Vec<Namespace>,
+    /// Default-deny and the declared openings, per zone.
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 /// Validates what the schema cannot, then builds the tenant's objects.
 ///
 /// # Errors
-/// [`Invalid`] when the tenant lacks the identity every object is tied to.
-pub fn desired(tenant: &Tenant) -> Result<Desired, Invalid> {
+/// [`Invalid`] when the tenant lacks the identity every object is tied to, or asks for what
+/// the operator's configuration does not allow.
+pub fn desired(tenant: &Tenant, config: &Config) -> Result<Desired, Invalid> {
     let identity = Identity::of(tenant)?;
+    network::validate(tenant, &config.network)?;
     Ok(Desired {
         namespaces: namespaces::zone_namespaces(tenant, &identity),
+        network_policies: network::zone_policies(tenant, &identity, &config.network),
     })
 }
 

@@ -1,0 +1,295 @@
+//! Network zones as NetworkPolicies (R6, R4, R17): every zone namespace denies all traffic by
+//! default, then opens exactly what the spec declares.
+//!
+//! Per zone namespace:
+//! - `enclave-default-deny`: no ingress, no egress;
+//! - `enclave-ingress`: the zone's ports, from the tenant zones in `allowFrom` and, for an
+//!   internet-facing zone, from the ingress controller and the firewall's allowed sources;
+//! - `enclave-egress`: the cluster DNS, the ports of the tenant zones that allow this one, and
+//!   the third parties of `spec.egress`.
+//!
+//! Tenant zones are selected by the tenant's uid label, never its name, so no other tenant's
+//! namespace can ever match.
+
+use super::cidr::Cidr;
+use super::{Identity, Invalid, labels};
+use crate::config::{NetworkConfig, PeerSelector};
+use enclave_crds::{Exposure, Port, Protocol, Tenant, Zone};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+/// Name of the policy that denies everything not opened by the others.
+pub const DEFAULT_DENY: &str = "enclave-default-deny";
+/// Name of the policy holding every allowed ingress of a zone.
+pub const INGRESS: &str = "enclave-ingress";
+/// Name of the policy holding every allowed egress of a zone.
+pub const EGRESS: &str = "enclave-egress";
+
+/// Refuses an internet-facing port outside the allowed set (R17).
+///
+/// # Errors
+/// [`Invalid`] naming the zone, the port and the allowed set.
+pub fn validate(tenant: &Tenant, config: &NetworkConfig) -> Result<(), Invalid> {
+    for zone in tenant
+        .spec
+        .zones
+        .iter()
+        .filter(|z| z.exposure == Exposure::Internet)
+    {
+        if let Some(port) = zone
+            .ports
+            .iter()
+            .find(|p| !config.internet_ports.contains(&p.port))
+        {
+            let allowed: Vec<String> = config
+                .internet_ports
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            return Err(Invalid {
+                reason: "PortNotAllowed",
+                message: format!(
+                    "zone {}: port {} may not face the internet; allowed: {}",
+                    zone.name,
+                    port.port,
+                    allowed.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The NetworkPolicies of every zone of the tenant.
+#[must_use]
+pub fn zone_policies(
+    tenant: &Tenant,
+    identity: &Identity,
+    config: &NetworkConfig,
+) -> Vec<NetworkPolicy> {
+    let mut policies = Vec::new();
+    for zone in &tenant.spec.zones {
+        let namespace = tenant.zone_namespace(&zone.name);
+        let meta = |name: &str| ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.clone()),
+            labels: Some(zone_labels(identity, &zone.name)),
+            ..ObjectMeta::default()
+        };
+        policies.push(NetworkPolicy {
+            metadata: meta(DEFAULT_DENY),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector::default()),
+                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+                ..NetworkPolicySpec::default()
+            }),
+        });
+        let ingress = ingress_rules(tenant, zone, identity, config);
+        if !ingress.is_empty() {
+            policies.push(NetworkPolicy {
+                metadata: meta(INGRESS),
+                spec: Some(NetworkPolicySpec {
+                    pod_selector: Some(LabelSelector::default()),
+                    policy_types: Some(vec!["Ingress".into()]),
+                    ingress: Some(ingress),
+                    ..NetworkPolicySpec::default()
+                }),
+            });
+        }
+        policies.push(NetworkPolicy {
+            metadata: meta(EGRESS),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector::default()),
+                policy_types: Some(vec!["Egress".into()]),
+                egress: Some(egress_rules(tenant, zone, identity, config)),
+                ..NetworkPolicySpec::default()
+            }),
+        });
+    }
+    policies
+}
+
+fn ingress_rules(
+    tenant: &Tenant,
+    zone: &Zone,
+    identity: &Identity,
+    config: &NetworkConfig,
+) -> Vec<NetworkPolicyIngressRule> {
+    if zone.ports.is_empty() {
+        return Vec::new(); // nothing served, nothing reachable
+    }
+    let ports = Some(policy_ports(&zone.ports));
+    let mut rules: Vec<NetworkPolicyIngressRule> = zone
+        .allow_from
+        .iter()
+        .map(|source| NetworkPolicyIngressRule {
+            from: Some(vec![tenant_zone_peer(identity, source)]),
+            ports: ports.clone(),
+        })
+        .collect();
+    if zone.exposure == Exposure::Internet {
+        rules.push(NetworkPolicyIngressRule {
+            from: Some(vec![external_peer(&config.ingress_controller)]),
+            ports: ports.clone(),
+        });
+        let blocks: Vec<NetworkPolicyPeer> = firewall_blocks(tenant)
+            .into_iter()
+            .map(|(cidr, except)| NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr,
+                    except: (!except.is_empty()).then_some(except),
+                }),
+                ..NetworkPolicyPeer::default()
+            })
+            .collect();
+        if !blocks.is_empty() {
+            rules.push(NetworkPolicyIngressRule {
+                from: Some(blocks),
+                ports,
+            });
+        }
+    }
+    rules
+}
+
+fn egress_rules(
+    tenant: &Tenant,
+    zone: &Zone,
+    identity: &Identity,
+    config: &NetworkConfig,
+) -> Vec<NetworkPolicyEgressRule> {
+    let dns_port = |protocol: &str| NetworkPolicyPort {
+        port: Some(IntOrString::Int(53)),
+        protocol: Some(protocol.to_string()),
+        ..NetworkPolicyPort::default()
+    };
+    let mut rules = vec![NetworkPolicyEgressRule {
+        to: Some(vec![external_peer(&config.dns)]),
+        ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
+    }];
+    // The other side of each zone-to-zone ingress rule.
+    for target in tenant
+        .spec
+        .zones
+        .iter()
+        .filter(|t| t.allow_from.contains(&zone.name) && !t.ports.is_empty())
+    {
+        rules.push(NetworkPolicyEgressRule {
+            to: Some(vec![tenant_zone_peer(identity, &target.name)]),
+            ports: Some(policy_ports(&target.ports)),
+        });
+    }
+    for third_party in tenant
+        .spec
+        .egress
+        .iter()
+        .filter(|e| e.zone.as_ref().is_none_or(|z| *z == zone.name))
+    {
+        rules.push(NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: third_party.cidr.clone(),
+                    except: None,
+                }),
+                ..NetworkPolicyPeer::default()
+            }]),
+            ports: Some(policy_ports(&third_party.ports)),
+        });
+    }
+    rules
+}
+
+/// The firewall's allowed sources, each with the denied ranges inside it as exceptions. An
+/// allowed range that a denied one covers whole is dropped; no allowed range means any
+/// address, in both families.
+#[must_use]
+pub fn firewall_blocks(tenant: &Tenant) -> Vec<(String, Vec<String>)> {
+    let firewall = &tenant.spec.firewall;
+    let allow: Vec<String> = if firewall.allow_cidrs.is_empty() {
+        vec!["0.0.0.0/0".into(), "::/0".into()]
+    } else {
+        firewall.allow_cidrs.clone()
+    };
+    let deny: Vec<(String, Cidr)> = firewall
+        .deny_cidrs
+        .iter()
+        .filter_map(|d| Some((d.clone(), Cidr::parse(d)?)))
+        .collect();
+    allow
+        .into_iter()
+        .filter_map(|text| {
+            let range = Cidr::parse(&text)?;
+            if deny.iter().any(|(_, d)| d.contains(&range)) {
+                return None;
+            }
+            let except = deny
+                .iter()
+                .filter(|(_, d)| range.contains(d))
+                .map(|(t, _)| t.clone())
+                .collect();
+            Some((text, except))
+        })
+        .collect()
+}
+
+/// Selects one zone namespace of this tenant, by uid.
+fn tenant_zone_peer(identity: &Identity, zone: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([
+                (labels::TENANT_UID.to_string(), identity.uid.clone()),
+                (labels::ZONE.to_string(), zone.to_string()),
+            ])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+fn external_peer(selector: &PeerSelector) -> NetworkPolicyPeer {
+    let select = |labels: &BTreeMap<String, String>| LabelSelector {
+        match_labels: (!labels.is_empty()).then(|| labels.clone()),
+        ..LabelSelector::default()
+    };
+    NetworkPolicyPeer {
+        namespace_selector: Some(select(&selector.namespace_labels)),
+        pod_selector: (!selector.pod_labels.is_empty()).then(|| select(&selector.pod_labels)),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+fn policy_ports(ports: &[Port]) -> Vec<NetworkPolicyPort> {
+    ports
+        .iter()
+        .map(|p| NetworkPolicyPort {
+            port: Some(IntOrString::Int(p.port)),
+            protocol: Some(protocol(p.protocol).to_string()),
+            ..NetworkPolicyPort::default()
+        })
+        .collect()
+}
+
+/// The Kubernetes name of a protocol.
+#[must_use]
+pub fn protocol(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+    }
+}
+
+/// Labels of an object that belongs to one zone of the tenant.
+#[must_use]
+pub fn zone_labels(identity: &Identity, zone: &str) -> BTreeMap<String, String> {
+    let mut labels = identity.labels();
+    labels.insert(labels::ZONE.to_string(), zone.to_string());
+    labels
+}
+
+#[cfg(test)]
+mod tests;

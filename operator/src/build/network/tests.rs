@@ -1,0 +1,236 @@
+use super::*;
+use crate::build::fixtures::tenant;
+use enclave_crds::{EgressRule, Firewall};
+
+fn three_zones() -> Tenant {
+    tenant("acme") // dmz (Internet, 443), app (from dmz), data (from app)
+}
+
+fn policies(t: &Tenant) -> Vec<NetworkPolicy> {
+    zone_policies(
+        t,
+        &Identity::of(t).expect("identity"),
+        &NetworkConfig::default(),
+    )
+}
+
+fn policy<'a>(
+    all: &'a [NetworkPolicy],
+    namespace: &str,
+    name: &str,
+) -> Option<&'a NetworkPolicySpec> {
+    all.iter()
+        .find(|p| {
+            p.metadata.namespace.as_deref() == Some(namespace)
+                && p.metadata.name.as_deref() == Some(name)
+        })
+        .and_then(|p| p.spec.as_ref())
+}
+
+fn zone_of(peer: &NetworkPolicyPeer) -> Option<(&str, &str)> {
+    let labels = peer.namespace_selector.as_ref()?.match_labels.as_ref()?;
+    Some((
+        labels.get(labels::TENANT_UID)?.as_str(),
+        labels.get(labels::ZONE)?.as_str(),
+    ))
+}
+
+#[test]
+fn every_zone_denies_all_by_default() {
+    let all = policies(&three_zones());
+    for ns in ["acme-dmz", "acme-app", "acme-data"] {
+        let deny = policy(&all, ns, DEFAULT_DENY).expect("default deny");
+        assert_eq!(
+            deny.policy_types.as_deref(),
+            Some(&["Ingress".to_string(), "Egress".to_string()][..])
+        );
+        assert!(deny.ingress.is_none() && deny.egress.is_none());
+        assert_eq!(deny.pod_selector, Some(LabelSelector::default()));
+    }
+}
+
+#[test]
+fn zone_without_ports_has_no_ingress_policy() {
+    let all = policies(&three_zones());
+    assert!(
+        policy(&all, "acme-app", INGRESS).is_none(),
+        "app serves no port in the default zones"
+    );
+}
+
+#[test]
+fn zone_to_zone_ingress_selects_source_by_uid_on_target_ports() {
+    let mut t = three_zones();
+    t.spec.zones[2].ports = vec![Port {
+        port: 5432,
+        protocol: Protocol::Tcp,
+    }];
+    let all = policies(&t);
+    let ingress = policy(&all, "acme-data", INGRESS).expect("data ingress");
+    let rules = ingress.ingress.as_ref().expect("rules");
+    assert_eq!(rules.len(), 1);
+    let from = rules[0].from.as_ref().expect("from");
+    assert_eq!(zone_of(&from[0]), Some(("uid-acme", "app")));
+    let ports = rules[0].ports.as_ref().expect("ports");
+    assert_eq!(ports[0].port, Some(IntOrString::Int(5432)));
+    assert_eq!(ports[0].protocol.as_deref(), Some("TCP"));
+    // and the source zone may send there, nowhere else in the tenant
+    let egress = policy(&all, "acme-app", EGRESS).expect("app egress");
+    let to_zones: Vec<_> = egress
+        .egress
+        .iter()
+        .flatten()
+        .flat_map(|r| r.to.iter().flatten())
+        .filter_map(zone_of)
+        .collect();
+    assert_eq!(to_zones, [("uid-acme", "data")]);
+}
+
+#[test]
+fn every_zone_reaches_dns_only_on_53() {
+    let all = policies(&three_zones());
+    for ns in ["acme-dmz", "acme-app", "acme-data"] {
+        let egress = policy(&all, ns, EGRESS).expect("egress");
+        let dns = &egress.egress.as_ref().expect("rules")[0];
+        let peer = &dns.to.as_ref().expect("to")[0];
+        let pod_labels = peer
+            .pod_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref())
+            .expect("dns pods");
+        assert_eq!(pod_labels["k8s-app"], "kube-dns");
+        let ports: Vec<_> = dns
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.port.clone(), p.protocol.clone()))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (Some(IntOrString::Int(53)), Some("UDP".into())),
+                (Some(IntOrString::Int(53)), Some("TCP".into()))
+            ]
+        );
+    }
+}
+
+#[test]
+fn internet_zone_admits_ingress_controller_and_firewall_sources() {
+    let mut t = three_zones();
+    t.spec.firewall = Firewall {
+        allow_cidrs: vec!["0.0.0.0/0".into()],
+        deny_cidrs: vec!["203.0.113.0/24".into()],
+    };
+    let all = policies(&t);
+    let rules = policy(&all, "acme-dmz", INGRESS)
+        .and_then(|p| p.ingress.clone())
+        .expect("dmz ingress");
+    assert_eq!(rules.len(), 2, "ingress controller + firewall");
+    let controller = &rules[0].from.as_ref().expect("from")[0];
+    let ns_labels = controller
+        .namespace_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.as_ref())
+        .expect("labels");
+    assert_eq!(ns_labels["kubernetes.io/metadata.name"], "ingress-nginx");
+    let block = rules[1].from.as_ref().expect("from")[0]
+        .ip_block
+        .clone()
+        .expect("ipBlock");
+    assert_eq!(block.cidr, "0.0.0.0/0");
+    assert_eq!(block.except, Some(vec!["203.0.113.0/24".to_string()]));
+    assert_eq!(
+        rules[1].ports.as_ref().expect("ports")[0].port,
+        Some(IntOrString::Int(443))
+    );
+}
+
+#[test]
+fn firewall_drops_allowed_range_covered_by_a_denied_one() {
+    let mut t = three_zones();
+    t.spec.firewall = Firewall {
+        allow_cidrs: vec!["198.51.100.0/24".into(), "10.0.0.0/8".into()],
+        deny_cidrs: vec![
+            "198.51.0.0/16".into(),
+            "10.1.0.0/16".into(),
+            "2001:db8::/32".into(),
+        ],
+    };
+    assert_eq!(
+        firewall_blocks(&t),
+        [("10.0.0.0/8".to_string(), vec!["10.1.0.0/16".to_string()])]
+    );
+}
+
+#[test]
+fn empty_firewall_allows_both_families() {
+    let blocks = firewall_blocks(&three_zones());
+    assert_eq!(
+        blocks,
+        [
+            ("0.0.0.0/0".to_string(), vec![]),
+            ("::/0".to_string(), vec![])
+        ]
+    );
+}
+
+#[test]
+fn third_party_egress_only_from_the_named_zone() {
+    let mut t = three_zones();
+    t.spec.egress = vec![EgressRule {
+        zone: Some("app".into()),
+        cidr: "198.51.100.0/24".into(),
+        ports: vec![Port {
+            port: 443,
+            protocol: Protocol::Tcp,
+        }],
+        description: None,
+    }];
+    let all = policies(&t);
+    let blocks = |ns: &str| -> Vec<String> {
+        policy(&all, ns, EGRESS)
+            .and_then(|p| p.egress.clone())
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r.to.unwrap_or_default())
+            .filter_map(|peer| peer.ip_block.map(|b| b.cidr))
+            .collect()
+    };
+    assert_eq!(blocks("acme-app"), ["198.51.100.0/24"]);
+    assert!(blocks("acme-dmz").is_empty());
+    assert!(blocks("acme-data").is_empty());
+}
+
+#[test]
+fn internet_port_outside_the_allowed_set_is_refused() {
+    let mut t = three_zones();
+    t.spec.zones[0].ports.push(Port {
+        port: 22,
+        protocol: Protocol::Tcp,
+    });
+    let error = validate(&t, &NetworkConfig::default()).expect_err("port 22 refused");
+    assert_eq!(error.reason, "PortNotAllowed");
+    assert!(
+        error.message.contains("zone dmz: port 22"),
+        "{}",
+        error.message
+    );
+    assert!(error.message.contains("443"), "{}", error.message);
+    // An internal zone may serve any port.
+    let mut t = three_zones();
+    t.spec.zones[1].ports.push(Port {
+        port: 22,
+        protocol: Protocol::Tcp,
+    });
+    assert!(validate(&t, &NetworkConfig::default()).is_ok());
+}
+
+#[test]
+fn policies_carry_tenant_uid_and_zone_labels() {
+    for p in policies(&three_zones()) {
+        let labels = p.metadata.labels.expect("labels");
+        assert_eq!(labels[labels::TENANT_UID], "uid-acme");
+        assert!(labels.contains_key(labels::ZONE));
+    }
+}
