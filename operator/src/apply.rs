@@ -39,8 +39,79 @@ pub fn is_subset(desired: &Value, live: &Value) -> bool {
         (Value::Array(want), Value::Array(have)) => {
             want.len() == have.len() && want.iter().zip(have).all(|(w, h)| is_subset(w, h))
         }
+        // The server stores quantities in canonical form (`2048Mi` as `2Gi`).
+        (Value::String(want), Value::String(have)) => {
+            want == have || quantity(want).is_some_and(|w| quantity(have) == Some(w))
+        }
         _ => desired == live,
     }
+}
+
+/// The value of a Kubernetes quantity (`500m`, `2Gi`, `1e3`), exactly, as a fraction of
+/// 10^9 (nano units), or `None` when the text is not a quantity.
+#[must_use]
+pub fn quantity(text: &str) -> Option<i128> {
+    const BINARY: [(&str, u32); 6] = [
+        ("Ki", 10),
+        ("Mi", 20),
+        ("Gi", 30),
+        ("Ti", 40),
+        ("Pi", 50),
+        ("Ei", 60),
+    ];
+    const DECIMAL: [(&str, i32); 8] = [
+        ("n", -9),
+        ("u", -6),
+        ("m", -3),
+        ("k", 3),
+        ("M", 6),
+        ("G", 9),
+        ("T", 12),
+        ("P", 15),
+    ];
+    let (number, scale) = if let Some((n, shift)) = BINARY
+        .iter()
+        .find_map(|(s, shift)| text.strip_suffix(s).map(|n| (n, *shift)))
+    {
+        (n, Scale::Binary(shift))
+    } else if let Some((n, exp)) = DECIMAL
+        .iter()
+        .find_map(|(s, exp)| text.strip_suffix(s).map(|n| (n, *exp)))
+    {
+        (n, Scale::Decimal(exp))
+    } else if let Some((n, exp)) = text.split_once(['e', 'E']) {
+        (n, Scale::Decimal(exp.parse().ok()?))
+    } else {
+        (text, Scale::Decimal(0))
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !whole
+            .chars()
+            .chain(fraction.chars())
+            .all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    // Digits as an integer, with the decimal point moved into the exponent.
+    let digits: i128 = format!("{whole}{fraction}").parse().ok()?;
+    let point = i32::try_from(fraction.len()).ok()?;
+    let (multiplier, exponent) = match scale {
+        Scale::Binary(shift) => (1_i128 << shift, 9 - point),
+        Scale::Decimal(exp) => (1, exp + 9 - point),
+    };
+    let value = digits.checked_mul(multiplier)?;
+    if exponent >= 0 {
+        value.checked_mul(10_i128.checked_pow(u32::try_from(exponent).ok()?)?)
+    } else {
+        let divisor = 10_i128.checked_pow(u32::try_from(-exponent).ok()?)?;
+        (value % divisor == 0).then(|| value / divisor)
+    }
+}
+
+enum Scale {
+    Binary(u32),
+    Decimal(i32),
 }
 
 /// The server drops empty maps and lists (and maps holding only those), so their absence is a
@@ -172,6 +243,25 @@ mod tests {
     fn empty_list_the_server_dropped_still_matches() {
         let desired = json!({"subjects": [], "metadata": {"annotations": {}}});
         assert!(is_subset(&desired, &json!({})));
+    }
+
+    #[test]
+    fn quantities_compare_by_value() {
+        assert_eq!(quantity("2Gi"), quantity("2048Mi"));
+        assert_eq!(quantity("1"), quantity("1000m"));
+        assert_eq!(quantity("1.5"), quantity("1500m"));
+        assert_eq!(quantity("1e3"), quantity("1k"));
+        assert_ne!(quantity("1G"), quantity("1Gi"));
+        assert_eq!(quantity("abc"), None);
+        assert_eq!(quantity(""), None);
+        assert!(is_subset(
+            &json!({"hard": {"memory": "2048Mi"}}),
+            &json!({"hard": {"memory": "2Gi"}})
+        ));
+        assert!(!is_subset(
+            &json!({"hard": {"memory": "2049Mi"}}),
+            &json!({"hard": {"memory": "2Gi"}})
+        ));
     }
 
     #[test]

@@ -9,8 +9,9 @@ use crate::telemetry::{Health, Metrics};
 use crate::{Error, Result};
 use enclave_crds::{MAX_RETENTION_SECONDS, Tenant, TenantStatus, duration};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ObjectReference, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
@@ -55,6 +56,14 @@ pub async fn run(
         controller: config.reporter.clone(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    // The tenant roles are shared by every tenant: kept once per start, before any binding.
+    let roles = Api::<ClusterRole>::all(client.clone());
+    for role in build::access::cluster_roles() {
+        let live = roles.get_opt(&role.name_any()).await?;
+        if apply(&roles, &role, live.as_ref()).await? != Change::Unchanged {
+            info!(role = %role.name_any(), "tenant role applied");
+        }
+    }
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
@@ -72,7 +81,19 @@ pub async fn run(
         watcher::Config::default().labels(&managed),
     )
     .owns(
-        Api::<NetworkPolicy>::all(client),
+        Api::<NetworkPolicy>::all(client.clone()),
+        watcher::Config::default().labels(&managed),
+    )
+    .owns(
+        Api::<RoleBinding>::all(client.clone()),
+        watcher::Config::default().labels(&managed),
+    )
+    .owns(
+        Api::<ResourceQuota>::all(client.clone()),
+        watcher::Config::default().labels(&managed),
+    )
+    .owns(
+        Api::<LimitRange>::all(client.clone()),
         watcher::Config::default().labels(&managed),
     )
     .with_config(controller::Config::default().concurrency(config.concurrency))

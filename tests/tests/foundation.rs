@@ -163,7 +163,15 @@ async fn drift_is_restored() -> Result<()> {
 #[tokio::test]
 async fn unchanged_tenant_costs_zero_writes() -> Result<()> {
     let client = env().client().await?;
-    create_tenant(&client, tenant("found-quiet")).await?;
+    // Every kind of object, and quantities the server rewrites in canonical form.
+    let mut manifest = tenant("found-quiet");
+    manifest["spec"] = json!({
+        "access": {"admins": [{"kind": "Group", "name": "quiet-admins"}], "viewers": [{"kind": "ServiceAccount", "name": "ci", "namespace": "tools"}]},
+        "quota": {"cpu": "2000m", "memory": "2048Mi", "pods": 10},
+        "firewall": {"denyCidrs": ["203.0.113.0/24"]},
+        "egress": [{"cidr": "198.51.100.0/24", "ports": [{"port": 443}]}]
+    });
+    create_tenant(&client, manifest).await?;
     wait_for_phase(&client, "found-quiet", Phase::Ready).await?;
     let ours = |object: &Value| {
         object["name"].as_str().is_some_and(|n| n.starts_with("found-quiet"))

@@ -1,14 +1,17 @@
 //! Pure builders: `(Tenant, configuration) -> desired objects`. No client, no I/O, so nearly
 //! every rule of the product is unit-tested here.
 
+pub mod access;
 pub mod cidr;
 pub mod namespaces;
 pub mod network;
+pub mod quota;
 
 use crate::config::Config;
 use enclave_crds::Tenant;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 
 /// The one field manager of every server-side apply the operator makes.
 pub const MANAGER: &str = "enclave-operator";
@@ -47,6 +50,12 @@ pub struct Desired {
     pub namespaces: Vec<Namespace>,
     /// Default-deny and the declared openings, per zone.
     pub network_policies: Vec<NetworkPolicy>,
+    /// `spec.access` bound to Enclave's roles, per zone.
+    pub role_bindings: Vec<RoleBinding>,
+    /// `spec.quota`, per zone.
+    pub resource_quotas: Vec<ResourceQuota>,
+    /// Container defaults, per zone.
+    pub limit_ranges: Vec<LimitRange>,
 }
 
 /// Validates what the schema cannot, then builds the tenant's objects.
@@ -60,6 +69,9 @@ pub fn desired(tenant: &Tenant, config: &Config) -> Result<Desired, Invalid> {
     Ok(Desired {
         namespaces: namespaces::zone_namespaces(tenant, &identity),
         network_policies: network::zone_policies(tenant, &identity, &config.network),
+        role_bindings: access::role_bindings(tenant, &identity),
+        resource_quotas: quota::resource_quotas(tenant, &identity),
+        limit_ranges: quota::limit_ranges(tenant, &identity),
     })
 }
 
