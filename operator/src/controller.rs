@@ -254,10 +254,20 @@ impl Reconcile<'_> {
                 .await;
         }
 
+        // Isolation first: a zone's default-deny stands before anything else runs in it.
         self.apply_namespaced(&desired.network_policies).await?;
+        self.apply_namespaced(&desired.resource_quotas).await?;
+        self.apply_namespaced(&desired.limit_ranges).await?;
+        self.apply_namespaced(&desired.role_bindings).await?;
 
         // sweep
         self.sweep_namespaced(&identity, &desired.network_policies)
+            .await?;
+        self.sweep_namespaced(&identity, &desired.resource_quotas)
+            .await?;
+        self.sweep_namespaced(&identity, &desired.limit_ranges)
+            .await?;
+        self.sweep_namespaced(&identity, &desired.role_bindings)
             .await?;
         let wanted: BTreeSet<String> = names.iter().cloned().collect();
         let next = self.sweep(&api, &identity, &wanted).await?;

@@ -166,12 +166,7 @@ pub fn role_bindings(tenant: &Tenant, identity: &Identity) -> Vec<RoleBinding> {
     for zone in &tenant.spec.zones {
         for (name, role, subjects) in roles.iter().filter(|(_, _, subjects)| !subjects.is_empty()) {
             bindings.push(RoleBinding {
-                metadata: ObjectMeta {
-                    name: Some((*name).to_string()),
-                    namespace: Some(tenant.zone_namespace(&zone.name)),
-                    labels: Some(super::network::zone_labels(identity, &zone.name)),
-                    ..ObjectMeta::default()
-                },
+                metadata: identity.zone_object(tenant, &zone.name, name),
                 role_ref: RoleRef {
                     api_group: RBAC_GROUP.into(),
                     kind: "ClusterRole".into(),

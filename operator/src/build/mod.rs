@@ -12,6 +12,8 @@ use enclave_crds::Tenant;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
 
 /// The one field manager of every server-side apply the operator makes.
 pub const MANAGER: &str = "enclave-operator";
@@ -76,12 +78,14 @@ pub fn desired(tenant: &Tenant, config: &Config) -> Result<Desired, Invalid> {
 }
 
 /// What ties objects to a tenant: its name for people, its uid for selection.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Identity {
     /// The tenant's name.
     pub name: String,
     /// The tenant's uid.
     pub uid: String,
+    /// The owner reference every child carries, so the Tenant's watch sees drift.
+    pub owner: Option<OwnerReference>,
 }
 
 impl Identity {
@@ -101,6 +105,7 @@ impl Identity {
                 .clone()
                 .ok_or_else(|| missing("name"))?,
             uid: tenant.metadata.uid.clone().ok_or_else(|| missing("uid"))?,
+            owner: tenant.controller_owner_ref(&()),
         })
     }
 
@@ -115,6 +120,21 @@ impl Identity {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+    }
+
+    /// Metadata of the object `name` in the namespace of `zone`: the tenant's and the zone's
+    /// labels, and the owner reference.
+    #[must_use]
+    pub fn zone_object(&self, tenant: &Tenant, zone: &str, name: &str) -> ObjectMeta {
+        let mut labels = self.labels();
+        labels.insert(labels::ZONE.to_string(), zone.to_string());
+        ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(tenant.zone_namespace(zone)),
+            labels: Some(labels),
+            owner_references: self.owner.clone().map(|o| vec![o]),
+            ..ObjectMeta::default()
+        }
     }
 
     /// Label selector of every object of this tenant.

@@ -4,8 +4,7 @@
 use super::{Identity, labels};
 use enclave_crds::Tenant;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::Resource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Pod Security admission labels: `restricted` enforced, and reported on audit and warn so a
 /// refused pod says why.
@@ -33,18 +32,13 @@ pub fn zone_namespaces(tenant: &Tenant, identity: &Identity) -> Vec<Namespace> {
                 metadata: ObjectMeta {
                     name: Some(tenant.zone_namespace(&zone.name)),
                     labels: Some(labels),
-                    owner_references: owner(tenant).map(|o| vec![o]),
+                    owner_references: identity.owner.clone().map(|o| vec![o]),
                     ..ObjectMeta::default()
                 },
                 ..Namespace::default()
             }
         })
         .collect()
-}
-
-/// The owner reference every child of the tenant carries.
-fn owner(tenant: &Tenant) -> Option<OwnerReference> {
-    tenant.controller_owner_ref(&())
 }
 
 #[cfg(test)]

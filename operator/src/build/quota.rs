@@ -2,13 +2,11 @@
 //! containers that set no resources a default, so the quota can count them.
 
 use super::Identity;
-use super::network::zone_labels;
 use enclave_crds::Tenant;
 use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, ResourceQuota, ResourceQuotaSpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 
 /// Name of the ResourceQuota of each zone namespace.
@@ -40,12 +38,7 @@ pub fn resource_quotas(tenant: &Tenant, identity: &Identity) -> Vec<ResourceQuot
         .zones
         .iter()
         .map(|zone| ResourceQuota {
-            metadata: ObjectMeta {
-                name: Some(QUOTA.into()),
-                namespace: Some(tenant.zone_namespace(&zone.name)),
-                labels: Some(zone_labels(identity, &zone.name)),
-                ..ObjectMeta::default()
-            },
+            metadata: identity.zone_object(tenant, &zone.name, QUOTA),
             spec: Some(ResourceQuotaSpec {
                 hard: Some(hard.clone()),
                 ..ResourceQuotaSpec::default()
@@ -69,12 +62,7 @@ pub fn limit_ranges(tenant: &Tenant, identity: &Identity) -> Vec<LimitRange> {
         .zones
         .iter()
         .map(|zone| LimitRange {
-            metadata: ObjectMeta {
-                name: Some(LIMITS.into()),
-                namespace: Some(tenant.zone_namespace(&zone.name)),
-                labels: Some(zone_labels(identity, &zone.name)),
-                ..ObjectMeta::default()
-            },
+            metadata: identity.zone_object(tenant, &zone.name, LIMITS),
             spec: Some(LimitRangeSpec {
                 limits: vec![LimitRangeItem {
                     type_: "Container".into(),

@@ -19,7 +19,7 @@ use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
@@ -74,13 +74,7 @@ pub fn zone_policies(
 ) -> Vec<NetworkPolicy> {
     let mut policies = Vec::new();
     for zone in &tenant.spec.zones {
-        let namespace = tenant.zone_namespace(&zone.name);
-        let meta = |name: &str| ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(namespace.clone()),
-            labels: Some(zone_labels(identity, &zone.name)),
-            ..ObjectMeta::default()
-        };
+        let meta = |name: &str| identity.zone_object(tenant, &zone.name, name);
         policies.push(NetworkPolicy {
             metadata: meta(DEFAULT_DENY),
             spec: Some(NetworkPolicySpec {
@@ -281,14 +275,6 @@ pub fn protocol(protocol: Protocol) -> &'static str {
         Protocol::Tcp => "TCP",
         Protocol::Udp => "UDP",
     }
-}
-
-/// Labels of an object that belongs to one zone of the tenant.
-#[must_use]
-pub fn zone_labels(identity: &Identity, zone: &str) -> BTreeMap<String, String> {
-    let mut labels = identity.labels();
-    labels.insert(labels::ZONE.to_string(), zone.to_string());
-    labels
 }
 
 #[cfg(test)]

@@ -1,0 +1,373 @@
+//! Isolation on a real control plane: the NetworkPolicies of a three-zone tenant as applied,
+//! a tenant admin's escape attempts refused by the API server, and the same admin doing their
+//! real job.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use anyhow::{Context as _, Result};
+use enclave_crds::{Phase, Tenant};
+use enclave_tests::harness::{env, eventually};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn ready_tenant(client: &Client, name: &str, spec: Value) -> Result<Tenant> {
+    let tenant: Tenant = serde_json::from_value(
+        json!({"apiVersion": "enclave.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec}),
+    )?;
+    let api = Api::<Tenant>::all(client.clone());
+    api.create(&PostParams::default(), &tenant).await?;
+    eventually(&format!("tenant {name} Ready"), WAIT, || async {
+        let t = api.get(name).await?;
+        let ready = t.status.as_ref().is_some_and(|s| {
+            s.phase == Some(Phase::Ready) && s.observed_generation == t.metadata.generation
+        });
+        Ok(ready.then_some(t))
+    })
+    .await
+}
+
+fn three_zones() -> Value {
+    json!({
+        "access": {"admins": [{"kind": "Group", "name": "iso-admins"}]},
+        "zones": [
+            {"name": "dmz", "exposure": "Internet", "ports": [{"port": 443}]},
+            {"name": "app", "ports": [{"port": 8080}], "allowFrom": ["dmz"]},
+            {"name": "data", "ports": [{"port": 5432}], "allowFrom": ["app"]}
+        ],
+        "firewall": {"allowCidrs": ["0.0.0.0/0"], "denyCidrs": ["203.0.113.0/24"]},
+        "egress": [{"zone": "app", "cidr": "198.51.100.0/24", "ports": [{"port": 443}]}],
+        "quota": {"cpu": "4", "memory": "8Gi", "pods": 20}
+    })
+}
+
+/// `(from, ports)` of each ingress rule of a policy, as readable strings.
+fn ingress_summary(policy: &NetworkPolicy) -> Vec<String> {
+    let spec = policy.spec.as_ref().unwrap();
+    spec.ingress
+        .iter()
+        .flatten()
+        .map(|rule| {
+            let from: Vec<String> = rule.from.iter().flatten().map(peer_summary).collect();
+            let ports: Vec<String> = rule
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| {
+                    format!(
+                        "{:?}/{}",
+                        p.port.as_ref().unwrap(),
+                        p.protocol.as_deref().unwrap_or("TCP")
+                    )
+                })
+                .collect();
+            format!("{} -> {}", from.join("+"), ports.join(","))
+        })
+        .collect()
+}
+
+fn peer_summary(peer: &k8s_openapi::api::networking::v1::NetworkPolicyPeer) -> String {
+    if let Some(block) = &peer.ip_block {
+        return format!(
+            "cidr {} except {:?}",
+            block.cidr,
+            block.except.clone().unwrap_or_default()
+        );
+    }
+    let labels = peer
+        .namespace_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
+        .unwrap_or_default();
+    match labels.get("enclave.dev/zone") {
+        Some(zone) => format!("zone {zone}"),
+        None => format!("namespace {labels:?}"),
+    }
+}
+
+#[tokio::test]
+async fn three_zone_tenant_gets_exactly_the_declared_network_policies() -> Result<()> {
+    let client = env().client().await?;
+    let tenant = ready_tenant(&client, "iso-net", three_zones()).await?;
+    let uid = tenant.uid().context("uid")?;
+    let get = |ns: &str, name: &str| {
+        let api = Api::<NetworkPolicy>::namespaced(client.clone(), ns);
+        let name = name.to_string();
+        async move { api.get(&name).await }
+    };
+    for zone in ["dmz", "app", "data"] {
+        let ns = format!("iso-net-{zone}");
+        let names: Vec<String> = Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+            .list(&kube::api::ListParams::default())
+            .await?
+            .items
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+        assert_eq!(
+            names,
+            ["enclave-default-deny", "enclave-egress", "enclave-ingress"],
+            "{ns}"
+        );
+        let deny = get(&ns, "enclave-default-deny").await?.spec.unwrap();
+        assert_eq!(deny.policy_types.unwrap(), ["Ingress", "Egress"]);
+        assert!(deny.ingress.is_none() && deny.egress.is_none());
+    }
+    assert_eq!(
+        ingress_summary(&get("iso-net-dmz", "enclave-ingress").await?),
+        [
+            r#"namespace {"kubernetes.io/metadata.name": "ingress-nginx"} -> Int(443)/TCP"#,
+            r#"cidr 0.0.0.0/0 except ["203.0.113.0/24"] -> Int(443)/TCP"#
+        ]
+    );
+    assert_eq!(
+        ingress_summary(&get("iso-net-app", "enclave-ingress").await?),
+        ["zone dmz -> Int(8080)/TCP"]
+    );
+    assert_eq!(
+        ingress_summary(&get("iso-net-data", "enclave-ingress").await?),
+        ["zone app -> Int(5432)/TCP"]
+    );
+    // Zone peers are selected by the tenant's uid, not its name.
+    let app_ingress = get("iso-net-app", "enclave-ingress").await?;
+    let selector = app_ingress.spec.unwrap().ingress.unwrap()[0]
+        .from
+        .clone()
+        .unwrap()[0]
+        .namespace_selector
+        .clone()
+        .unwrap();
+    assert_eq!(
+        selector.match_labels.unwrap()["enclave.dev/tenant-uid"],
+        uid
+    );
+    // Egress: DNS everywhere; app also reaches data on 5432 and the payment provider on 443.
+    let egress = get("iso-net-app", "enclave-egress")
+        .await?
+        .spec
+        .unwrap()
+        .egress
+        .unwrap();
+    let targets: Vec<String> = egress
+        .iter()
+        .flat_map(|r| r.to.iter().flatten().map(peer_summary))
+        .collect();
+    assert_eq!(targets.len(), 3, "{targets:?}");
+    assert!(
+        targets[1] == "zone data" && targets[2].starts_with("cidr 198.51.100.0/24"),
+        "{targets:?}"
+    );
+    let dmz_egress = get("iso-net-dmz", "enclave-egress")
+        .await?
+        .spec
+        .unwrap()
+        .egress
+        .unwrap();
+    assert_eq!(dmz_egress.len(), 2, "dmz: DNS and app only");
+
+    // A deleted policy comes back.
+    Api::<NetworkPolicy>::namespaced(client.clone(), "iso-net-data")
+        .delete("enclave-default-deny", &DeleteParams::default())
+        .await?;
+    eventually("default-deny restored", Duration::from_secs(20), || async {
+        Ok(
+            Api::<NetworkPolicy>::namespaced(client.clone(), "iso-net-data")
+                .get_opt("enclave-default-deny")
+                .await?
+                .map(|_| ()),
+        )
+    })
+    .await?;
+    // Quotas and container defaults per zone.
+    let quota = Api::<ResourceQuota>::namespaced(client.clone(), "iso-net-app")
+        .get("enclave-quota")
+        .await?;
+    assert_eq!(quota.spec.unwrap().hard.unwrap()["pods"].0, "20");
+    Api::<LimitRange>::namespaced(client.clone(), "iso-net-app")
+        .get("enclave-limits")
+        .await?;
+    Ok(())
+}
+
+/// What the API server answered an attempt: `Ok` when it was allowed.
+async fn attempt<F>(what: &str, call: F) -> (String, Result<(), kube::Error>)
+where
+    F: std::future::Future<Output = Result<(), kube::Error>>,
+{
+    (what.to_string(), call.await)
+}
+
+fn object<K: DeserializeOwned>(value: Value) -> K {
+    serde_json::from_value(value).unwrap()
+}
+
+#[tokio::test]
+async fn tenant_admin_escape_attempts_are_refused() -> Result<()> {
+    let admin_client = env().client().await?;
+    ready_tenant(&admin_client, "iso-esc", three_zones()).await?;
+    ready_tenant(
+        &admin_client,
+        "iso-other",
+        json!({"access": {"admins": [{"kind": "User", "name": "someone-else"}]}}),
+    )
+    .await?;
+    let secret: Secret =
+        object(json!({"metadata": {"name": "db-password"}, "stringData": {"password": "s3cret"}}));
+    Api::<Secret>::namespaced(admin_client.clone(), "iso-other-data")
+        .create(&PostParams::default(), &secret)
+        .await?;
+
+    let me = env()
+        .client_as("alice@iso.example", &["iso-admins", "system:authenticated"])
+        .await?;
+    let ns = "iso-esc-app";
+    let pp = PostParams::default();
+    let patch = PatchParams::default();
+    let np = Api::<NetworkPolicy>::namespaced(me.clone(), ns);
+    let allow_all: NetworkPolicy = object(
+        json!({"metadata": {"name": "allow-all"}, "spec": {"podSelector": {}, "ingress": [{}], "egress": [{}]}}),
+    );
+    let binding = |role: &str, kind: &str| -> RoleBinding {
+        object(
+            json!({"metadata": {"name": format!("grab-{}", role.replace(':', "-"))}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role}, "subjects": [{"kind": "User", "name": "alice@iso.example", "apiGroup": "rbac.authorization.k8s.io"}]}),
+        )
+    };
+    let relabel =
+        json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}});
+    let unlabel = json!({"metadata": {"labels": {"enclave.dev/tenant-uid": "stolen"}}});
+    let tenants = Api::<Tenant>::all(me.clone());
+    let attempts = vec![
+        attempt("edit a NetworkPolicy", async { np.patch("enclave-default-deny", &patch, &Patch::Merge(json!({"spec": {"policyTypes": ["Ingress"]}}))).await.map(|_| ()) }).await,
+        attempt("delete a NetworkPolicy", async { np.delete("enclave-default-deny", &DeleteParams::default()).await.map(|_| ()) }).await,
+        attempt("create an allow-all NetworkPolicy", async { np.create(&pp, &allow_all).await.map(|_| ()) }).await,
+        attempt("delete the ResourceQuota", async { Api::<ResourceQuota>::namespaced(me.clone(), ns).delete("enclave-quota", &DeleteParams::default()).await.map(|_| ()) }).await,
+        attempt("raise the ResourceQuota", async { Api::<ResourceQuota>::namespaced(me.clone(), ns).patch("enclave-quota", &patch, &Patch::Merge(json!({"spec": {"hard": {"pods": "1000"}}}))).await.map(|_| ()) }).await,
+        attempt("delete the LimitRange", async { Api::<LimitRange>::namespaced(me.clone(), ns).delete("enclave-limits", &DeleteParams::default()).await.map(|_| ()) }).await,
+        attempt("weaken Pod Security on the namespace", async { Api::<Namespace>::all(me.clone()).patch(ns, &patch, &Patch::Merge(&relabel)).await.map(|_| ()) }).await,
+        attempt("relabel the namespace's tenant uid", async { Api::<Namespace>::all(me.clone()).patch(ns, &patch, &Patch::Merge(&unlabel)).await.map(|_| ()) }).await,
+        attempt("delete the namespace", async { Api::<Namespace>::all(me.clone()).delete(ns, &DeleteParams::default()).await.map(|_| ()) }).await,
+        attempt("create a namespace", async { Api::<Namespace>::all(me.clone()).create(&pp, &object(json!({"metadata": {"name": "iso-esc-escape"}}))).await.map(|_| ()) }).await,
+        attempt("bind cluster-admin", async { Api::<RoleBinding>::namespaced(me.clone(), ns).create(&pp, &binding("cluster-admin", "ClusterRole")).await.map(|_| ()) }).await,
+        attempt("bind admin", async { Api::<RoleBinding>::namespaced(me.clone(), ns).create(&pp, &binding("admin", "ClusterRole")).await.map(|_| ()) }).await,
+        attempt("create a Role", async { Api::<Role>::namespaced(me.clone(), ns).create(&pp, &object(json!({"metadata": {"name": "mine"}, "rules": []}))).await.map(|_| ()) }).await,
+        attempt("create a ClusterRoleBinding", async { Api::<ClusterRoleBinding>::all(me.clone()).create(&pp, &object(json!({"metadata": {"name": "mine"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}, "subjects": [{"kind": "User", "name": "alice@iso.example", "apiGroup": "rbac.authorization.k8s.io"}]}))).await.map(|_| ()) }).await,
+        attempt("widen Enclave's admin ClusterRole", async { Api::<ClusterRole>::all(me.clone()).patch("enclave-tenant-admin", &patch, &Patch::Merge(json!({"rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}))).await.map(|_| ()) }).await,
+        attempt("read another tenant's Secret", async { Api::<Secret>::namespaced(me.clone(), "iso-other-data").get("db-password").await.map(|_| ()) }).await,
+        attempt("list another tenant's Secrets", async { Api::<Secret>::namespaced(me.clone(), "iso-other-data").list(&kube::api::ListParams::default()).await.map(|_| ()) }).await,
+        attempt("deploy into another tenant", async { Api::<Service>::namespaced(me.clone(), "iso-other-app").create(&pp, &object(json!({"metadata": {"name": "x"}, "spec": {"ports": [{"port": 80}]}}))).await.map(|_| ()) }).await,
+        attempt("edit its own Tenant", async { tenants.patch("iso-esc", &patch, &Patch::Merge(json!({"spec": {"lifecycle": {"retention": "1s"}}}))).await.map(|_| ()) }).await,
+        attempt("delete its own Tenant", async { tenants.delete("iso-esc", &DeleteParams::default()).await.map(|_| ()) }).await,
+    ];
+    let mut allowed = Vec::new();
+    for (what, result) in &attempts {
+        match result {
+            Err(kube::Error::Api(status)) if status.code == 403 => {}
+            other => allowed.push(format!("{what}: {other:?}")),
+        }
+    }
+    assert!(
+        allowed.is_empty(),
+        "escape attempts not refused with 403:\n{}",
+        allowed.join("\n")
+    );
+    assert!(attempts.len() >= 15);
+    // Nothing changed: the tenant is still Ready and isolated as before.
+    let np_admin = Api::<NetworkPolicy>::namespaced(admin_client.clone(), ns);
+    assert_eq!(
+        np_admin
+            .get("enclave-default-deny")
+            .await?
+            .spec
+            .unwrap()
+            .policy_types
+            .unwrap(),
+        ["Ingress", "Egress"]
+    );
+    assert!(np_admin.get_opt("allow-all").await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn tenant_admin_does_their_real_job() -> Result<()> {
+    let admin_client = env().client().await?;
+    ready_tenant(&admin_client, "iso-job", three_zones()).await?;
+    let me = env()
+        .client_as("bob@iso.example", &["iso-admins", "system:authenticated"])
+        .await?;
+    let ns = "iso-job-app";
+    let pp = PostParams::default();
+
+    let deployment: Deployment = object(json!({
+        "metadata": {"name": "api"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "api"}},
+            "template": {
+                "metadata": {"labels": {"app": "api"}},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "api", "image": "registry.example/api:1",
+                        "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": true}
+                    }]
+                }
+            }
+        }
+    }));
+    Api::<Deployment>::namespaced(me.clone(), ns)
+        .create(&pp, &deployment)
+        .await?;
+    Api::<Service>::namespaced(me.clone(), ns).create(&pp, &object(json!({"metadata": {"name": "api"}, "spec": {"selector": {"app": "api"}, "ports": [{"port": 8080}]}}))).await?;
+    Api::<Secret>::namespaced(me.clone(), ns)
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "api-key"}, "stringData": {"key": "k"}})),
+        )
+        .await?;
+    Api::<PersistentVolumeClaim>::namespaced(me.clone(), ns)
+        .create(&pp, &object(json!({"metadata": {"name": "cache"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})))
+        .await?;
+    let viewer: RoleBinding = object(json!({
+        "metadata": {"name": "carol-views"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "enclave-tenant-viewer"},
+        "subjects": [{"kind": "User", "name": "carol@iso.example", "apiGroup": "rbac.authorization.k8s.io"}]
+    }));
+    Api::<RoleBinding>::namespaced(me.clone(), ns)
+        .create(&pp, &viewer)
+        .await?;
+
+    // The deployment runs within the quota, its containers given the zone's defaults.
+    let deployments = Api::<Deployment>::namespaced(admin_client.clone(), ns);
+    eventually("2 available replicas", WAIT, || async {
+        let d = deployments.get("api").await?;
+        Ok((d.status.and_then(|s| s.available_replicas) == Some(2)).then_some(()))
+    })
+    .await?;
+    // The colleague can now read, but not Secrets.
+    let carol = env()
+        .client_as("carol@iso.example", &["system:authenticated"])
+        .await?;
+    Api::<Deployment>::namespaced(carol.clone(), ns)
+        .get("api")
+        .await?;
+    let secret = Api::<Secret>::namespaced(carol, ns).get("api-key").await;
+    assert!(
+        matches!(secret, Err(kube::Error::Api(ref s)) if s.code == 403),
+        "{secret:?}"
+    );
+    // The binding the admin made is theirs: the operator's sweep leaves it alone.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Api::<RoleBinding>::namespaced(admin_client, ns)
+        .get("carol-views")
+        .await?;
+    Ok(())
+}
