@@ -4,7 +4,8 @@
 use crate::apply::{Change, Sweep, apply, plan_sweep};
 use crate::build::{self, FINALIZER, Identity, labels};
 use crate::config::Config;
-use crate::status::{Outcome, READY, tenant_status};
+use crate::exposure::{self, ZoneNamespace};
+use crate::status::{NetworkReport, Outcome, READY, tenant_status};
 use crate::telemetry::{Health, Metrics};
 use crate::{Error, Result};
 use enclave_crds::{MAX_RETENTION_SECONDS, Tenant, TenantStatus, duration};
@@ -183,7 +184,7 @@ impl Reconcile<'_> {
                     reason: invalid.reason,
                     message: invalid.message,
                 };
-                self.update_status(&outcome, vec![]).await?;
+                self.update_status(&outcome, vec![], None).await?;
                 return Ok(Action::await_change());
             }
         };
@@ -216,7 +217,7 @@ impl Reconcile<'_> {
                     foreign.join(", ")
                 ),
             };
-            self.update_status(&outcome, vec![]).await?;
+            self.update_status(&outcome, vec![], None).await?;
             return Ok(Action::requeue(self.ctx.config.resync));
         }
         let terminating: Vec<&str> = names
@@ -236,7 +237,7 @@ impl Reconcile<'_> {
                     terminating.join(", ")
                 ),
             };
-            self.update_status(&outcome, names).await?;
+            self.update_status(&outcome, names, None).await?;
             return Ok(Action::requeue(self.ctx.config.poll));
         }
 
@@ -272,10 +273,45 @@ impl Reconcile<'_> {
         let wanted: BTreeSet<String> = names.iter().cloned().collect();
         let next = self.sweep(&api, &identity, &wanted).await?;
 
-        self.update_status(&Outcome::Ready, names).await?;
+        let report = self.network_report(&identity).await?;
+        self.update_status(&Outcome::Ready, names, Some(&report))
+            .await?;
         Ok(Action::requeue(next.map_or(self.ctx.config.resync, |d| {
             d.min(self.ctx.config.resync)
         })))
+    }
+
+    /// The exposure report, from the NetworkPolicies and namespaces as the API server holds them.
+    async fn network_report(&self, identity: &Identity) -> Result<NetworkReport> {
+        let params = ListParams::default().labels(&identity.selector());
+        let namespaces = Api::<Namespace>::all(self.ctx.client.clone())
+            .list_metadata(&params)
+            .await?
+            .items;
+        // Every policy in the tenant's namespaces, not only Enclave's: any of them can open a port.
+        let mut policies = Vec::new();
+        for namespace in &namespaces {
+            let api =
+                Api::<NetworkPolicy>::namespaced(self.ctx.client.clone(), &namespace.name_any());
+            policies.extend(api.list(&ListParams::default()).await?.items);
+        }
+        let zones: Vec<ZoneNamespace<'_>> = namespaces
+            .iter()
+            .filter_map(|ns| {
+                let labels = ns.metadata.labels.as_ref()?;
+                Some(ZoneNamespace {
+                    zone: labels.get(labels::ZONE)?,
+                    namespace: ns.metadata.name.as_deref()?,
+                    labels,
+                })
+            })
+            .collect();
+        let exposure = exposure::evaluate(&zones, &policies, &self.ctx.config.network);
+        let differences = exposure::differences(&exposure, &exposure::expected(self.tenant));
+        Ok(NetworkReport {
+            exposure,
+            differences,
+        })
     }
 
     /// Applies namespaced objects, each unless it already matches.
@@ -404,8 +440,12 @@ impl Reconcile<'_> {
             .await?;
         let remaining: Vec<String> = owned.items.iter().map(ResourceExt::name_any).collect();
         let now = Timestamp::now();
-        self.update_status(&Outcome::Decommissioning { purge_after }, remaining.clone())
-            .await?;
+        self.update_status(
+            &Outcome::Decommissioning { purge_after },
+            remaining.clone(),
+            None,
+        )
+        .await?;
         if now < purge_after {
             info!(%purge_after, "tenant deleted: data retained until the deadline");
             return Ok(Action::requeue(
@@ -489,7 +529,12 @@ impl Reconcile<'_> {
 
     /// Writes the status when it differs from what the API server holds, with an Event when
     /// the Ready condition changes.
-    async fn update_status(&self, outcome: &Outcome, namespaces: Vec<String>) -> Result<()> {
+    async fn update_status(
+        &self,
+        outcome: &Outcome,
+        namespaces: Vec<String>,
+        network: Option<&NetworkReport>,
+    ) -> Result<()> {
         let previous = self.tenant.status.as_ref();
         let zones: Vec<String> = self
             .tenant
@@ -503,6 +548,7 @@ impl Reconcile<'_> {
             outcome,
             &zones,
             namespaces,
+            network,
             previous,
             Timestamp::now(),
         );

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod build;
 pub mod config;
 pub mod controller;
+pub mod exposure;
 pub mod status;
 pub mod telemetry;
 

@@ -1,7 +1,7 @@
 //! The Tenant's status, computed from what the reconcile did and saw. Pure: the controller
 //! writes it only when it differs from what the API server holds.
 
-use enclave_crds::{Phase, TenantStatus};
+use enclave_crds::{ExposureEntry, Phase, TenantStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
@@ -33,6 +33,17 @@ pub enum Outcome {
 
 /// The `Ready` condition type.
 pub const READY: &str = "Ready";
+/// The `Isolated` condition type: the exposure report matches the spec exactly.
+pub const ISOLATED: &str = "Isolated";
+
+/// What the applied NetworkPolicies expose, and how that differs from the spec.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NetworkReport {
+    /// Every port reachable from outside its zone.
+    pub exposure: Vec<ExposureEntry>,
+    /// Differences from what the spec asks; empty when isolated as declared.
+    pub differences: Vec<String>,
+}
 
 /// The status for `outcome`, keeping each condition's transition time while its value holds.
 #[must_use]
@@ -41,6 +52,7 @@ pub fn tenant_status(
     outcome: &Outcome,
     zones: &[String],
     namespaces: Vec<String>,
+    network: Option<&NetworkReport>,
     previous: Option<&TenantStatus>,
     now: Timestamp,
 ) -> TenantStatus {
@@ -65,7 +77,7 @@ pub fn tenant_status(
     let previous_conditions = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let ready = condition(
+    let mut conditions = vec![condition(
         READY,
         ready,
         reason,
@@ -73,22 +85,57 @@ pub fn tenant_status(
         generation,
         previous_conditions,
         now,
-    );
+    )];
+    // Without a fresh report (a blocked or deleted tenant), the last one stands.
+    let kept = previous.cloned().unwrap_or_default();
+    let exposure = match network {
+        Some(report) => {
+            let isolated = report.differences.is_empty();
+            let (reason, message) = if isolated {
+                (
+                    "ExposureMatchesSpec",
+                    format!(
+                        "{} port(s) reachable from outside their zone, all declared",
+                        report.exposure.len()
+                    ),
+                )
+            } else {
+                ("UnexpectedExposure", report.differences.join("; "))
+            };
+            conditions.push(condition(
+                ISOLATED,
+                isolated,
+                reason,
+                message,
+                generation,
+                previous_conditions,
+                now,
+            ));
+            report.exposure.clone()
+        }
+        None => {
+            conditions.extend(
+                previous_conditions
+                    .iter()
+                    .filter(|c| c.type_ == ISOLATED)
+                    .cloned(),
+            );
+            kept.exposure.clone()
+        }
+    };
     let purge_after = match outcome {
         Outcome::Decommissioning { purge_after } => Some(Time(*purge_after)),
         _ => None,
     };
-    // Later features report into the fields below; keep what they reported.
-    let kept = previous.cloned().unwrap_or_default();
     TenantStatus {
         observed_generation: generation,
         phase: Some(phase),
-        conditions: vec![ready],
+        conditions,
         namespaces,
         zones: (!zones.is_empty()).then(|| zones.join(",")),
         purge_after,
         ready_workloads: kept.ready_workloads,
-        exposure: kept.exposure,
+        exposure,
         certificate: kept.certificate,
         backup: kept.backup,
     }
@@ -141,6 +188,7 @@ mod tests {
             &["dmz".to_string(), "app".to_string()],
             vec!["a-dmz".into()],
             None,
+            None,
             at(100),
         );
         assert_eq!(s.phase, Some(Phase::Ready));
@@ -157,7 +205,7 @@ mod tests {
             reason: "NamespaceConflict",
             message: "x exists".into(),
         };
-        let s = tenant_status(Some(1), &outcome, &[], vec![], None, at(100));
+        let s = tenant_status(Some(1), &outcome, &[], vec![], None, None, at(100));
         assert_eq!(s.phase, Some(Phase::Blocked));
         assert_eq!(s.conditions[0].reason, "NamespaceConflict");
         assert_eq!(s.conditions[0].status, "False");
@@ -165,8 +213,16 @@ mod tests {
 
     #[test]
     fn unchanged_outcome_gives_identical_status() {
-        let first = tenant_status(Some(1), &Outcome::Ready, &[], vec![], None, at(100));
-        let second = tenant_status(Some(1), &Outcome::Ready, &[], vec![], Some(&first), at(500));
+        let first = tenant_status(Some(1), &Outcome::Ready, &[], vec![], None, None, at(100));
+        let second = tenant_status(
+            Some(1),
+            &Outcome::Ready,
+            &[],
+            vec![],
+            None,
+            Some(&first),
+            at(500),
+        );
         assert_eq!(
             first, second,
             "a steady tenant must not cause a status write"
@@ -175,13 +231,72 @@ mod tests {
 
     #[test]
     fn transition_time_moves_when_status_changes() {
-        let first = tenant_status(Some(1), &Outcome::Ready, &[], vec![], None, at(100));
+        let first = tenant_status(Some(1), &Outcome::Ready, &[], vec![], None, None, at(100));
         let outcome = Outcome::Progressing {
             reason: "NamespaceTerminating",
             message: String::new(),
         };
-        let second = tenant_status(Some(1), &outcome, &[], vec![], Some(&first), at(200));
+        let second = tenant_status(Some(1), &outcome, &[], vec![], None, Some(&first), at(200));
         assert_eq!(second.conditions[0].last_transition_time, Time(at(200)));
+    }
+
+    #[test]
+    fn isolated_follows_the_network_report() {
+        let clean = NetworkReport {
+            exposure: vec![],
+            differences: vec![],
+        };
+        let s = tenant_status(
+            Some(1),
+            &Outcome::Ready,
+            &[],
+            vec![],
+            Some(&clean),
+            None,
+            at(100),
+        );
+        let isolated = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ISOLATED)
+            .expect("Isolated");
+        assert_eq!(
+            (isolated.status.as_str(), isolated.reason.as_str()),
+            ("True", "ExposureMatchesSpec")
+        );
+        let leaky = NetworkReport {
+            exposure: vec![],
+            differences: vec!["open but not declared: app:22".into()],
+        };
+        let s = tenant_status(
+            Some(1),
+            &Outcome::Ready,
+            &[],
+            vec![],
+            Some(&leaky),
+            Some(&s),
+            at(200),
+        );
+        let isolated = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ISOLATED)
+            .expect("Isolated");
+        assert_eq!(
+            (isolated.status.as_str(), isolated.reason.as_str()),
+            ("False", "UnexpectedExposure")
+        );
+        assert!(isolated.message.contains("app:22"));
+        // A blocked reconcile keeps the last report.
+        let blocked = Outcome::Blocked {
+            reason: "X",
+            message: String::new(),
+        };
+        let s2 = tenant_status(Some(1), &blocked, &[], vec![], None, Some(&s), at(300));
+        assert_eq!(
+            s2.conditions.iter().filter(|c| c.type_ == ISOLATED).count(),
+            1
+        );
     }
 
     #[test]
@@ -189,7 +304,7 @@ mod tests {
         let outcome = Outcome::Decommissioning {
             purge_after: at(1_000),
         };
-        let s = tenant_status(Some(1), &outcome, &[], vec![], None, at(100));
+        let s = tenant_status(Some(1), &outcome, &[], vec![], None, None, at(100));
         assert_eq!(s.phase, Some(Phase::Decommissioning));
         assert_eq!(s.purge_after, Some(Time(at(1_000))));
     }

@@ -371,3 +371,119 @@ async fn tenant_admin_does_their_real_job() -> Result<()> {
         .await?;
     Ok(())
 }
+
+fn exposure_of(tenant: &Tenant) -> Vec<String> {
+    let mut entries: Vec<String> = tenant
+        .status
+        .iter()
+        .flat_map(|s| s.exposure.iter())
+        .map(|e| format!("{}:{} {}", e.zone, e.port, e.from))
+        .collect();
+    entries.sort();
+    entries
+}
+
+fn isolated(tenant: &Tenant) -> Option<(String, String, String)> {
+    let c = tenant
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Isolated")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn exposure_report_matches_the_spec_for_each_tenant_shape() -> Result<()> {
+    let client = env().client().await?;
+    let side_by_side = json!({"zones": [{"name": "web"}, {"name": "app", "ports": [{"port": 80}], "allowFrom": ["web"]}]});
+    let shapes: Vec<(&str, Value, Vec<&str>)> = vec![
+        (
+            "exp-single",
+            json!({"zones": [{"name": "web", "exposure": "Internet", "ports": [{"port": 443}]}]}),
+            vec![
+                "web:443 cidr:0.0.0.0/0",
+                "web:443 cidr:::/0",
+                "web:443 ingress-controller",
+            ],
+        ),
+        (
+            "exp-three",
+            three_zones(),
+            vec![
+                "app:8080 zone:dmz",
+                "data:5432 zone:app",
+                "dmz:443 cidr:0.0.0.0/0 except 203.0.113.0/24",
+                "dmz:443 ingress-controller",
+            ],
+        ),
+        (
+            "exp-firewall",
+            json!({
+                "zones": [{"name": "dmz", "exposure": "Internet", "ports": [{"port": 443}, {"port": 993}]}],
+                "firewall": {"allowCidrs": ["198.51.100.0/24", "10.0.0.0/8"], "denyCidrs": ["10.1.0.0/16", "198.51.0.0/16"]}
+            }),
+            vec![
+                "dmz:443 cidr:10.0.0.0/8 except 10.1.0.0/16",
+                "dmz:443 ingress-controller",
+                "dmz:993 cidr:10.0.0.0/8 except 10.1.0.0/16",
+                "dmz:993 ingress-controller",
+            ],
+        ),
+        (
+            "exp-egress",
+            json!({"zones": [{"name": "app", "ports": [{"port": 8080}]}], "egress": [{"cidr": "198.51.100.0/24", "ports": [{"port": 443}]}]}),
+            vec![],
+        ),
+        ("exp-left", side_by_side.clone(), vec!["app:80 zone:web"]),
+        ("exp-right", side_by_side, vec!["app:80 zone:web"]),
+    ];
+    for (name, spec, want) in &shapes {
+        let tenant = ready_tenant(&client, name, spec.clone()).await?;
+        assert_eq!(exposure_of(&tenant), *want, "exposure of {name}");
+        let (status, reason, message) = isolated(&tenant).context("Isolated condition")?;
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "ExposureMatchesSpec"),
+            "{name}: {message}"
+        );
+    }
+    // Side by side: the left tenant's zone-to-zone rule selects its own uid, never the right's.
+    let left = Api::<NetworkPolicy>::namespaced(client.clone(), "exp-left-app")
+        .get("enclave-ingress")
+        .await?;
+    let right_uid = Api::<Tenant>::all(client.clone())
+        .get("exp-right")
+        .await?
+        .uid()
+        .context("uid")?;
+    let selector = serde_json::to_string(&left.spec)?;
+    assert!(!selector.contains(&right_uid));
+
+    // An opening nobody declared makes the tenant not Isolated, naming it.
+    let allow_all: NetworkPolicy = object(
+        json!({"metadata": {"name": "allow-all"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]}}),
+    );
+    Api::<NetworkPolicy>::namespaced(client.clone(), "exp-single-web")
+        .create(&PostParams::default(), &allow_all)
+        .await?;
+    let tenants = Api::<Tenant>::all(client.clone());
+    tenants
+        .patch(
+            "exp-single",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"test.enclave.dev/poke": "1"}}})),
+        )
+        .await?;
+    let (_, reason, message) = eventually("Isolated false", Duration::from_secs(20), || async {
+        let t = tenants.get("exp-single").await?;
+        Ok(isolated(&t).filter(|(status, ..)| status == "False"))
+    })
+    .await?;
+    assert_eq!(reason, "UnexpectedExposure");
+    assert!(
+        message.contains("open but not declared: web:0/Tcp from anywhere"),
+        "{message}"
+    );
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! The exposure report (R16): every port of every zone reachable from outside that zone,
+//! computed from the NetworkPolicies as the API server holds them.
+//!
+//! The evaluator reads policies the way the network plugin does and shares no code with the
+//! builders that wrote them, so a bug in one is caught by the other: `Isolated` is true only
+//! when what the policies allow is exactly what the spec asks ([`expected`]).
+
+use crate::build::cidr::Cidr;
+use crate::build::labels;
+use crate::config::{NetworkConfig, PeerSelector};
+use enclave_crds::{Exposure, ExposureEntry, Protocol, Tenant};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+/// Who may reach a port, as the report says it.
+const ANYWHERE: &str = "anywhere";
+const INGRESS_CONTROLLER: &str = "ingress-controller";
+
+/// A zone of the tenant: its name and the labels of its namespace as applied.
+pub struct ZoneNamespace<'a> {
+    /// The zone.
+    pub zone: &'a str,
+    /// The namespace's name.
+    pub namespace: &'a str,
+    /// The namespace's labels.
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// What the applied `policies` let in to each of `zones` from outside the zone.
+#[must_use]
+pub fn evaluate(
+    zones: &[ZoneNamespace<'_>],
+    policies: &[NetworkPolicy],
+    network: &NetworkConfig,
+) -> Vec<ExposureEntry> {
+    let mut entries = Vec::new();
+    for zone in zones {
+        let here: Vec<&NetworkPolicy> = policies
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(zone.namespace))
+            .filter(|p| {
+                p.spec
+                    .as_ref()
+                    .is_some_and(|s| selects_all_pods(s.pod_selector.as_ref()))
+            })
+            .collect();
+        let isolates_ingress = here.iter().any(|p| {
+            p.spec.as_ref().is_some_and(|s| match &s.policy_types {
+                Some(types) => types.iter().any(|t| t == "Ingress"),
+                None => true, // no policyTypes: Ingress is implied
+            })
+        });
+        if !isolates_ingress {
+            // Without an ingress policy, every port is open to everyone.
+            entries.push(entry(zone.zone, 0, Protocol::Tcp, ANYWHERE));
+            continue;
+        }
+        for rule in here
+            .iter()
+            .filter_map(|p| p.spec.as_ref())
+            .flat_map(|s| s.ingress.iter().flatten())
+        {
+            let sources: Vec<String> = match &rule.from {
+                None => vec![ANYWHERE.to_string()],
+                Some(peers) if peers.is_empty() => vec![ANYWHERE.to_string()],
+                Some(peers) => peers
+                    .iter()
+                    .filter_map(|peer| source(peer, zone, zones, network))
+                    .collect(),
+            };
+            let ports: Vec<(i32, Protocol)> = match &rule.ports {
+                None => vec![(0, Protocol::Tcp)],
+                Some(ports) if ports.is_empty() => vec![(0, Protocol::Tcp)],
+                Some(ports) => ports
+                    .iter()
+                    .map(|p| {
+                        let number = match &p.port {
+                            Some(IntOrString::Int(n)) => *n,
+                            _ => 0, // a named or absent port: every port, as far as we know
+                        };
+                        let protocol = if p.protocol.as_deref() == Some("UDP") {
+                            Protocol::Udp
+                        } else {
+                            Protocol::Tcp
+                        };
+                        (number, protocol)
+                    })
+                    .collect(),
+            };
+            for from in &sources {
+                for (port, protocol) in &ports {
+                    entries.push(entry(zone.zone, *port, *protocol, from));
+                }
+            }
+        }
+    }
+    normalise(entries)
+}
+
+/// Who `peer` is, or `None` for pods of the zone itself (not from outside it).
+fn source(
+    peer: &NetworkPolicyPeer,
+    zone: &ZoneNamespace<'_>,
+    zones: &[ZoneNamespace<'_>],
+    network: &NetworkConfig,
+) -> Option<String> {
+    if let Some(block) = &peer.ip_block {
+        let except = block.except.clone().unwrap_or_default();
+        return Some(if except.is_empty() {
+            format!("cidr:{}", block.cidr)
+        } else {
+            format!("cidr:{} except {}", block.cidr, except.join(","))
+        });
+    }
+    let Some(namespaces) = &peer.namespace_selector else {
+        return None; // a podSelector alone selects pods of this same namespace
+    };
+    // Which of the tenant's own namespaces does the selector match, and could it match others?
+    let matched: Vec<&ZoneNamespace<'_>> = zones
+        .iter()
+        .filter(|z| matches(namespaces, z.labels))
+        .collect();
+    let tenant_only = namespaces
+        .match_labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(labels::TENANT_UID));
+    if tenant_only {
+        let names: Vec<&str> = matched
+            .iter()
+            .filter(|z| z.zone != zone.zone)
+            .map(|z| z.zone)
+            .collect();
+        return (!names.is_empty()).then(|| format!("zone:{}", names.join(",")));
+    }
+    let selected = PeerSelector {
+        namespace_labels: namespaces.match_labels.clone().unwrap_or_default(),
+        pod_labels: peer
+            .pod_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.clone())
+            .unwrap_or_default(),
+    };
+    if selected == network.ingress_controller {
+        return Some(INGRESS_CONTROLLER.to_string());
+    }
+    let described: Vec<String> = selected
+        .namespace_labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    Some(if described.is_empty() {
+        "all-namespaces".to_string()
+    } else {
+        format!("namespaces:{}", described.join(","))
+    })
+}
+
+fn selects_all_pods(selector: Option<&LabelSelector>) -> bool {
+    selector.is_none_or(|s| {
+        s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+            && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
+    })
+}
+
+fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let value = labels.get(&e.key);
+        let values = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    by_labels && by_expressions
+}
+
+/// What the spec asks to be reachable from outside each zone.
+#[must_use]
+pub fn expected(tenant: &Tenant) -> Vec<ExposureEntry> {
+    let mut entries = Vec::new();
+    for zone in &tenant.spec.zones {
+        for port in &zone.ports {
+            for source in &zone.allow_from {
+                if *source != zone.name {
+                    entries.push(entry(
+                        &zone.name,
+                        port.port,
+                        port.protocol,
+                        &format!("zone:{source}"),
+                    ));
+                }
+            }
+            if zone.exposure == Exposure::Internet {
+                entries.push(entry(
+                    &zone.name,
+                    port.port,
+                    port.protocol,
+                    INGRESS_CONTROLLER,
+                ));
+                for from in internet_sources(tenant) {
+                    entries.push(entry(&zone.name, port.port, port.protocol, &from));
+                }
+            }
+        }
+    }
+    normalise(entries)
+}
+
+/// The firewall's allowed ranges minus its denied ones, as the report names them.
+fn internet_sources(tenant: &Tenant) -> Vec<String> {
+    let firewall = &tenant.spec.firewall;
+    let allowed = if firewall.allow_cidrs.is_empty() {
+        vec!["0.0.0.0/0".to_string(), "::/0".to_string()]
+    } else {
+        firewall.allow_cidrs.clone()
+    };
+    let denied: Vec<(&String, Cidr)> = firewall
+        .deny_cidrs
+        .iter()
+        .filter_map(|d| Cidr::parse(d).map(|c| (d, c)))
+        .collect();
+    allowed
+        .iter()
+        .filter_map(|a| {
+            let range = Cidr::parse(a)?;
+            if denied.iter().any(|(_, d)| d.contains(&range)) {
+                return None; // denied whole
+            }
+            let inside: Vec<&str> = denied
+                .iter()
+                .filter(|(_, d)| range.contains(d))
+                .map(|(t, _)| t.as_str())
+                .collect();
+            Some(if inside.is_empty() {
+                format!("cidr:{a}")
+            } else {
+                format!("cidr:{a} except {}", inside.join(","))
+            })
+        })
+        .collect()
+}
+
+fn entry(zone: &str, port: i32, protocol: Protocol, from: &str) -> ExposureEntry {
+    ExposureEntry {
+        zone: zone.to_string(),
+        port,
+        protocol,
+        from: from.to_string(),
+    }
+}
+
+fn normalise(mut entries: Vec<ExposureEntry>) -> Vec<ExposureEntry> {
+    let key = |e: &ExposureEntry| {
+        (
+            e.zone.clone(),
+            e.port,
+            e.protocol == Protocol::Udp,
+            e.from.clone(),
+        )
+    };
+    entries.sort_by_key(key);
+    entries.dedup();
+    entries
+}
+
+/// What differs between the report and the spec, for the `Isolated` condition's message.
+#[must_use]
+pub fn differences(actual: &[ExposureEntry], expected: &[ExposureEntry]) -> Vec<String> {
+    let describe =
+        |e: &ExposureEntry| format!("{}:{}/{:?} from {}", e.zone, e.port, e.protocol, e.from);
+    let extra = actual
+        .iter()
+        .filter(|e| !expected.contains(e))
+        .map(|e| format!("open but not declared: {}", describe(e)));
+    let missing = expected
+        .iter()
+        .filter(|e| !actual.contains(e))
+        .map(|e| format!("declared but not open: {}", describe(e)));
+    extra.chain(missing).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::tenant;
+    use crate::build::{Identity, network};
+    use enclave_crds::{Firewall, Port};
+
+    fn report(t: &Tenant) -> Vec<ExposureEntry> {
+        let identity = Identity::of(t).expect("identity");
+        let config = NetworkConfig::default();
+        let policies = network::zone_policies(t, &identity, &config);
+        let namespaces = crate::build::namespaces::zone_namespaces(t, &identity);
+        let zones: Vec<ZoneNamespace<'_>> = t
+            .spec
+            .zones
+            .iter()
+            .zip(&namespaces)
+            .map(|(z, ns)| ZoneNamespace {
+                zone: &z.name,
+                namespace: ns.metadata.name.as_deref().unwrap_or_default(),
+                labels: ns.metadata.labels.as_ref().expect("labels"),
+            })
+            .collect::<Vec<_>>();
+        evaluate(&zones, &policies, &config)
+    }
+
+    #[test]
+    fn built_policies_expose_exactly_what_the_spec_asks() {
+        let mut t = tenant("acme");
+        t.spec.zones[1].ports = vec![Port {
+            port: 8080,
+            protocol: Protocol::Tcp,
+        }];
+        t.spec.firewall = Firewall {
+            allow_cidrs: vec![],
+            deny_cidrs: vec!["203.0.113.0/24".into()],
+        };
+        let actual = report(&t);
+        assert_eq!(
+            actual,
+            expected(&t),
+            "{:?}",
+            differences(&actual, &expected(&t))
+        );
+        let froms: Vec<_> = actual
+            .iter()
+            .map(|e| format!("{}:{} {}", e.zone, e.port, e.from))
+            .collect();
+        assert_eq!(
+            froms,
+            [
+                "app:8080 zone:dmz",
+                "dmz:443 cidr:0.0.0.0/0 except 203.0.113.0/24",
+                "dmz:443 cidr:::/0",
+                "dmz:443 ingress-controller"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_namespace_without_ingress_policy_is_open_to_anywhere() {
+        let t = tenant("acme");
+        let labels = BTreeMap::new();
+        let zones = [ZoneNamespace {
+            zone: "app",
+            namespace: "acme-app",
+            labels: &labels,
+        }];
+        assert_eq!(
+            evaluate(&zones, &[], &NetworkConfig::default()),
+            [entry("app", 0, Protocol::Tcp, ANYWHERE)]
+        );
+        assert_ne!(
+            evaluate(&zones, &[], &NetworkConfig::default()),
+            expected(&t)
+        );
+    }
+
+    #[test]
+    fn an_allow_all_rule_shows_as_anywhere_on_every_port() {
+        let labels = BTreeMap::new();
+        let zones = [ZoneNamespace {
+            zone: "app",
+            namespace: "acme-app",
+            labels: &labels,
+        }];
+        let allow_all: NetworkPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "allow-all", "namespace": "acme-app"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]}
+        }))
+        .expect("policy");
+        assert_eq!(
+            evaluate(&zones, &[allow_all], &NetworkConfig::default()),
+            [entry("app", 0, Protocol::Tcp, ANYWHERE)]
+        );
+    }
+
+    #[test]
+    fn differences_name_what_is_extra_and_missing() {
+        let a = [entry("app", 22, Protocol::Tcp, ANYWHERE)];
+        let e = [entry("app", 8080, Protocol::Tcp, "zone:dmz")];
+        assert_eq!(
+            differences(&a, &e),
+            [
+                "open but not declared: app:22/Tcp from anywhere",
+                "declared but not open: app:8080/Tcp from zone:dmz"
+            ]
+        );
+    }
+}
