@@ -2,6 +2,7 @@
 //! keep its policy, reports what it sees, and decommissions safely.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod apply;
 pub mod build;
 pub mod config;

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub duration: Histogram,
     /// Writes made to managed objects.
     pub writes: Family<WriteLabels, Counter>,
+    /// Attempts refused by the admission guard.
+    pub denials: Family<WriteLabels, Counter>,
     registry: Registry,
 }
 
@@ -63,6 +65,7 @@ impl Default for Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         let writes = Family::<WriteLabels, Counter>::default();
+        let denials = Family::<WriteLabels, Counter>::default();
         let mut registry = Registry::with_prefix("enclave");
         registry.register(
             "reconciles",
@@ -80,11 +83,17 @@ impl Default for Metrics {
             duration.clone(),
         );
         registry.register("writes", "Writes made to managed objects", writes.clone());
+        registry.register(
+            "admission_denials",
+            "Attempts on managed objects refused by the admission guard",
+            denials.clone(),
+        );
         Self {
             reconciles,
             errors,
             duration,
             writes,
+            denials,
             registry,
         }
     }
@@ -103,6 +112,16 @@ impl Metrics {
     /// Counts a write.
     pub fn write(&self, resource: &str, action: &str) {
         self.writes
+            .get_or_create(&WriteLabels {
+                resource: resource.to_string(),
+                action: action.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts an attempt the admission guard refused.
+    pub fn denial(&self, resource: &str, action: &str) {
+        self.denials
             .get_or_create(&WriteLabels {
                 resource: resource.to_string(),
                 action: action.to_string(),

@@ -1,0 +1,438 @@
+//! The admission guard (R3): a validating webhook, served by the operator, that refuses any
+//! change to what Enclave manages by anyone but the operator, validates Tenants against what
+//! only the operator knows, and records every refused attempt as an Event on the Tenant and in
+//! a metric: the abuse-attempt trail the policy promises.
+//!
+//! It must not take the cluster down with it:
+//! - it sees only Enclave-managed objects (an `objectSelector` on the managed-by label) and
+//!   Tenants: nothing else in the cluster ever waits on it;
+//! - the operator's own requests, and the garbage collector's and namespace controller's, are
+//!   excluded by `matchConditions` in the API server itself, so the operator keeps reconciling
+//!   while the guard is down;
+//! - managed objects fail closed (`Fail`): while the guard is down nobody but the operator and
+//!   those controllers can change them, which is what isolation needs;
+//! - Tenants fail open (`Ignore`): their schema and CEL rules still hold, and the operator reports
+//!   what they miss as a condition, so GitOps is not blocked by an operator restart;
+//! - a 5 second timeout, well inside the API server's own request deadline.
+
+use crate::build::{MANAGER, labels, network};
+use crate::config::NetworkConfig;
+use crate::telemetry::Metrics;
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use enclave_crds::Tenant;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchCondition, RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration,
+    WebhookClientConfig,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::runtime::events::{Event, EventType, Recorder};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Name of the ValidatingWebhookConfiguration the operator keeps.
+pub const WEBHOOK_CONFIGURATION: &str = "enclave-guard";
+/// Path the guard serves.
+pub const PATH: &str = "/validate";
+
+/// Who the guard lets through, and what it checks Tenants against.
+#[derive(Clone, Debug)]
+pub struct Guard {
+    /// The operator's own user names.
+    pub operator_users: Vec<String>,
+    /// System controllers that must keep working (garbage collection, namespace deletion).
+    pub exempt_users: Vec<String>,
+    /// Groups allowed through, for break-glass access by the platform team. Empty by default.
+    pub exempt_groups: Vec<String>,
+    /// The network settings Tenants are validated against.
+    pub network: NetworkConfig,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self {
+            operator_users: vec![
+                MANAGER.to_string(),
+                format!("system:serviceaccount:enclave-system:{MANAGER}"),
+            ],
+            exempt_users: vec![
+                "system:serviceaccount:kube-system:generic-garbage-collector".into(),
+                "system:serviceaccount:kube-system:namespace-controller".into(),
+            ],
+            exempt_groups: vec![],
+            network: NetworkConfig::default(),
+        }
+    }
+}
+
+/// The guard's answer to one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it through.
+    Allow,
+    /// Refuse it, saying why; `tenant` names the Tenant the object belongs to.
+    Deny {
+        /// For the requester.
+        message: String,
+        /// The Tenant the attempt was made against, if known.
+        tenant: Option<String>,
+    },
+}
+
+/// Labels of a namespace that isolate its tenant: only the operator may change them.
+fn isolation_label(key: &str) -> bool {
+    key.starts_with("enclave.dev/")
+        || key.starts_with("pod-security.kubernetes.io/")
+        || key == labels::MANAGED_BY
+}
+
+fn object_labels(object: Option<&DynamicObject>) -> BTreeMap<String, String> {
+    object
+        .and_then(|o| o.metadata.labels.clone())
+        .unwrap_or_default()
+}
+
+/// Decides one admission request. Pure: no I/O.
+#[must_use]
+pub fn review(guard: &Guard, request: &AdmissionRequest<DynamicObject>) -> Verdict {
+    if request.kind.group == enclave_crds::GROUP && request.kind.kind == "Tenant" {
+        return review_tenant(guard, request);
+    }
+    let user = request.user_info.username.clone().unwrap_or_default();
+    let groups = request.user_info.groups.clone().unwrap_or_default();
+    let exempt = guard.operator_users.contains(&user)
+        || guard.exempt_users.contains(&user)
+        || groups.iter().any(|g| guard.exempt_groups.contains(g));
+    if exempt {
+        return Verdict::Allow;
+    }
+    let old = object_labels(request.old_object.as_ref());
+    let new = object_labels(request.object.as_ref());
+    let managed = |l: &BTreeMap<String, String>| {
+        l.get(labels::MANAGED_BY).map(String::as_str) == Some(MANAGER)
+    };
+    if !managed(&old) && !managed(&new) {
+        return Verdict::Allow;
+    }
+    let tenant = old
+        .get(labels::TENANT)
+        .or_else(|| new.get(labels::TENANT))
+        .cloned();
+    let what = format!(
+        "{} {}{}",
+        request.kind.kind,
+        request
+            .namespace
+            .as_ref()
+            .map(|n| format!("{n}/"))
+            .unwrap_or_default(),
+        request.name
+    );
+    if request.kind.kind == "Namespace" && request.operation == Operation::Update {
+        // A tenant namespace may change in other ways (controllers annotate it); only the labels
+        // that isolate it are the operator's alone.
+        let changed: Vec<&String> = old
+            .keys()
+            .chain(new.keys())
+            .filter(|k| isolation_label(k) && old.get(*k) != new.get(*k))
+            .collect();
+        if changed.is_empty() {
+            return Verdict::Allow;
+        }
+        let names: Vec<&str> = changed.iter().map(|k| k.as_str()).collect();
+        return Verdict::Deny {
+            message: format!(
+                "{what} is isolated by Enclave: only the operator may change its labels {}",
+                names.join(", ")
+            ),
+            tenant,
+        };
+    }
+    Verdict::Deny {
+        message: format!(
+            "{what} is managed by Enclave and keeps tenant {} isolated: only the operator may {} it; change the Tenant instead",
+            tenant.as_deref().unwrap_or("?"),
+            verb(&request.operation)
+        ),
+        tenant,
+    }
+}
+
+fn review_tenant(guard: &Guard, request: &AdmissionRequest<DynamicObject>) -> Verdict {
+    let Some(object) = &request.object else {
+        return Verdict::Allow;
+    };
+    let Ok(tenant) = serde_json::to_value(object).and_then(serde_json::from_value::<Tenant>) else {
+        return Verdict::Allow; // the schema refuses what does not parse
+    };
+    match network::validate(&tenant, &guard.network) {
+        Ok(()) => Verdict::Allow,
+        Err(invalid) => Verdict::Deny {
+            message: format!("spec.zones: {}", invalid.message),
+            tenant: None,
+        },
+    }
+}
+
+fn verb(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "create",
+        Operation::Update => "update",
+        Operation::Delete => "delete",
+        Operation::Connect => "connect to",
+    }
+}
+
+/// What the guard's HTTP handler needs.
+#[derive(Clone)]
+pub struct GuardState {
+    /// The rules.
+    pub guard: Arc<Guard>,
+    /// Records refused attempts on the Tenant.
+    pub recorder: Recorder,
+    /// Counts refused attempts.
+    pub metrics: Arc<Metrics>,
+}
+
+async fn validate(
+    State(state): State<GuardState>,
+    Json(review_in): Json<AdmissionReview<DynamicObject>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let request: AdmissionRequest<DynamicObject> = match review_in.try_into() {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::warn!(%error, "malformed admission review");
+            return Json(AdmissionResponse::invalid(error.to_string()).into_review());
+        }
+    };
+    let response = AdmissionResponse::from(&request);
+    match review(&state.guard, &request) {
+        Verdict::Allow => Json(response.into_review()),
+        Verdict::Deny { message, tenant } => {
+            let user = request.user_info.username.clone().unwrap_or_default();
+            let action = verb(&request.operation);
+            tracing::warn!(%user, action, kind = %request.kind.kind, name = %request.name, "refused: {message}");
+            state.metrics.denial(&request.kind.kind, action);
+            if let (Some(tenant), false) = (tenant, request.dry_run) {
+                record(&state.recorder, &tenant, &user, action, &request, &message).await;
+            }
+            Json(response.deny(message).into_review())
+        }
+    }
+}
+
+/// The abuse-attempt trail: who tried what, on the Tenant.
+async fn record(
+    recorder: &Recorder,
+    tenant: &str,
+    user: &str,
+    action: &str,
+    request: &AdmissionRequest<DynamicObject>,
+    message: &str,
+) {
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(format!("{}/v1alpha1", enclave_crds::GROUP)),
+        kind: Some("Tenant".into()),
+        name: Some(tenant.to_string()),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "AttemptRefused".into(),
+        note: Some(format!(
+            "{user} tried to {action} {} {}: refused. {message}",
+            request.kind.kind, request.name
+        )),
+        action: "Guard".into(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &reference).await {
+        tracing::warn!(%error, "could not record refused attempt");
+    }
+}
+
+/// Serves the guard over TLS on `addr` until `shutdown` resolves.
+///
+/// # Errors
+/// When the certificate is unusable or the address cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    certificate: &ServingCertificate,
+    state: GuardState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        certificate.cert_pem.clone().into_bytes(),
+        certificate.key_pem.clone().into_bytes(),
+    )
+    .await?;
+    let app = Router::new().route(PATH, post(validate)).with_state(state);
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    tracing::info!(%addr, "admission guard listening");
+    axum_server::bind_rustls(addr, tls)
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await?;
+    Ok(())
+}
+
+/// The guard's serving certificate and the CA the API server trusts it by.
+pub struct ServingCertificate {
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// Private key, PEM.
+    pub key_pem: String,
+    /// The CA certificate, PEM: the webhook's `caBundle`.
+    pub ca_pem: String,
+}
+
+impl ServingCertificate {
+    /// A new CA and a certificate for `names` (DNS names or IP addresses) signed by it.
+    ///
+    /// # Errors
+    /// When key generation or signing fails.
+    pub fn generate(names: &[String]) -> Result<Self, rcgen::Error> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.distinguished_name
+            .push(DnType::CommonName, "enclave-guard-ca");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+        let mut leaf = CertificateParams::new(names.to_vec())?;
+        leaf.distinguished_name
+            .push(DnType::CommonName, "enclave-guard");
+        let key = KeyPair::generate()?;
+        let cert = leaf.signed_by(&key, &issuer)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            ca_pem: issuer.pem(),
+        })
+    }
+}
+
+/// The webhook configuration: where the API server calls the guard, for what, and how it fails.
+#[must_use]
+pub fn webhook_configuration(
+    client_config: WebhookClientConfig,
+    ca_pem: &str,
+    guard: &Guard,
+) -> ValidatingWebhookConfiguration {
+    let client_config = WebhookClientConfig {
+        ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+        ..client_config
+    };
+    let rule = |groups: &[&str], resources: &[&str], operations: &[&str], scope: &str| {
+        RuleWithOperations {
+            api_groups: Some(groups.iter().map(|s| (*s).to_string()).collect()),
+            api_versions: Some(vec!["*".into()]),
+            resources: Some(resources.iter().map(|s| (*s).to_string()).collect()),
+            operations: Some(operations.iter().map(|s| (*s).to_string()).collect()),
+            scope: Some(scope.into()),
+        }
+    };
+    let all = ["CREATE", "UPDATE", "DELETE"];
+    // The operator and the system controllers never reach the guard: the API server skips the
+    // call, so their work goes on while the guard is down.
+    let trusted: Vec<String> = guard
+        .operator_users
+        .iter()
+        .chain(&guard.exempt_users)
+        .map(|u| format!("'{u}'"))
+        .collect();
+    let not_trusted = MatchCondition {
+        name: "not-the-operator-or-system-controllers".into(),
+        expression: format!("!(request.userInfo.username in [{}])", trusted.join(", ")),
+    };
+    let managed = LabelSelector {
+        match_labels: Some([(labels::MANAGED_BY.to_string(), MANAGER.to_string())].into()),
+        ..LabelSelector::default()
+    };
+    ValidatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(WEBHOOK_CONFIGURATION.into()),
+            labels: Some([(labels::MANAGED_BY.to_string(), MANAGER.to_string())].into()),
+            ..ObjectMeta::default()
+        },
+        webhooks: Some(vec![
+            ValidatingWebhook {
+                name: "managed.guard.enclave.dev".into(),
+                admission_review_versions: vec!["v1".into()],
+                client_config: client_config.clone(),
+                rules: Some(vec![
+                    rule(&[""], &["namespaces"], &["UPDATE", "DELETE"], "Cluster"),
+                    rule(
+                        &[""],
+                        &["resourcequotas", "limitranges"],
+                        &all,
+                        "Namespaced",
+                    ),
+                    rule(
+                        &["networking.k8s.io"],
+                        &["networkpolicies"],
+                        &all,
+                        "Namespaced",
+                    ),
+                    rule(
+                        &["rbac.authorization.k8s.io"],
+                        &["rolebindings"],
+                        &all,
+                        "Namespaced",
+                    ),
+                    rule(
+                        &["rbac.authorization.k8s.io"],
+                        &["clusterroles"],
+                        &all,
+                        "Cluster",
+                    ),
+                ]),
+                object_selector: Some(managed),
+                match_conditions: Some(vec![not_trusted]),
+                failure_policy: Some("Fail".into()),
+                side_effects: "NoneOnDryRun".into(),
+                timeout_seconds: Some(5),
+                match_policy: Some("Equivalent".into()),
+                namespace_selector: Some(LabelSelector::default()),
+            },
+            ValidatingWebhook {
+                name: "tenants.guard.enclave.dev".into(),
+                admission_review_versions: vec!["v1".into()],
+                client_config,
+                rules: Some(vec![rule(
+                    &[enclave_crds::GROUP],
+                    &["tenants"],
+                    &["CREATE", "UPDATE"],
+                    "Cluster",
+                )]),
+                failure_policy: Some("Ignore".into()),
+                side_effects: "None".into(),
+                timeout_seconds: Some(5),
+                match_policy: Some("Equivalent".into()),
+                namespace_selector: Some(LabelSelector::default()),
+                object_selector: Some(LabelSelector::default()),
+                ..ValidatingWebhook::default()
+            },
+        ]),
+    }
+}
+
+#[cfg(test)]
+mod tests;
