@@ -23,6 +23,9 @@ pub enum Error {
     /// The Tenant lacks metadata the API server always sets (name, uid).
     #[error("tenant lacks metadata.{0}")]
     MissingMetadata(&'static str),
+    /// The guard's serving certificate could not be made.
+    #[error("certificate: {0}")]
+    Certificate(String),
     /// The admin HTTP server could not start.
     #[error("admin server failed: {0}")]
     AdminServer(#[from] std::io::Error),
@@ -39,6 +42,7 @@ impl Error {
             Error::Serialization(_) => "serialization",
             Error::MissingMetadata(_) => "metadata",
             Error::AdminServer(_) => "admin-server",
+            Error::Certificate(_) => "certificate",
         }
     }
 }

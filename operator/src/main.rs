@@ -2,8 +2,11 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use enclave_operator::admission::{self, Guard, GuardConfig};
 use enclave_operator::config::Config;
 use enclave_operator::telemetry::{self, Health};
+use k8s_openapi::api::admissionregistration::v1::{ServiceReference, WebhookClientConfig};
+use kube::runtime::events::{Recorder, Reporter};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -31,6 +34,24 @@ enum Command {
         /// Seconds between two looks at a settled tenant.
         #[arg(long, env = "ENCLAVE_RESYNC_SECONDS", default_value_t = 300)]
         resync_seconds: u64,
+        /// Address the admission guard's TLS server binds.
+        #[arg(long, env = "ENCLAVE_GUARD_ADDR", default_value = "0.0.0.0:9443")]
+        guard_addr: SocketAddr,
+        /// The Service the API server calls the guard through, as `namespace/name`.
+        #[arg(long, env = "ENCLAVE_GUARD_SERVICE", conflicts_with = "guard_url")]
+        guard_service: Option<String>,
+        /// The URL the API server calls the guard at, for an operator outside the cluster
+        /// (such as `https://127.0.0.1:9443/validate`). Without this or --guard-service the
+        /// guard is off.
+        #[arg(long, env = "ENCLAVE_GUARD_URL")]
+        guard_url: Option<String>,
+        /// Groups the guard lets change managed objects (break-glass). Repeatable.
+        #[arg(
+            long = "guard-exempt-group",
+            env = "ENCLAVE_GUARD_EXEMPT_GROUPS",
+            value_delimiter = ','
+        )]
+        guard_exempt_groups: Vec<String>,
     },
     /// Print the CRDs as YAML.
     Crd,
@@ -47,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
             admin_addr,
             concurrency,
             resync_seconds,
+            guard_addr,
+            guard_service,
+            guard_url,
+            guard_exempt_groups,
         } => {
             telemetry::init_logging("info");
             let client = kube::Client::try_default()
@@ -69,11 +94,88 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!("shutdown requested: finishing reconciles in flight");
                 let _ = stop.send(true);
             });
+            let guard = guard_config(guard_addr, guard_service, guard_url, guard_exempt_groups)?;
+            match guard {
+                Some(guard) => {
+                    let reporter = Reporter {
+                        controller: "enclave-guard".into(),
+                        instance: std::env::var("POD_NAME").ok(),
+                    };
+                    let recorder = Recorder::new(client.clone(), reporter);
+                    admission::start(
+                        client.clone(),
+                        guard,
+                        recorder,
+                        health.metrics.clone(),
+                        wait(stopped.clone()),
+                    )
+                    .await?;
+                }
+                None => tracing::warn!(
+                    "admission guard off: pass --guard-service or --guard-url to turn it on"
+                ),
+            }
             enclave_operator::controller::run(client, config, health, wait(stopped)).await?;
             admin.await.context("admin server task")??;
         }
     }
     Ok(())
+}
+
+/// The guard's configuration from the command line; `None` when it is off.
+fn guard_config(
+    listen: SocketAddr,
+    service: Option<String>,
+    url: Option<String>,
+    exempt_groups: Vec<String>,
+) -> anyhow::Result<Option<GuardConfig>> {
+    let guard = Guard {
+        exempt_groups,
+        ..Guard::default()
+    };
+    if let Some(url) = url {
+        let host = url
+            .trim_start_matches("https://")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let client_config = WebhookClientConfig {
+            url: Some(url),
+            ..WebhookClientConfig::default()
+        };
+        return Ok(Some(GuardConfig {
+            listen,
+            client_config,
+            names: vec![host],
+            guard,
+        }));
+    }
+    let Some(service) = service else {
+        return Ok(None);
+    };
+    let (namespace, name) = service
+        .split_once('/')
+        .context("--guard-service takes namespace/name")?;
+    let client_config = WebhookClientConfig {
+        service: Some(ServiceReference {
+            namespace: namespace.into(),
+            name: name.into(),
+            path: Some(admission::PATH.into()),
+            port: Some(i32::from(listen.port())),
+        }),
+        ..WebhookClientConfig::default()
+    };
+    let names = vec![
+        format!("{name}.{namespace}.svc"),
+        format!("{name}.{namespace}.svc.cluster.local"),
+    ];
+    Ok(Some(GuardConfig {
+        listen,
+        client_config,
+        names,
+        guard,
+    }))
 }
 
 /// Resolves once the stop flag is raised.

@@ -3,10 +3,13 @@
 
 use crate::controlplane::{ControlPlane, OPERATOR_USER, repo_root};
 use anyhow::{Context as _, bail};
+use enclave_operator::admission::{Guard, GuardConfig};
 use enclave_operator::config::Config;
 use enclave_operator::telemetry::{Health, Metrics};
+use k8s_openapi::api::admissionregistration::v1::WebhookClientConfig;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::events::{Recorder, Reporter};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,6 +29,8 @@ pub struct Env {
     /// Where the operator's admin server listens.
     pub admin_addr: SocketAddr,
     kubectl: PathBuf,
+    /// The operator, running for the life of the test process.
+    pub operator: Operator,
 }
 
 static ENV: OnceLock<Env> = OnceLock::new();
@@ -60,13 +65,14 @@ impl Env {
         install_crds(&kubectl, &kubeconfig)?;
         let health = Health::default();
         let admin_addr = free_addr()?;
-        // Runs for the life of the test process.
-        std::mem::forget(spawn_operator(
+        let guard = local_guard(&[String::from("system:masters")])?;
+        let operator = spawn_operator(
             operator_kubeconfig,
             health.clone(),
             admin_addr,
+            Some(guard),
             "info",
-        ));
+        );
         let deadline = Instant::now() + Duration::from_secs(60);
         while !health.ready.load(Ordering::Relaxed) {
             if Instant::now() > deadline {
@@ -80,6 +86,7 @@ impl Env {
             metrics: health.metrics,
             admin_addr,
             kubectl,
+            operator,
         })
     }
 
@@ -180,10 +187,16 @@ pub fn install_crds(kubectl: &Path, kubeconfig: &Path) -> anyhow::Result<()> {
 /// The operator running on a thread of its own; [`Operator::stop`] ends it.
 pub struct Operator {
     stop: tokio::sync::watch::Sender<bool>,
+    stop_guard: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Operator {
+    /// Stops the admission guard's server only, as if it had crashed; the controller goes on.
+    pub fn stop_guard(&self) {
+        let _ = self.stop_guard.send(true);
+    }
+
     /// Stops the operator gracefully and waits for its thread.
     pub fn stop(mut self) {
         let _ = self.stop.send(true);
@@ -200,9 +213,11 @@ pub fn spawn_operator(
     kubeconfig: PathBuf,
     health: Health,
     admin_addr: SocketAddr,
+    guard: Option<GuardConfig>,
     log_level: &'static str,
 ) -> Operator {
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (stop_guard, guard_stopped) = tokio::sync::watch::channel(false);
     let thread = std::thread::spawn(move || {
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -225,6 +240,25 @@ pub fn spawn_operator(
             let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
+            if let Some(guard) = guard {
+                let reporter = Reporter {
+                    controller: "enclave-guard".into(),
+                    instance: None,
+                };
+                let recorder = Recorder::new(client.clone(), reporter);
+                let until = until_stopped(guard_stopped);
+                if let Err(error) = enclave_operator::admission::start(
+                    client.clone(),
+                    guard,
+                    recorder,
+                    health.metrics.clone(),
+                    until,
+                )
+                .await
+                {
+                    eprintln!("admission guard: {error}");
+                }
+            }
             let admin = tokio::spawn(enclave_operator::telemetry::serve(
                 admin_addr,
                 health.clone(),
@@ -241,8 +275,33 @@ pub fn spawn_operator(
     });
     Operator {
         stop,
+        stop_guard,
         thread: Some(thread),
     }
+}
+
+/// The admission guard on a free loopback port, called by URL. The tests' cluster admin
+/// (`system:masters`) is exempted so tests can make drift; tenant users never are.
+///
+/// # Errors
+/// When no port is free.
+pub fn local_guard(exempt_groups: &[String]) -> anyhow::Result<GuardConfig> {
+    let listen = free_addr()?;
+    Ok(GuardConfig {
+        listen,
+        client_config: WebhookClientConfig {
+            url: Some(format!(
+                "https://{listen}{}",
+                enclave_operator::admission::PATH
+            )),
+            ..WebhookClientConfig::default()
+        },
+        names: vec![listen.ip().to_string()],
+        guard: Guard {
+            exempt_groups: exempt_groups.to_vec(),
+            ..Guard::default()
+        },
+    })
 }
 
 fn free_addr() -> anyhow::Result<SocketAddr> {

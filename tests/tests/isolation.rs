@@ -487,3 +487,112 @@ async fn exposure_report_matches_the_spec_for_each_tenant_shape() -> Result<()> 
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_guard_refuses_what_rbac_allows_and_records_it_on_the_tenant() -> Result<()> {
+    let admin_client = env().client().await?;
+    ready_tenant(&admin_client, "iso-guard", json!({"access": {"admins": [{"kind": "User", "name": "dave@iso.example"}], "viewers": [{"kind": "User", "name": "erin@iso.example"}]}})).await?;
+    let dave = env()
+        .client_as("dave@iso.example", &["system:authenticated"])
+        .await?;
+    let bindings = Api::<RoleBinding>::namespaced(dave.clone(), "iso-guard-app");
+    let denials_before = env()
+        .metrics
+        .denials
+        .get_or_create(&enclave_operator::telemetry::WriteLabels {
+            resource: "RoleBinding".into(),
+            action: "delete".into(),
+        })
+        .get();
+
+    // RBAC lets a tenant admin manage RoleBindings; the guard keeps Enclave's own.
+    let refused = [
+        (
+            "delete the viewers binding",
+            bindings
+                .delete("enclave-viewers", &DeleteParams::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "add themselves to the viewers binding",
+            bindings
+                .patch(
+                    "enclave-viewers",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {"extra": "1"}}})),
+                )
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    for (what, result) in refused {
+        match result {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 403, "{what}: {}", status.message);
+                assert!(
+                    status.message.contains("managed by Enclave"),
+                    "{what}: {}",
+                    status.message
+                );
+            }
+            other => panic!("{what} was not refused by the guard: {other:?}"),
+        }
+    }
+    Api::<RoleBinding>::namespaced(admin_client.clone(), "iso-guard-app")
+        .get("enclave-viewers")
+        .await?;
+
+    // The attempt is on the Tenant, with who and what.
+    let events =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin_client.clone(), "default");
+    let notes = eventually("AttemptRefused event", Duration::from_secs(10), || async {
+        let list = events
+            .list(
+                &kube::api::ListParams::default()
+                    .fields("regarding.kind=Tenant,regarding.name=iso-guard"),
+            )
+            .await?;
+        let notes: Vec<String> = list
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("AttemptRefused"))
+            .filter_map(|e| e.note)
+            .collect();
+        Ok((notes.len() >= 2).then_some(notes))
+    })
+    .await?;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("dave@iso.example tried to delete RoleBinding enclave-viewers")),
+        "{notes:?}"
+    );
+    let denials_after = env()
+        .metrics
+        .denials
+        .get_or_create(&enclave_operator::telemetry::WriteLabels {
+            resource: "RoleBinding".into(),
+            action: "delete".into(),
+        })
+        .get();
+    assert!(denials_after > denials_before);
+
+    // A Tenant opening a port the platform does not allow to the internet is refused at admission.
+    let ssh: Tenant = serde_json::from_value(
+        json!({"apiVersion": "enclave.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "iso-ssh"},
+        "spec": {"zones": [{"name": "dmz", "exposure": "Internet", "ports": [{"port": 22}]}]}}),
+    )?;
+    match Api::<Tenant>::all(admin_client)
+        .create(&PostParams::default(), &ssh)
+        .await
+    {
+        Err(kube::Error::Api(status)) => assert!(
+            status.message.contains("port 22 may not face the internet"),
+            "{}",
+            status.message
+        ),
+        other => panic!("internet-facing port 22 accepted: {other:?}"),
+    }
+    Ok(())
+}

@@ -222,7 +222,11 @@ async fn validate(
             if let (Some(tenant), false) = (tenant, request.dry_run) {
                 record(&state.recorder, &tenant, &user, action, &request, &message).await;
             }
-            Json(response.deny(message).into_review())
+            let mut denied = response.deny(message);
+            // Forbidden, like an RBAC refusal: the request was understood and is not allowed.
+            denied.result.code = 403;
+            denied.result.reason = "Forbidden".into();
+            Json(denied.into_review())
         }
     }
 }
@@ -242,6 +246,14 @@ async fn record(
         name: Some(tenant.to_string()),
         ..Default::default()
     };
+    // The action and the object tell attempts apart, so each stays its own Event rather than
+    // joining a series under the first one's note.
+    let object = k8s_openapi::api::core::v1::ObjectReference {
+        kind: Some(request.kind.kind.clone()),
+        name: Some(request.name.clone()),
+        namespace: request.namespace.clone(),
+        ..Default::default()
+    };
     let event = Event {
         type_: EventType::Warning,
         reason: "AttemptRefused".into(),
@@ -249,12 +261,20 @@ async fn record(
             "{user} tried to {action} {} {}: refused. {message}",
             request.kind.kind, request.name
         )),
-        action: "Guard".into(),
-        secondary: None,
+        action: format!("Refuse{}", capitalised(action)),
+        secondary: Some(object),
     };
     if let Err(error) = recorder.publish(&event, &reference).await {
         tracing::warn!(%error, "could not record refused attempt");
     }
+}
+
+fn capitalised(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 /// Serves the guard over TLS on `addr` until `shutdown` resolves.
@@ -436,3 +456,53 @@ pub fn webhook_configuration(
 
 #[cfg(test)]
 mod tests;
+
+/// Where the guard listens and how the API server reaches it.
+#[derive(Clone, Debug)]
+pub struct GuardConfig {
+    /// Address the guard's TLS server binds.
+    pub listen: SocketAddr,
+    /// How the API server calls it: a URL (`https://127.0.0.1:9443/validate`) or a Service.
+    pub client_config: WebhookClientConfig,
+    /// Names in the serving certificate (the Service's DNS names, or 127.0.0.1).
+    pub names: Vec<String>,
+    /// The rules.
+    pub guard: Guard,
+}
+
+/// Makes a serving certificate, starts the guard, then points the API server at it with a
+/// current `caBundle`. The guard runs until `shutdown` resolves.
+///
+/// # Errors
+/// When the certificate cannot be made or the webhook configuration cannot be applied.
+pub async fn start(
+    client: kube::Client,
+    config: GuardConfig,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> crate::Result<tokio::task::JoinHandle<crate::Result<()>>> {
+    let certificate = ServingCertificate::generate(&config.names)
+        .map_err(|e| crate::Error::Certificate(e.to_string()))?;
+    let state = GuardState {
+        guard: Arc::new(config.guard.clone()),
+        recorder,
+        metrics,
+    };
+    let ca_pem = certificate.ca_pem.clone();
+    let listen = config.listen;
+    let server = tokio::spawn(async move { serve(listen, &certificate, state, shutdown).await });
+    // Wait until the port answers, so the API server never calls a guard not yet listening.
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(listen).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let desired = webhook_configuration(config.client_config, &ca_pem, &config.guard);
+    let api = kube::Api::<ValidatingWebhookConfiguration>::all(client);
+    let live = api.get_opt(WEBHOOK_CONFIGURATION).await?;
+    crate::apply::apply(&api, &desired, live.as_ref()).await?;
+    tracing::info!("admission guard configured");
+    Ok(server)
+}

@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use enclave_crds::{Phase, Tenant};
 use enclave_operator::telemetry::Health;
 use enclave_tests::controlplane::{ControlPlane, binaries, repo_root};
-use enclave_tests::harness::{install_crds, spawn_operator};
+use enclave_tests::harness::{install_crds, local_guard, spawn_operator};
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::collections::BTreeMap;
@@ -54,7 +54,12 @@ async fn main() -> anyhow::Result<()> {
     let health = Health::default();
     let admin = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     // Warnings only, so the demo's output stays readable; RUST_LOG=info shows every line.
-    let operator = spawn_operator(kubeconfig.clone(), health.clone(), admin, "warn");
+    let guard = if control_plane.is_some() {
+        Some(local_guard(&[])?)
+    } else {
+        None
+    };
+    let operator = spawn_operator(kubeconfig.clone(), health.clone(), admin, guard, "warn");
     println!("        /metrics, /livez and /readyz on http://{admin}");
 
     let examples = repo_root().join("examples/tenants");
