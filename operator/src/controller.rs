@@ -18,6 +18,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -75,30 +76,47 @@ pub async fn run(
     let controller = Controller::new(
         Api::<Tenant>::all(client.clone()),
         watcher::Config::default(),
-    )
-    // Only the namespaces the operator manages are watched, never every namespace.
-    .owns(
-        Api::<Namespace>::all(client.clone()),
-        watcher::Config::default().labels(&managed),
-    )
-    .owns(
-        Api::<NetworkPolicy>::all(client.clone()),
-        watcher::Config::default().labels(&managed),
-    )
-    .owns(
-        Api::<RoleBinding>::all(client.clone()),
-        watcher::Config::default().labels(&managed),
-    )
-    .owns(
-        Api::<ResourceQuota>::all(client.clone()),
-        watcher::Config::default().labels(&managed),
-    )
-    .owns(
-        Api::<LimitRange>::all(client.clone()),
-        watcher::Config::default().labels(&managed),
-    )
-    .with_config(controller::Config::default().concurrency(config.concurrency))
-    .graceful_shutdown_on(shutdown);
+    );
+    let tenants = controller.store();
+    let controller = controller
+        // Only the namespaces the operator manages are watched, never every namespace.
+        .owns(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+        )
+        // Every NetworkPolicy, Enclave's or not: any of them changes what a zone exposes, and
+        // the exposure report must follow every network change.
+        .watches(
+            Api::<NetworkPolicy>::all(client.clone()),
+            watcher::Config::default(),
+            move |policy| {
+                let namespace = policy.namespace()?;
+                tenants
+                    .state()
+                    .iter()
+                    .find(|t| {
+                        t.spec
+                            .zones
+                            .iter()
+                            .any(|z| t.zone_namespace(&z.name) == namespace)
+                    })
+                    .map(|t| ObjectRef::from_obj(&**t))
+            },
+        )
+        .owns(
+            Api::<RoleBinding>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+        )
+        .owns(
+            Api::<ResourceQuota>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+        )
+        .owns(
+            Api::<LimitRange>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+        )
+        .with_config(controller::Config::default().concurrency(config.concurrency))
+        .graceful_shutdown_on(shutdown);
     let store = controller.store();
     let ready = health.ready.clone();
     tokio::spawn(async move {
