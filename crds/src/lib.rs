@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 pub mod duration;
 
@@ -640,6 +641,10 @@ pub struct TenantStatus {
     /// Workloads with N+1 replicas available, over all workloads (such as `2/2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_workloads: Option<String>,
+    /// Tenant-wide resource usage, summed over its zone namespaces' quotas, as `used/hard`
+    /// (such as `limits.cpu: 1500m/12`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub usage: BTreeMap<String, String>,
     /// Every port reachable from outside its zone, computed from the applied `NetworkPolicies`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exposure: Vec<ExposureEntry>,

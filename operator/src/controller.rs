@@ -561,7 +561,7 @@ impl Reconcile<'_> {
             .iter()
             .map(|z| z.name.clone())
             .collect();
-        let status = tenant_status(
+        let mut status = tenant_status(
             self.tenant.metadata.generation,
             outcome,
             &zones,
@@ -570,6 +570,13 @@ impl Reconcile<'_> {
             previous,
             Timestamp::now(),
         );
+        if let Ok(identity) = Identity::of(self.tenant) {
+            let params = ListParams::default().labels(&identity.selector());
+            let quotas = Api::<ResourceQuota>::all(self.ctx.client.clone())
+                .list(&params)
+                .await?;
+            status.usage = crate::status::usage(&quotas.items);
+        }
         if previous == Some(&status) {
             return Ok(());
         }

@@ -2,8 +2,10 @@
 //! writes it only when it differs from what the API server holds.
 
 use enclave_crds::{ExposureEntry, Phase, TenantStatus};
+use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use std::collections::BTreeMap;
 
 /// Where a reconcile left the tenant.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,8 +138,57 @@ pub fn tenant_status(
         purge_after,
         ready_workloads: kept.ready_workloads,
         exposure,
+        usage: kept.usage,
         certificate: kept.certificate,
         backup: kept.backup,
+    }
+}
+
+/// Tenant-wide usage from the quotas of its namespaces: `used/hard` per resource.
+#[must_use]
+pub fn usage(quotas: &[ResourceQuota]) -> BTreeMap<String, String> {
+    let mut used: BTreeMap<String, i128> = BTreeMap::new();
+    let mut hard: BTreeMap<String, i128> = BTreeMap::new();
+    for status in quotas.iter().filter_map(|q| q.status.as_ref()) {
+        for (totals, values) in [(&mut used, &status.used), (&mut hard, &status.hard)] {
+            for (resource, quantity) in values.iter().flatten() {
+                *totals.entry(resource.clone()).or_default() +=
+                    crate::apply::quantity(&quantity.0).unwrap_or_default();
+            }
+        }
+    }
+    hard.iter()
+        .map(|(resource, limit)| {
+            let spent = used.get(resource).copied().unwrap_or_default();
+            (
+                resource.clone(),
+                format!(
+                    "{}/{}",
+                    format_quantity(resource, spent),
+                    format_quantity(resource, *limit)
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A quantity in nano units, written as people read it: bytes with binary suffixes, CPU in
+/// cores or millicores, counts as numbers.
+fn format_quantity(resource: &str, nanos: i128) -> String {
+    const NANO: i128 = 1_000_000_000;
+    if resource.contains("memory") || resource.contains("storage") {
+        let bytes = nanos / NANO;
+        for (suffix, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+            if bytes != 0 && bytes % (1_i128 << shift) == 0 {
+                return format!("{}{suffix}", bytes >> shift);
+            }
+        }
+        return bytes.to_string();
+    }
+    if nanos % NANO == 0 {
+        (nanos / NANO).to_string()
+    } else {
+        format!("{}m", nanos / 1_000_000)
     }
 }
 
@@ -297,6 +348,47 @@ mod tests {
             s2.conditions.iter().filter(|c| c.type_ == ISOLATED).count(),
             1
         );
+    }
+
+    #[test]
+    fn usage_sums_quotas_over_zones() {
+        let quota = |used: &[(&str, &str)], hard: &[(&str, &str)]| -> ResourceQuota {
+            let map = |pairs: &[(&str, &str)]| {
+                serde_json::Value::Object(
+                    pairs
+                        .iter()
+                        .map(|(k, v)| ((*k).to_string(), serde_json::json!(v)))
+                        .collect(),
+                )
+            };
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "q"}, "status": {"used": map(used), "hard": map(hard)}})).expect("quota")
+        };
+        let quotas = [
+            quota(
+                &[
+                    ("limits.cpu", "500m"),
+                    ("limits.memory", "512Mi"),
+                    ("pods", "1"),
+                ],
+                &[
+                    ("limits.cpu", "4"),
+                    ("limits.memory", "8Gi"),
+                    ("pods", "20"),
+                ],
+            ),
+            quota(
+                &[("limits.cpu", "1"), ("limits.memory", "1Gi"), ("pods", "2")],
+                &[
+                    ("limits.cpu", "4"),
+                    ("limits.memory", "8Gi"),
+                    ("pods", "20"),
+                ],
+            ),
+        ];
+        let u = usage(&quotas);
+        assert_eq!(u["limits.cpu"], "1500m/8");
+        assert_eq!(u["limits.memory"], "1536Mi/16Gi");
+        assert_eq!(u["pods"], "3/40");
     }
 
     #[test]

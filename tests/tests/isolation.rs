@@ -352,6 +352,27 @@ async fn tenant_admin_does_their_real_job() -> Result<()> {
         Ok((d.status.and_then(|s| s.available_replicas) == Some(2)).then_some(()))
     })
     .await?;
+    // The tenant-wide usage sums the zones' quotas: two pods with the zone's default limits.
+    let tenants = Api::<Tenant>::all(admin_client.clone());
+    eventually("usage in status", Duration::from_secs(30), || async {
+        let usage = tenants
+            .get("iso-job")
+            .await?
+            .status
+            .map(|s| s.usage)
+            .unwrap_or_default();
+        let want = [
+            ("limits.cpu", "1/12"),
+            ("limits.memory", "1Gi/24Gi"),
+            ("pods", "2/60"),
+        ];
+        Ok(want
+            .iter()
+            .all(|(k, v)| usage.get(*k).map(String::as_str) == Some(*v))
+            .then_some(()))
+    })
+    .await?;
+
     // The colleague can now read, but not Secrets.
     let carol = env()
         .client_as("carol@iso.example", &["system:authenticated"])
