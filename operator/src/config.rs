@@ -19,7 +19,8 @@ pub struct Config {
 }
 
 /// Where the cluster's shared network services are, and what may face the internet.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct NetworkConfig {
     /// The cluster DNS: namespace labels and pod labels every zone may reach on port 53.
     pub dns: PeerSelector,
@@ -31,7 +32,8 @@ pub struct NetworkConfig {
 }
 
 /// Namespace and pod labels that select peers outside the tenant.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerSelector {
     /// Labels of the peer's namespace.
     pub namespace_labels: BTreeMap<String, String>,
@@ -83,5 +85,52 @@ impl Default for Config {
             reporter: crate::build::MANAGER.to_string(),
             network: NetworkConfig::default(),
         }
+    }
+}
+
+/// The operator's configuration file (`--config`): what the platform team sets for every
+/// tenant. Every field is optional; see `examples/operator-config.yaml`.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Network settings.
+    pub network: NetworkConfig,
+}
+
+impl ConfigFile {
+    /// Parses the YAML of a configuration file.
+    ///
+    /// # Errors
+    /// When it is not valid YAML or names a field that does not exist.
+    pub fn parse(yaml: &str) -> Result<Self, serde_yaml::Error> {
+        serde_yaml::from_str(yaml)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_configuration_parses() {
+        let file = ConfigFile::parse(include_str!("../../examples/operator-config.yaml"))
+            .expect("example parses");
+        assert_eq!(file.network.dns.pod_labels["k8s-app"], "kube-dns");
+        assert_eq!(
+            file.network.ingress_controller.namespace_labels["kubernetes.io/metadata.name"],
+            "ingress-nginx"
+        );
+        assert!(
+            file.network.internet_ports.contains(&8443),
+            "the example widens the allowed set"
+        );
+    }
+
+    #[test]
+    fn missing_fields_take_defaults_and_unknown_ones_are_refused() {
+        let file = ConfigFile::parse("network: {internetPorts: [443]}").expect("parses");
+        assert_eq!(file.network.internet_ports, [443]);
+        assert_eq!(file.network.dns, NetworkConfig::default().dns);
+        assert!(ConfigFile::parse("network: {dnss: {}}").is_err());
     }
 }

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use enclave_operator::admission::{self, Guard, GuardConfig};
-use enclave_operator::config::Config;
+use enclave_operator::config::{Config, ConfigFile};
 use enclave_operator::telemetry::{self, Health};
 use k8s_openapi::api::admissionregistration::v1::{ServiceReference, WebhookClientConfig};
 use kube::runtime::events::{Recorder, Reporter};
@@ -25,6 +25,9 @@ struct Cli {
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
     Run {
+        /// The operator's configuration file (see examples/operator-config.yaml).
+        #[arg(long, env = "ENCLAVE_CONFIG")]
+        config: Option<std::path::PathBuf>,
         /// Address of the admin server (/livez, /readyz, /metrics).
         #[arg(long, env = "ENCLAVE_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
         admin_addr: SocketAddr,
@@ -65,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Crd => print!("{}", enclave_crds::crds_yaml()?),
         Command::Version => println!("enclave-operator {}", env!("CARGO_PKG_VERSION")),
         Command::Run {
+            config: config_file,
             admin_addr,
             concurrency,
             resync_seconds,
@@ -77,9 +81,20 @@ async fn main() -> anyhow::Result<()> {
             let client = kube::Client::try_default()
                 .await
                 .context("no usable kubeconfig or in-cluster config")?;
+            let file = match &config_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    ConfigFile::parse(&text).with_context(|| {
+                        format!("{} is not a valid configuration", path.display())
+                    })?
+                }
+                None => ConfigFile::default(),
+            };
             let config = Config {
                 concurrency,
                 resync: Duration::from_secs(resync_seconds),
+                network: file.network,
                 ..Config::default()
             };
             let health = Health::default();
@@ -94,7 +109,11 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!("shutdown requested: finishing reconciles in flight");
                 let _ = stop.send(true);
             });
-            let guard = guard_config(guard_addr, guard_service, guard_url, guard_exempt_groups)?;
+            let mut guard =
+                guard_config(guard_addr, guard_service, guard_url, guard_exempt_groups)?;
+            if let Some(guard) = &mut guard {
+                guard.guard.network = config.network.clone();
+            }
             match guard {
                 Some(guard) => {
                     let reporter = Reporter {
