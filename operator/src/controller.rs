@@ -103,17 +103,20 @@ pub async fn run(
                     .map(|t| ObjectRef::from_obj(&**t))
             },
         )
-        .owns(
+        .watches(
             Api::<RoleBinding>::all(client.clone()),
             watcher::Config::default().labels(&managed),
+            owning_tenant,
         )
-        .owns(
+        .watches(
             Api::<ResourceQuota>::all(client.clone()),
             watcher::Config::default().labels(&managed),
+            owning_tenant,
         )
-        .owns(
+        .watches(
             Api::<LimitRange>::all(client.clone()),
             watcher::Config::default().labels(&managed),
+            owning_tenant,
         )
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(shutdown);
@@ -553,7 +556,12 @@ impl Reconcile<'_> {
         namespaces: Vec<String>,
         network: Option<&NetworkReport>,
     ) -> Result<()> {
-        let previous = self.tenant.status.as_ref();
+        // The cached Tenant can lag behind a status this operator has just written; comparing
+        // against it would write (and announce) the same status again.
+        let live = Api::<Tenant>::all(self.ctx.client.clone())
+            .get_status(&self.tenant.name_any())
+            .await?;
+        let previous = live.status.as_ref();
         let zones: Vec<String> = self
             .tenant
             .spec
@@ -675,6 +683,20 @@ impl Reconcile<'_> {
         duration::parse(&self.tenant.spec.lifecycle.retention)
             .map_or(Duration::from_secs(7 * 86_400), |d| d.min(max))
     }
+}
+
+/// The Tenant owning a namespaced child. `Controller::owns` would look for the owner in the
+/// child's namespace, giving one cluster-scoped Tenant a key per namespace, and so
+/// reconciles of the same tenant running side by side.
+#[allow(clippy::needless_pass_by_value)] // the mapper signature `Controller::watches` asks for
+fn owning_tenant<K: Resource>(child: K) -> Option<ObjectRef<Tenant>> {
+    child
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == "Tenant" && o.api_version.starts_with(enclave_crds::GROUP))
+        .map(|o| ObjectRef::new(&o.name))
 }
 
 fn ready_reason(status: Option<&TenantStatus>) -> Option<&str> {

@@ -154,10 +154,12 @@ pub fn review(guard: &Guard, request: &AdmissionRequest<DynamicObject>) -> Verdi
             tenant,
         };
     }
+    let whose = tenant
+        .as_deref()
+        .map_or_else(|| "tenants".to_string(), |t| format!("tenant {t}"));
     Verdict::Deny {
         message: format!(
-            "{what} is managed by Enclave and keeps tenant {} isolated: only the operator may {} it; change the Tenant instead",
-            tenant.as_deref().unwrap_or("?"),
+            "{what} is managed by Enclave and keeps {whose} isolated: only the operator may {} it; change the Tenant instead",
             verb(&request.operation)
         ),
         tenant,

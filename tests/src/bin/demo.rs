@@ -59,7 +59,11 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let operator = spawn_operator(kubeconfig.clone(), health.clone(), admin, guard, "warn");
+    // On the local control plane the operator runs as its own user, the one the guard trusts.
+    let operator_kubeconfig = control_plane
+        .as_ref()
+        .map_or_else(|| kubeconfig.clone(), |cp| cp.operator_kubeconfig.clone());
+    let operator = spawn_operator(operator_kubeconfig, health.clone(), admin, guard, "warn");
     println!("        /metrics, /livez and /readyz on http://{admin}");
 
     let examples = repo_root().join("examples/tenants");
@@ -88,6 +92,37 @@ async fn main() -> anyhow::Result<()> {
             "enclave.dev/tenant,enclave.dev/zone,pod-security.kubernetes.io/enforce",
         ])?
     );
+    step("what isolates acme: its NetworkPolicies, bindings and quotas");
+    print!(
+        "{}",
+        kubectl_cmd(&[
+            "get",
+            "networkpolicies,rolebindings,resourcequotas,limitranges",
+            "-A",
+            "-l",
+            "enclave.dev/tenant=acme",
+        ])?
+    );
+    step("the exposure report: every port reachable from outside its zone");
+    for name in &names {
+        let tenant = Api::<Tenant>::all(client.clone()).get(name).await?;
+        let status = tenant.status.unwrap_or_default();
+        let isolated = status.conditions.iter().find(|c| c.type_ == "Isolated");
+        println!(
+            "        {name}: Isolated={} ({})",
+            isolated.map_or("?", |c| c.status.as_str()),
+            isolated.map_or("", |c| c.message.as_str())
+        );
+        for entry in &status.exposure {
+            println!(
+                "          {}:{}/{:?} from {}",
+                entry.zone, entry.port, entry.protocol, entry.from
+            );
+        }
+        for (resource, usage) in &status.usage {
+            println!("          usage {resource}: {usage}");
+        }
+    }
     step("Events the operator recorded");
     print!(
         "{}",
