@@ -186,6 +186,32 @@ async fn unchanged_tenant_costs_zero_writes() -> Result<()> {
         !before.is_empty(),
         "the audit log must show the operator's first writes"
     );
+    // Setting the tenant up wrote each object once: no reconcile raced another.
+    let mut per_object: std::collections::BTreeMap<String, usize> =
+        std::collections::BTreeMap::new();
+    for event in before.iter().filter(|e| {
+        !matches!(
+            e["objectRef"]["resource"].as_str(),
+            Some("tenants" | "events")
+        )
+    }) {
+        let o = &event["objectRef"];
+        *per_object
+            .entry(format!(
+                "{} {}/{}",
+                o["resource"], o["namespace"], o["name"]
+            ))
+            .or_default() += 1;
+    }
+    let repeated: Vec<_> = per_object.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "objects written more than once while setting up: {repeated:?}"
+    );
+    assert!(
+        per_object.len() == 3 + 7 + 3 + 3 + 6,
+        "3 namespaces, 7 policies (app and data serve no port: no ingress policy), 3 quotas, 3 limits, 6 bindings: {per_object:?}"
+    );
 
     // Make the operator reconcile again: a metadata change that leaves the spec as is.
     let reconciles_before = env().metrics.reconciles.get();
