@@ -16,6 +16,9 @@ pub struct Config {
     pub reporter: String,
     /// Network settings of every tenant.
     pub network: NetworkConfig,
+    /// Default images, by key: a workload's `image: default:<key>` runs the image here, so
+    /// changing an entry rolls every tenant that uses it (R7).
+    pub images: BTreeMap<String, String>,
 }
 
 /// Where the cluster's shared network services are, and what may face the internet.
@@ -84,6 +87,7 @@ impl Default for Config {
             poll: Duration::from_secs(2),
             reporter: crate::build::MANAGER.to_string(),
             network: NetworkConfig::default(),
+            images: BTreeMap::new(),
         }
     }
 }
@@ -95,6 +99,8 @@ impl Default for Config {
 pub struct ConfigFile {
     /// Network settings.
     pub network: NetworkConfig,
+    /// Default images, by key (`image: default:<key>` in a workload).
+    pub images: BTreeMap<String, String>,
 }
 
 impl ConfigFile {

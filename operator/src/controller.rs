@@ -10,8 +10,11 @@ use crate::telemetry::{Health, Metrics};
 use crate::{Error, Result};
 use enclave_crds::{MAX_RETENTION_SECONDS, Tenant, TenantStatus, duration};
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ObjectReference, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -115,6 +118,21 @@ pub async fn run(
         )
         .watches(
             Api::<LimitRange>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            owning_tenant,
+        )
+        .watches(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            owning_tenant,
+        )
+        .watches(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            owning_tenant,
+        )
+        .watches(
+            Api::<Service>::all(client.clone()),
             watcher::Config::default().labels(&managed),
             owning_tenant,
         )
@@ -281,6 +299,11 @@ impl Reconcile<'_> {
         self.apply_namespaced(&desired.resource_quotas).await?;
         self.apply_namespaced(&desired.limit_ranges).await?;
         self.apply_namespaced(&desired.role_bindings).await?;
+        self.apply_namespaced(&desired.workloads.services).await?;
+        self.apply_namespaced(&desired.workloads.disruption_budgets)
+            .await?;
+        self.apply_namespaced(&desired.workloads.deployments)
+            .await?;
 
         // sweep
         self.sweep_namespaced(&identity, &desired.network_policies)
@@ -290,6 +313,12 @@ impl Reconcile<'_> {
         self.sweep_namespaced(&identity, &desired.limit_ranges)
             .await?;
         self.sweep_namespaced(&identity, &desired.role_bindings)
+            .await?;
+        self.sweep_namespaced(&identity, &desired.workloads.deployments)
+            .await?;
+        self.sweep_namespaced(&identity, &desired.workloads.disruption_budgets)
+            .await?;
+        self.sweep_namespaced(&identity, &desired.workloads.services)
             .await?;
         let wanted: BTreeSet<String> = names.iter().cloned().collect();
         let next = self.sweep(&api, &identity, &wanted).await?;
@@ -584,6 +613,24 @@ impl Reconcile<'_> {
                 .list(&params)
                 .await?;
             status.usage = crate::status::usage(&quotas.items);
+            let deployments = Api::<Deployment>::all(self.ctx.client.clone())
+                .list(&params)
+                .await?;
+            let redundancy =
+                crate::status::redundancy(&self.tenant.spec.workloads, &deployments.items);
+            crate::status::with_redundancy(&mut status, &redundancy, previous, Timestamp::now());
+            if redundancy.reason != "Redundant"
+                && condition_reason(previous, crate::status::WORKLOADS_REDUNDANT)
+                    != Some(redundancy.reason)
+            {
+                self.publish(
+                    EventType::Warning,
+                    redundancy.reason,
+                    "Observe",
+                    redundancy.message.clone(),
+                )
+                .await;
+            }
         }
         if previous == Some(&status) {
             return Ok(());
@@ -697,6 +744,14 @@ fn owning_tenant<K: Resource>(child: K) -> Option<ObjectRef<Tenant>> {
         .flatten()
         .find(|o| o.kind == "Tenant" && o.api_version.starts_with(enclave_crds::GROUP))
         .map(|o| ObjectRef::new(&o.name))
+}
+
+fn condition_reason<'a>(status: Option<&'a TenantStatus>, type_: &str) -> Option<&'a str> {
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.reason.as_str())
 }
 
 fn ready_reason(status: Option<&TenantStatus>) -> Option<&str> {

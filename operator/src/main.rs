@@ -95,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
                 concurrency,
                 resync: Duration::from_secs(resync_seconds),
                 network: file.network,
+                images: file.images,
                 ..Config::default()
             };
             let health = Health::default();

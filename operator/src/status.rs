@@ -2,6 +2,7 @@
 //! writes it only when it differs from what the API server holds.
 
 use enclave_crds::{ExposureEntry, Phase, TenantStatus};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -141,6 +142,103 @@ pub fn tenant_status(
         usage: kept.usage,
         certificate: kept.certificate,
         backup: kept.backup,
+    }
+}
+
+/// The `WorkloadsRedundant` condition type.
+pub const WORKLOADS_REDUNDANT: &str = "WorkloadsRedundant";
+
+/// How the workloads stand against N+1 (R15).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redundancy {
+    /// Workloads with N+1 replicas available.
+    pub redundant: usize,
+    /// Workloads declared.
+    pub total: usize,
+    /// `Redundant`, `RedundancyLost` (some at N: still serving) or `Unavailable` (some below N).
+    pub reason: &'static str,
+    /// Which workloads are short, and by how much.
+    pub message: String,
+}
+
+/// Compares each workload's available replicas (from its Deployment) with its capacity N.
+#[must_use]
+pub fn redundancy(workloads: &[enclave_crds::Workload], deployments: &[Deployment]) -> Redundancy {
+    let mut short = Vec::new();
+    let mut below = false;
+    let mut redundant = 0;
+    for workload in workloads {
+        let available = deployments
+            .iter()
+            .find(|d| {
+                d.metadata.name.as_deref() == Some(workload.name.as_str())
+                    && d.metadata
+                        .namespace
+                        .as_deref()
+                        .is_some_and(|n| n.ends_with(&format!("-{}", workload.zone)))
+            })
+            .and_then(|d| d.status.as_ref()?.available_replicas)
+            .unwrap_or(0);
+        if available > workload.capacity {
+            redundant += 1;
+        } else {
+            below |= available < workload.capacity;
+            short.push(format!(
+                "{}: {available} available of {} (capacity {})",
+                workload.name,
+                workload.capacity + 1,
+                workload.capacity
+            ));
+        }
+    }
+    let reason = if short.is_empty() {
+        "Redundant"
+    } else if below {
+        "Unavailable"
+    } else {
+        "RedundancyLost"
+    };
+    let message = if short.is_empty() {
+        format!("{redundant} workload(s) run N+1")
+    } else {
+        short.join("; ")
+    };
+    Redundancy {
+        redundant,
+        total: workloads.len(),
+        reason,
+        message,
+    }
+}
+
+/// Adds the `WorkloadsRedundant` condition and the ready count; a ready tenant whose workloads
+/// are short is `Degraded`.
+pub fn with_redundancy(
+    status: &mut TenantStatus,
+    redundancy: &Redundancy,
+    previous: Option<&TenantStatus>,
+    now: Timestamp,
+) {
+    status.ready_workloads = Some(format!("{}/{}", redundancy.redundant, redundancy.total));
+    if redundancy.total == 0 {
+        return;
+    }
+    let previous_conditions = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let ok = redundancy.reason == "Redundant";
+    let generation = status.observed_generation;
+    status.conditions.push(condition(
+        WORKLOADS_REDUNDANT,
+        ok,
+        redundancy.reason,
+        redundancy.message.clone(),
+        generation,
+        previous_conditions,
+        now,
+    ));
+    if !ok && status.phase == Some(Phase::Ready) {
+        status.phase = Some(Phase::Degraded);
     }
 }
 
@@ -389,6 +487,31 @@ mod tests {
         assert_eq!(u["limits.cpu"], "1500m/8");
         assert_eq!(u["limits.memory"], "1536Mi/16Gi");
         assert_eq!(u["pods"], "3/40");
+    }
+
+    #[test]
+    fn redundancy_distinguishes_n_plus_one_n_and_below() {
+        let workload = |name: &str, capacity: i32| enclave_crds::Workload {
+            name: name.into(),
+            zone: "app".into(),
+            capacity,
+            ..Default::default()
+        };
+        let deployment = |name: &str, available: i32| -> Deployment {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": "acme-app"}, "status": {"availableReplicas": available}})).expect("deployment")
+        };
+        let workloads = [workload("web", 2), workload("api", 1)];
+        let r = redundancy(&workloads, &[deployment("web", 3), deployment("api", 2)]);
+        assert_eq!((r.reason, r.redundant, r.total), ("Redundant", 2, 2));
+        let r = redundancy(&workloads, &[deployment("web", 2), deployment("api", 2)]);
+        assert_eq!((r.reason, r.redundant), ("RedundancyLost", 1));
+        assert!(r.message.contains("web: 2 available of 3"), "{}", r.message);
+        let r = redundancy(&workloads, &[deployment("web", 1), deployment("api", 2)]);
+        assert_eq!(r.reason, "Unavailable");
+        let mut status = tenant_status(Some(1), &Outcome::Ready, &[], vec![], None, None, at(1));
+        with_redundancy(&mut status, &r, None, at(1));
+        assert_eq!(status.phase, Some(Phase::Degraded));
+        assert_eq!(status.ready_workloads.as_deref(), Some("1/2"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod cidr;
 pub mod namespaces;
 pub mod network;
 pub mod quota;
+pub mod workloads;
 
 use crate::config::Config;
 use enclave_crds::Tenant;
@@ -58,6 +59,8 @@ pub struct Desired {
     pub resource_quotas: Vec<ResourceQuota>,
     /// Container defaults, per zone.
     pub limit_ranges: Vec<LimitRange>,
+    /// Deployments, disruption budgets and Services of the workloads.
+    pub workloads: workloads::WorkloadObjects,
 }
 
 /// Validates what the schema cannot, then builds the tenant's objects.
@@ -74,6 +77,7 @@ pub fn desired(tenant: &Tenant, config: &Config) -> Result<Desired, Invalid> {
         role_bindings: access::role_bindings(tenant, &identity),
         resource_quotas: quota::resource_quotas(tenant, &identity),
         limit_ranges: quota::limit_ranges(tenant, &identity),
+        workloads: workloads::workload_objects(tenant, &identity, &config.images)?,
     })
 }
 
