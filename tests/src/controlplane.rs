@@ -88,6 +88,25 @@ pub fn binaries() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(dir))
 }
 
+/// Runs `kubectl` against `kubeconfig` and returns its output.
+///
+/// # Errors
+/// When kubectl cannot run or fails; its stderr is in the error.
+pub fn kubectl_output(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(kubectl)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// The repository's root directory.
 #[must_use]
 pub fn repo_root() -> PathBuf {

@@ -1,7 +1,7 @@
 //! One control plane and one operator per test binary, shared by its tests; each test uses its
 //! own tenant names, so tests run in parallel.
 
-use crate::controlplane::{ControlPlane, OPERATOR_USER, repo_root};
+use crate::controlplane::{ControlPlane, OPERATOR_USER, kubectl_output, repo_root};
 use anyhow::{Context as _, bail};
 use enclave_operator::admission::{Guard, GuardConfig};
 use enclave_operator::config::Config;
@@ -159,20 +159,7 @@ async fn client_from(path: &Path, options: KubeConfigOptions) -> anyhow::Result<
 /// When kubectl fails.
 pub fn install_crds(kubectl: &Path, kubeconfig: &Path) -> anyhow::Result<()> {
     let crds = repo_root().join("charts/crds");
-    let run = |args: &[&str]| -> anyhow::Result<()> {
-        let out = Command::new(kubectl)
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args(args)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
-    };
+    let run = |args: &[&str]| kubectl_output(kubectl, kubeconfig, args).map(drop);
     let dir = crds.display().to_string();
     run(&["apply", "--server-side", "--force-conflicts", "-f", &dir])?;
     run(&[

@@ -6,14 +6,13 @@
 use anyhow::{Context as _, bail};
 use enclave_crds::{Phase, Tenant};
 use enclave_operator::telemetry::Health;
-use enclave_tests::controlplane::{ControlPlane, binaries, repo_root};
+use enclave_tests::controlplane::{ControlPlane, binaries, kubectl_output, repo_root};
 use enclave_tests::harness::{install_crds, local_guard, spawn_operator};
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[tokio::main]
@@ -32,20 +31,7 @@ async fn main() -> anyhow::Result<()> {
         let (k, b) = (cp.kubeconfig.clone(), cp.bin_dir.join("kubectl"));
         (Some(cp), k, b)
     };
-    let kubectl_cmd = |args: &[&str]| -> anyhow::Result<String> {
-        let out = Command::new(&kubectl)
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args(args)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let kubectl_cmd = |args: &[&str]| kubectl_output(&kubectl, &kubeconfig, args);
 
     step("installing the CRDs");
     install_crds(&kubectl, &kubeconfig)?;
