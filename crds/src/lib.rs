@@ -54,7 +54,13 @@ pub const MAX_RETENTION_SECONDS: u64 = 30 * 24 * 3600;
         .field_path(".volumes"),
     validation = Rule::new("!has(self.egress) || self.egress.all(e, !has(e.zone) || self.zones.exists(z, z.name == e.zone))")
         .message("every egress rule's zone must be declared in spec.zones")
-        .field_path(".egress")
+        .field_path(".egress"),
+    validation = Rule::new("!has(self.workloads) || self.workloads.all(w, !has(w.volumeMounts) || w.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.volume && v.zone == w.zone)))")
+        .message("every volumeMounts entry must name a volume of spec.volumes in the workload's zone")
+        .field_path(".workloads"),
+    validation = Rule::new("!has(self.workloads) || !has(self.volumes) || self.workloads.all(w, !has(w.volumeMounts) || w.volumeMounts.all(m, self.volumes.all(v, v.name != m.volume || (has(v.accessMode) && v.accessMode == 'ReadWriteMany') || (has(v.perReplica) && v.perReplica))))")
+        .message("a ReadWriteOnce volume cannot be mounted by a workload's N+1 replicas on different nodes: set the volume's accessMode to ReadWriteMany, or perReplica: true to give each replica its own copy")
+        .field_path(".workloads")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
@@ -421,11 +427,16 @@ pub struct VolumeMount {
         .field_path(".size"),
     validation = Rule::new("self.zone == oldSelf.zone").message("zone is immutable").field_path(".zone"),
     validation = Rule::new("self.encrypted == oldSelf.encrypted").message("encrypted is immutable").field_path(".encrypted"),
-    validation = Rule::new("self.profile == oldSelf.profile").message("profile is immutable").field_path(".profile")
+    validation = Rule::new("self.profile == oldSelf.profile").message("profile is immutable").field_path(".profile"),
+    validation = Rule::new("self.replicas == oldSelf.replicas")
+        .message("replicas is immutable: a bound volume cannot move to another storage class; declare a new volume")
+        .field_path(".replicas"),
+    validation = Rule::new("self.perReplica == oldSelf.perReplica").message("perReplica is immutable").field_path(".perReplica")
 )]
 pub struct Volume {
-    /// Volume name, a DNS label.
+    /// Volume name, a DNS label (`tmp` is reserved for the replicas' scratch space).
     #[schemars(length(min = 1, max = 40), pattern(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
+    #[x_kube(validation = Rule::new("self != 'tmp'").message("tmp is reserved for the replicas' scratch space at /tmp"))]
     pub name: String,
     /// Zone whose namespace holds the volume. Immutable.
     #[schemars(length(min = 1, max = 15))]
@@ -448,6 +459,10 @@ pub struct Volume {
     /// `ReadWriteOnce` (default) or `ReadWriteMany`.
     #[serde(default)]
     pub access_mode: VolumeAccessMode,
+    /// Give each replica of a workload mounting this volume its own copy (a `StatefulSet`
+    /// volume claim per replica, named `<volume>-<workload>-<ordinal>`). Immutable.
+    #[serde(default)]
+    pub per_replica: bool,
 }
 
 /// How a volume may be mounted.
@@ -641,6 +656,12 @@ pub struct TenantStatus {
     /// Workloads with N+1 replicas available, over all workloads (such as `2/2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_workloads: Option<String>,
+    /// Each workload: the image it runs and its replicas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadStatus>,
+    /// Volumes that left the spec, kept until their purge deadline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retained_volumes: Vec<RetainedVolume>,
     /// Tenant-wide resource usage, summed over its zone namespaces' quotas, as `used/hard`
     /// (such as `limits.cpu: 1500m/12`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -686,6 +707,36 @@ pub struct ExposureEntry {
     pub protocol: Protocol,
     /// Who can reach it: a zone, a CIDR, or the ingress controller.
     pub from: String,
+}
+
+/// How one workload runs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    /// Workload name.
+    pub name: String,
+    /// Zone it runs in.
+    pub zone: String,
+    /// The image its replicas are being rolled to (or run, once `updated` equals `desired`).
+    pub image: String,
+    /// Replicas wanted: N+1.
+    pub desired: i32,
+    /// Replicas running the current image.
+    pub updated: i32,
+    /// Replicas available to serve.
+    pub available: i32,
+}
+
+/// A volume that left the spec, kept until its deadline.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetainedVolume {
+    /// The claim's name.
+    pub name: String,
+    /// Namespace holding it.
+    pub namespace: String,
+    /// When it is deleted.
+    pub purge_after: Time,
 }
 
 /// The tenant's current certificate.

@@ -19,6 +19,66 @@ pub struct Config {
     /// Default images, by key: a workload's `image: default:<key>` runs the image here, so
     /// changing an entry rolls every tenant that uses it (R7).
     pub images: BTreeMap<String, String>,
+    /// Storage profiles, by name: how a volume's replicas and encryption become StorageClass
+    /// parameters (R8, R9).
+    pub storage_profiles: BTreeMap<String, StorageProfile>,
+    /// The operator's own namespace (the protected zone): where encryption keys are kept.
+    pub namespace: String,
+}
+
+/// How one provisioner is asked for replicas and encryption. See `docs/storage-profiles.md`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageProfile {
+    /// The CSI driver (`StorageClass.provisioner`).
+    pub provisioner: String,
+    /// Which parameter carries the replica count.
+    pub replicas: ReplicasParameter,
+    /// Fixed extra StorageClass parameters.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// How an encrypted volume's class differs; `None` when the provisioner cannot encrypt.
+    #[serde(default)]
+    pub encryption: Option<EncryptionParameters>,
+}
+
+/// The StorageClass parameter carrying the replica count.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplicasParameter {
+    /// Parameter name (such as Longhorn's `numberOfReplicas`).
+    pub parameter: String,
+    /// Value template; `{replicas}` is replaced by the count. Default `{replicas}`.
+    #[serde(default = "replicas_template")]
+    pub value: String,
+}
+
+fn replicas_template() -> String {
+    "{replicas}".into()
+}
+
+/// What makes a class encrypt, and where its per-tenant key is found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncryptionParameters {
+    /// Parameters added to an encrypted class (such as `encrypted: "true"`).
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// CSI secret parameter prefixes (such as `csi.storage.k8s.io/node-stage-secret`): each
+    /// gets `<prefix>-name` and `<prefix>-namespace` pointing at the key Secret of the claim's
+    /// namespace, kept in the operator's namespace.
+    #[serde(default)]
+    pub key_secret_parameters: Vec<String>,
+    /// Entry of the key Secret holding the generated key.
+    #[serde(default = "key_field")]
+    pub key_field: String,
+    /// Fixed extra entries of every key Secret (such as `CRYPTO_KEY_PROVIDER: secret`).
+    #[serde(default)]
+    pub secret_data: BTreeMap<String, String>,
+}
+
+fn key_field() -> String {
+    "CRYPTO_KEY_VALUE".into()
 }
 
 /// Where the cluster's shared network services are, and what may face the internet.
@@ -88,6 +148,8 @@ impl Default for Config {
             reporter: crate::build::MANAGER.to_string(),
             network: NetworkConfig::default(),
             images: BTreeMap::new(),
+            storage_profiles: BTreeMap::new(),
+            namespace: "enclave-system".into(),
         }
     }
 }
@@ -101,9 +163,22 @@ pub struct ConfigFile {
     pub network: NetworkConfig,
     /// Default images, by key (`image: default:<key>` in a workload).
     pub images: BTreeMap<String, String>,
+    /// Storage profiles, by name (a volume's `profile`).
+    pub storage_profiles: BTreeMap<String, StorageProfile>,
 }
 
 impl ConfigFile {
+    /// `base` with the settings of this file.
+    #[must_use]
+    pub fn apply_to(self, base: &Config) -> Config {
+        Config {
+            network: self.network,
+            images: self.images,
+            storage_profiles: self.storage_profiles,
+            ..base.clone()
+        }
+    }
+
     /// Parses the YAML of a configuration file.
     ///
     /// # Errors
@@ -111,6 +186,80 @@ impl ConfigFile {
     pub fn parse(yaml: &str) -> Result<Self, serde_yaml::Error> {
         serde_yaml::from_str(yaml)
     }
+}
+
+/// Why a configuration file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid configuration.
+    #[error("{path} is not a valid configuration: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        source: serde_yaml::Error,
+    },
+}
+
+/// `base` with the settings of the file at `path`.
+///
+/// # Errors
+/// When the file cannot be read or parsed.
+pub fn load(path: &std::path::Path, base: &Config) -> Result<(Config, String), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let file = ConfigFile::parse(&text).map_err(|source| ConfigError::Parse {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok((file.apply_to(base), text))
+}
+
+/// Loads the file at `path`, then looks at it every `every`: when its content changes and
+/// parses, the receiver gets the new configuration (and the controller re-reconciles every
+/// tenant). A file that no longer parses is logged and the configuration in force stands.
+/// A mounted ConfigMap is replaced by a symlink swap, which a content comparison sees.
+///
+/// # Errors
+/// When the file cannot be read or parsed at start.
+pub fn watch_file(
+    path: std::path::PathBuf,
+    base: Config,
+    every: Duration,
+) -> Result<tokio::sync::watch::Receiver<Config>, ConfigError> {
+    let (config, mut text) = load(&path, &base)?;
+    let (sender, receiver) = tokio::sync::watch::channel(config);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            if sender.is_closed() {
+                return;
+            }
+            match load(&path, &base) {
+                Ok((_, new_text)) if new_text == text => {}
+                Ok((config, new_text)) => {
+                    tracing::info!(path = %path.display(), "configuration reloaded");
+                    text = new_text;
+                    let _ = sender.send(config);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "configuration not reloaded: keeping the one in force");
+                }
+            }
+        }
+    });
+    Ok(receiver)
 }
 
 #[cfg(test)]

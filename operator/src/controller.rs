@@ -5,17 +5,21 @@ use crate::apply::{Change, Sweep, apply, plan_sweep};
 use crate::build::{self, FINALIZER, Identity, labels};
 use crate::config::Config;
 use crate::exposure::{self, ZoneNamespace};
-use crate::status::{NetworkReport, Outcome, READY, tenant_status};
+use crate::status::{NetworkReport, Observed, Outcome, READY, tenant_status};
 use crate::telemetry::{Health, Metrics};
 use crate::{Error, Result};
 use enclave_crds::{MAX_RETENTION_SECONDS, Tenant, TenantStatus, duration};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ObjectReference, ResourceQuota};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, ObjectReference, PersistentVolume, PersistentVolumeClaim, ResourceQuota,
+    Secret, Service,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
@@ -41,8 +45,8 @@ pub struct Context {
     pub client: Client,
     /// Publishes an Event for every change the operator makes.
     pub recorder: Recorder,
-    /// The operator's configuration.
-    pub config: Config,
+    /// The operator's configuration, as last loaded: a change re-reconciles every tenant.
+    pub config: tokio::sync::watch::Receiver<Config>,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -53,10 +57,11 @@ pub struct Context {
 /// Never at present: failures of single reconciles are logged, counted and retried.
 pub async fn run(
     client: Client,
-    config: Config,
+    configs: tokio::sync::watch::Receiver<Config>,
     health: Health,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<()> {
+    let config = configs.borrow().clone();
     let reporter = Reporter {
         controller: config.reporter.clone(),
         instance: std::env::var("POD_NAME").ok(),
@@ -72,8 +77,14 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
-        config: config.clone(),
+        config: configs.clone(),
         metrics: health.metrics.clone(),
+    });
+    // A new configuration (a default image bumped, say) is rolled out to every tenant.
+    let reloads = futures::stream::unfold(configs, |mut configs| async move {
+        configs.changed().await.ok()?;
+        info!("configuration changed: reconciling every tenant");
+        Some(((), configs))
     });
     let managed = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
     let controller = Controller::new(
@@ -127,6 +138,23 @@ pub async fn run(
             owning_tenant,
         )
         .watches(
+            Api::<StatefulSet>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            owning_tenant,
+        )
+        // Claims carry no owner reference (data is never left to the garbage collector): they
+        // are mapped to their tenant by label.
+        .watches(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            |claim| {
+                claim
+                    .labels()
+                    .get(labels::TENANT)
+                    .map(|name| ObjectRef::new(name))
+            },
+        )
+        .watches(
             Api::<PodDisruptionBudget>::all(client.clone()),
             watcher::Config::default().labels(&managed),
             owning_tenant,
@@ -136,6 +164,7 @@ pub async fn run(
             watcher::Config::default().labels(&managed),
             owning_tenant,
         )
+        .reconcile_all_on(reloads)
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
@@ -185,9 +214,11 @@ fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action
 async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciles.inc();
     let started = Instant::now();
+    let config = ctx.config.borrow().clone();
     let result = Reconcile {
         tenant: &tenant,
         ctx: &ctx,
+        config: &config,
     }
     .run()
     .await;
@@ -199,6 +230,8 @@ async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
 struct Reconcile<'a> {
     tenant: &'a Tenant,
     ctx: &'a Context,
+    /// The configuration this reconcile works from, whatever reloads happen meanwhile.
+    config: &'a Config,
 }
 
 impl Reconcile<'_> {
@@ -216,7 +249,7 @@ impl Reconcile<'_> {
         self.ensure_finalizer().await?;
 
         // validate + build: pure.
-        let desired = match build::desired(self.tenant, &self.ctx.config) {
+        let desired = match build::desired(self.tenant, self.config) {
             Ok(desired) => desired,
             Err(invalid) => {
                 let outcome = Outcome::Blocked {
@@ -257,7 +290,7 @@ impl Reconcile<'_> {
                 ),
             };
             self.update_status(&outcome, vec![], None).await?;
-            return Ok(Action::requeue(self.ctx.config.resync));
+            return Ok(Action::requeue(self.config.resync));
         }
         let terminating: Vec<&str> = names
             .iter()
@@ -277,7 +310,7 @@ impl Reconcile<'_> {
                 ),
             };
             self.update_status(&outcome, names, None).await?;
-            return Ok(Action::requeue(self.ctx.config.poll));
+            return Ok(Action::requeue(self.config.poll));
         }
 
         // apply
@@ -299,10 +332,13 @@ impl Reconcile<'_> {
         self.apply_namespaced(&desired.resource_quotas).await?;
         self.apply_namespaced(&desired.limit_ranges).await?;
         self.apply_namespaced(&desired.role_bindings).await?;
+        self.apply_storage(&desired.storage).await?;
         self.apply_namespaced(&desired.workloads.services).await?;
         self.apply_namespaced(&desired.workloads.disruption_budgets)
             .await?;
         self.apply_namespaced(&desired.workloads.deployments)
+            .await?;
+        self.apply_stateful_sets(&desired.workloads.stateful_sets)
             .await?;
 
         // sweep
@@ -316,19 +352,300 @@ impl Reconcile<'_> {
             .await?;
         self.sweep_namespaced(&identity, &desired.workloads.deployments)
             .await?;
+        self.sweep_namespaced(&identity, &desired.workloads.stateful_sets)
+            .await?;
         self.sweep_namespaced(&identity, &desired.workloads.disruption_budgets)
             .await?;
         self.sweep_namespaced(&identity, &desired.workloads.services)
             .await?;
+        let claims_next = self
+            .sweep_claims(&identity, &desired.storage.claims)
+            .await?;
         let wanted: BTreeSet<String> = names.iter().cloned().collect();
         let next = self.sweep(&api, &identity, &wanted).await?;
+        let next = match (next, claims_next) {
+            (Some(a), b) => Some(shortest(b, a)),
+            (None, b) => b,
+        };
 
         let report = self.network_report(&identity).await?;
         self.update_status(&Outcome::Ready, names, Some(&report))
             .await?;
-        Ok(Action::requeue(next.map_or(self.ctx.config.resync, |d| {
-            d.min(self.ctx.config.resync)
-        })))
+        Ok(Action::requeue(
+            next.map_or(self.config.resync, |d| d.min(self.config.resync)),
+        ))
+    }
+
+    /// Storage classes (shared, cluster-wide), key Secrets (created once, never rewritten) and
+    /// claims (grown when the spec grows; a retained claim wanted again loses its mark).
+    async fn apply_storage(&self, storage: &build::storage::StorageObjects) -> Result<()> {
+        let classes = Api::<StorageClass>::all(self.ctx.client.clone());
+        for class in &storage.storage_classes {
+            let live = classes.get_opt(&class.name_any()).await?;
+            let change = apply(&classes, class, live.as_ref()).await?;
+            self.record_change(change, "StorageClass", &class.name_any())
+                .await;
+        }
+        for key in &storage.keys {
+            self.ensure_key(key).await?;
+        }
+        for claim in &storage.claims {
+            let namespace = claim.namespace().unwrap_or_default();
+            let api = Api::<PersistentVolumeClaim>::namespaced(self.ctx.client.clone(), &namespace);
+            let live = api.get_opt(&claim.name_any()).await?;
+            if live
+                .as_ref()
+                .and_then(|c| crate::apply::purge_after(&c.metadata))
+                .is_some()
+            {
+                let patch = json!({"metadata": {
+                    "labels": {build::storage::RETAINED: null},
+                    "annotations": {labels::PURGE_AFTER: null}}});
+                api.patch(
+                    &claim.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+                self.ctx.metrics.write("PersistentVolumeClaim", "update");
+                self.publish(
+                    EventType::Normal,
+                    "Restored",
+                    "Update",
+                    format!(
+                        "volume claim {namespace}/{} is wanted again: retention mark removed",
+                        claim.name_any()
+                    ),
+                )
+                .await;
+            }
+            let change = apply(&api, claim, live.as_ref()).await?;
+            self.record_change(
+                change,
+                "PersistentVolumeClaim",
+                &format!("{namespace}/{}", claim.name_any()),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Creates a key Secret with fresh random keys, unless it exists: a key is never rewritten,
+    /// or the data it encrypts would be lost.
+    async fn ensure_key(&self, key: &build::storage::KeySecret) -> Result<()> {
+        let namespace = key.secret.namespace().unwrap_or_default();
+        let api = Api::<Secret>::namespaced(self.ctx.client.clone(), &namespace);
+        if api
+            .get_metadata_opt(&key.secret.name_any())
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let mut secret = key.secret.clone();
+        let data = secret.string_data.get_or_insert_with(Default::default);
+        for field in &key.key_fields {
+            data.insert(field.clone(), random_key()?);
+        }
+        match api.create(&kube::api::PostParams::default(), &secret).await {
+            Ok(_) => {}
+            // Created meanwhile by another reconcile: that key stands.
+            Err(kube::Error::Api(e)) if e.code == 409 => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        self.ctx.metrics.write("Secret", "create");
+        // The Event names the Secret, never its content.
+        self.record_change(
+            Change::Created,
+            "Secret",
+            &format!("{namespace}/{}", key.secret.name_any()),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Applies StatefulSets. Their claim templates cannot change once created, and need not:
+    /// the claims exist before the StatefulSet and grow on their own, so the live templates are
+    /// kept.
+    async fn apply_stateful_sets(&self, desired: &[StatefulSet]) -> Result<()> {
+        for set in desired {
+            let namespace = set.namespace().unwrap_or_default();
+            let api = Api::<StatefulSet>::namespaced(self.ctx.client.clone(), &namespace);
+            let live = api.get_opt(&set.name_any()).await?;
+            let mut set = set.clone();
+            if let (Some(spec), Some(live_spec)) = (
+                set.spec.as_mut(),
+                live.as_ref().and_then(|l| l.spec.as_ref()),
+            ) {
+                spec.volume_claim_templates =
+                    live_spec.volume_claim_templates.clone().map(|templates| {
+                        templates
+                            .into_iter()
+                            .map(|t| PersistentVolumeClaim {
+                                metadata: ObjectMeta {
+                                    name: t.metadata.name,
+                                    labels: t.metadata.labels,
+                                    ..ObjectMeta::default()
+                                },
+                                spec: t.spec,
+                                ..PersistentVolumeClaim::default()
+                            })
+                            .collect()
+                    });
+            }
+            let change = apply(&api, &set, live.as_ref()).await?;
+            self.record_change(
+                change,
+                "StatefulSet",
+                &format!("{namespace}/{}", set.name_any()),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Marks, keeps or purges the claims the spec no longer wants, like zone namespaces: a
+    /// volume's data outlives its removal from the spec by the retention window. Returns how
+    /// soon the next deadline falls.
+    async fn sweep_claims(
+        &self,
+        identity: &Identity,
+        desired: &[PersistentVolumeClaim],
+    ) -> Result<Option<Duration>> {
+        let owned = Api::<PersistentVolumeClaim>::all(self.ctx.client.clone())
+            .list_metadata(&ListParams::default().labels(&identity.selector()))
+            .await?;
+        let now = Timestamp::now();
+        let mut next = None;
+        let mut by_namespace: std::collections::BTreeMap<String, Vec<ObjectMeta>> =
+            std::collections::BTreeMap::new();
+        for claim in owned.items {
+            by_namespace
+                .entry(claim.namespace().unwrap_or_default())
+                .or_default()
+                .push(claim.metadata);
+        }
+        for (namespace, metas) in by_namespace {
+            let wanted: BTreeSet<String> = desired
+                .iter()
+                .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
+                .map(ResourceExt::name_any)
+                .collect();
+            let api = Api::<PersistentVolumeClaim>::namespaced(self.ctx.client.clone(), &namespace);
+            for step in plan_sweep(&metas, &wanted, now, self.retention()) {
+                match step {
+                    Sweep::Unmark(_) => {} // done by the apply
+                    Sweep::Mark { name, purge_after } => {
+                        let patch = json!({"metadata": {
+                            "labels": {build::storage::RETAINED: "true"},
+                            "annotations": {labels::PURGE_AFTER: purge_after.to_string()}}});
+                        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                            .await?;
+                        self.ctx.metrics.write("PersistentVolumeClaim", "update");
+                        self.publish(EventType::Normal, "Retained", "Retain", format!("volume claim {namespace}/{name} left the spec; its data is kept until {purge_after}"))
+                            .await;
+                        next = Some(shortest(next, until(now, purge_after)));
+                    }
+                    Sweep::Purge(name) => {
+                        self.purge_claim(&api, &namespace, &name).await?;
+                    }
+                    Sweep::Wait(deadline) => next = Some(shortest(next, until(now, deadline))),
+                }
+            }
+        }
+        Ok(next)
+    }
+
+    /// Destroys a claim's data: its volume is switched to `Delete` (classes retain by default)
+    /// so that the provisioner erases it, then the claim is deleted.
+    async fn purge_claim(
+        &self,
+        api: &Api<PersistentVolumeClaim>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<()> {
+        let claim = api.get_opt(name).await?;
+        if let Some(volume) = claim
+            .as_ref()
+            .and_then(|c| c.spec.as_ref()?.volume_name.clone())
+        {
+            self.release_volume(&volume).await?;
+        }
+        api.delete(name, &DeleteParams::background()).await?;
+        self.ctx.metrics.write("PersistentVolumeClaim", "delete");
+        self.publish(
+            EventType::Normal,
+            "Purged",
+            "Delete",
+            format!("deleted volume claim {namespace}/{name} and its volume: its retention window has passed"),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Switches the volumes bound to the tenant's claims (in `namespace`, or everywhere) to
+    /// `Delete`, so that deleting the claims destroys the data rather than leave it on disk.
+    async fn release_volumes(&self, selector: &str, namespace: Option<&str>) -> Result<()> {
+        let api = match namespace {
+            Some(namespace) => {
+                Api::<PersistentVolumeClaim>::namespaced(self.ctx.client.clone(), namespace)
+            }
+            None => Api::<PersistentVolumeClaim>::all(self.ctx.client.clone()),
+        };
+        for claim in api.list(&ListParams::default().labels(selector)).await? {
+            if let Some(volume) = claim.spec.and_then(|s| s.volume_name) {
+                self.release_volume(&volume).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Switches one volume to `Delete`, unless it is gone or already so.
+    async fn release_volume(&self, volume: &str) -> Result<()> {
+        let volumes = Api::<PersistentVolume>::all(self.ctx.client.clone());
+        let live = volumes.get_opt(volume).await?;
+        if live
+            .as_ref()
+            .and_then(|v| v.spec.as_ref()?.persistent_volume_reclaim_policy.as_deref())
+            .is_none_or(|policy| policy == "Delete")
+        {
+            return Ok(());
+        }
+        let patch = json!({"spec": {"persistentVolumeReclaimPolicy": "Delete"}});
+        volumes
+            .patch(volume, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        self.ctx.metrics.write("PersistentVolume", "update");
+        Ok(())
+    }
+
+    /// Deletes the key Secrets matching `selector` in the operator's namespace; returns how
+    /// many there were.
+    async fn delete_keys(&self, selector: &str) -> Result<usize> {
+        let api = Api::<Secret>::namespaced(self.ctx.client.clone(), &self.config.namespace);
+        let keys = api
+            .list_metadata(&ListParams::default().labels(selector))
+            .await?;
+        for key in &keys.items {
+            if key.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            api.delete(&key.name_any(), &DeleteParams::background())
+                .await?;
+            self.ctx.metrics.write("Secret", "delete");
+            self.publish(
+                EventType::Normal,
+                "Purged",
+                "Delete",
+                format!(
+                    "deleted encryption key {}/{}: the data it protected is purged",
+                    self.config.namespace,
+                    key.name_any()
+                ),
+            )
+            .await;
+        }
+        Ok(keys.items.len())
     }
 
     /// The exposure report, from the NetworkPolicies and namespaces as the API server holds them.
@@ -356,7 +673,7 @@ impl Reconcile<'_> {
                 })
             })
             .collect();
-        let exposure = exposure::evaluate(&zones, &policies, &self.ctx.config.network);
+        let exposure = exposure::evaluate(&zones, &policies, &self.config.network);
         let differences = exposure::differences(&exposure, &exposure::expected(self.tenant));
         Ok(NetworkReport {
             exposure,
@@ -453,6 +770,16 @@ impl Reconcile<'_> {
                     next = Some(shortest(next, until(now, purge_after)));
                 }
                 Sweep::Purge(name) => {
+                    self.release_volumes(&identity.selector(), Some(&name))
+                        .await?;
+                    self.delete_keys(&format!(
+                        "{},{}={}",
+                        identity.selector(),
+                        labels::ZONE,
+                        name.strip_prefix(&format!("{}-", identity.name))
+                            .unwrap_or_default()
+                    ))
+                    .await?;
                     api.delete(&name, &DeleteParams::background()).await?;
                     self.ctx.metrics.write("Namespace", "delete");
                     self.publish(
@@ -499,10 +826,12 @@ impl Reconcile<'_> {
         if now < purge_after {
             info!(%purge_after, "tenant deleted: data retained until the deadline");
             return Ok(Action::requeue(
-                until(now, purge_after).min(self.ctx.config.resync),
+                until(now, purge_after).min(self.config.resync),
             ));
         }
         if !remaining.is_empty() {
+            // The volumes go with their namespaces, and their data with them.
+            self.release_volumes(&identity.selector(), None).await?;
             for meta in owned
                 .items
                 .iter()
@@ -522,9 +851,13 @@ impl Reconcile<'_> {
                 )
                 .await;
             }
-            return Ok(Action::requeue(self.ctx.config.poll));
+            return Ok(Action::requeue(self.config.poll));
         }
-        // Verified: no namespace of the tenant is left. Release the Tenant.
+        // The keys outlive nothing they encrypted.
+        if self.delete_keys(&identity.selector()).await? > 0 {
+            return Ok(Action::requeue(self.config.poll));
+        }
+        // Verified: no namespace and no key of the tenant is left. Release the Tenant.
         let finalizers: Vec<&String> = self
             .tenant
             .finalizers()
@@ -616,8 +949,18 @@ impl Reconcile<'_> {
             let deployments = Api::<Deployment>::all(self.ctx.client.clone())
                 .list(&params)
                 .await?;
-            let redundancy =
-                crate::status::redundancy(&self.tenant.spec.workloads, &deployments.items);
+            let sets = Api::<StatefulSet>::all(self.ctx.client.clone())
+                .list(&params)
+                .await?;
+            let observed: Vec<Observed> = deployments
+                .items
+                .iter()
+                .map(Observed::of_deployment)
+                .chain(sets.items.iter().map(Observed::of_stateful_set))
+                .collect();
+            status.workloads =
+                crate::status::workload_statuses(&self.tenant.spec.workloads, &observed);
+            let redundancy = crate::status::redundancy(&self.tenant.spec.workloads, &observed);
             crate::status::with_redundancy(&mut status, &redundancy, previous, Timestamp::now());
             if redundancy.reason != "Redundant"
                 && condition_reason(previous, crate::status::WORKLOADS_REDUNDANT)
@@ -631,6 +974,9 @@ impl Reconcile<'_> {
                 )
                 .await;
             }
+        }
+        if !matches!(outcome, Outcome::Decommissioning { .. }) {
+            self.storage_status(&mut status, previous).await?;
         }
         if previous == Some(&status) {
             return Ok(());
@@ -660,6 +1006,67 @@ impl Reconcile<'_> {
                 .to_string();
             self.publish(type_, &reason, "Reconcile", note).await;
         }
+        Ok(())
+    }
+
+    /// Adds `StorageReplicated` and the retained volumes to the status.
+    async fn storage_status(
+        &self,
+        status: &mut TenantStatus,
+        previous: Option<&TenantStatus>,
+    ) -> Result<()> {
+        let Ok(identity) = Identity::of(self.tenant) else {
+            return Ok(());
+        };
+        let params = ListParams::default().labels(&identity.selector());
+        let claims = Api::<PersistentVolumeClaim>::all(self.ctx.client.clone())
+            .list(&params)
+            .await?
+            .items;
+        let retained = claims
+            .iter()
+            .filter_map(|c| {
+                Some(enclave_crds::RetainedVolume {
+                    name: c.metadata.name.clone()?,
+                    namespace: c.metadata.namespace.clone()?,
+                    purge_after: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        crate::apply::purge_after(&c.metadata)?,
+                    ),
+                })
+            })
+            .collect();
+        let wanted: Vec<(String, String, i32)> = self
+            .tenant
+            .spec
+            .volumes
+            .iter()
+            .flat_map(|v| {
+                let namespace = self.tenant.zone_namespace(&v.zone);
+                build::storage::claim_names(self.tenant, v)
+                    .into_iter()
+                    .map(move |name| (namespace.clone(), name, v.replicas))
+            })
+            .collect();
+        let replication = if wanted.is_empty() {
+            None
+        } else {
+            let classes = Api::<StorageClass>::all(self.ctx.client.clone())
+                .list(&ListParams::default().labels(&format!(
+                    "{}={}",
+                    labels::MANAGED_BY,
+                    labels::MANAGER
+                )))
+                .await?
+                .items;
+            Some(crate::status::replication(&wanted, &claims, &classes))
+        };
+        crate::status::with_storage(
+            status,
+            replication.as_ref(),
+            retained,
+            previous,
+            Timestamp::now(),
+        );
         Ok(())
     }
 
@@ -760,6 +1167,17 @@ fn ready_reason(status: Option<&TenantStatus>) -> Option<&str> {
         .iter()
         .find(|c| c.type_ == READY)
         .map(|c| c.reason.as_str())
+}
+
+/// 256 random bits from the operating system, as 64 hex digits.
+fn random_key() -> Result<String> {
+    let mut bytes = [0_u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Key(e.to_string()))?;
+    Ok(bytes.iter().fold(String::with_capacity(64), |mut hex, b| {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+        hex
+    }))
 }
 
 fn until(now: Timestamp, deadline: Timestamp) -> Duration {

@@ -26,6 +26,9 @@ pub enum Error {
     /// The guard's serving certificate could not be made.
     #[error("certificate: {0}")]
     Certificate(String),
+    /// The operating system gave no randomness for an encryption key.
+    #[error("key generation failed: {0}")]
+    Key(String),
     /// The admin HTTP server could not start.
     #[error("admin server failed: {0}")]
     AdminServer(#[from] std::io::Error),
@@ -43,6 +46,7 @@ impl Error {
             Error::MissingMetadata(_) => "metadata",
             Error::AdminServer(_) => "admin-server",
             Error::Certificate(_) => "certificate",
+            Error::Key(_) => "key",
         }
     }
 }

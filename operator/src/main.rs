@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use enclave_operator::admission::{self, Guard, GuardConfig};
-use enclave_operator::config::{Config, ConfigFile};
+use enclave_operator::config::Config;
 use enclave_operator::telemetry::{self, Health};
 use k8s_openapi::api::admissionregistration::v1::{ServiceReference, WebhookClientConfig};
 use kube::runtime::events::{Recorder, Reporter};
@@ -22,12 +22,20 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
     Run {
         /// The operator's configuration file (see examples/operator-config.yaml).
         #[arg(long, env = "ENCLAVE_CONFIG")]
         config: Option<std::path::PathBuf>,
+        /// Seconds between two looks at the configuration file; a changed file is applied to
+        /// every tenant.
+        #[arg(long, env = "ENCLAVE_CONFIG_POLL_SECONDS", default_value_t = 5)]
+        config_poll_seconds: u64,
+        /// The operator's own namespace, where encryption keys are kept.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "enclave-system")]
+        namespace: String,
         /// Address of the admin server (/livez, /readyz, /metrics).
         #[arg(long, env = "ENCLAVE_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
         admin_addr: SocketAddr,
@@ -69,6 +77,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Version => println!("enclave-operator {}", env!("CARGO_PKG_VERSION")),
         Command::Run {
             config: config_file,
+            config_poll_seconds,
+            namespace,
             admin_addr,
             concurrency,
             resync_seconds,
@@ -81,23 +91,21 @@ async fn main() -> anyhow::Result<()> {
             let client = kube::Client::try_default()
                 .await
                 .context("no usable kubeconfig or in-cluster config")?;
-            let file = match &config_file {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    ConfigFile::parse(&text).with_context(|| {
-                        format!("{} is not a valid configuration", path.display())
-                    })?
-                }
-                None => ConfigFile::default(),
-            };
-            let config = Config {
+            let base = Config {
                 concurrency,
                 resync: Duration::from_secs(resync_seconds),
-                network: file.network,
-                images: file.images,
+                namespace: namespace.clone(),
                 ..Config::default()
             };
+            let configs = match config_file {
+                Some(path) => enclave_operator::config::watch_file(
+                    path,
+                    base,
+                    Duration::from_secs(config_poll_seconds),
+                )?,
+                None => tokio::sync::watch::channel(base).1,
+            };
+            let config = configs.borrow().clone();
             let health = Health::default();
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let admin = tokio::spawn(telemetry::serve(
@@ -135,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
                     "admission guard off: pass --guard-service or --guard-url to turn it on"
                 ),
             }
-            enclave_operator::controller::run(client, config, health, wait(stopped)).await?;
+            enclave_operator::controller::run(client, configs, health, wait(stopped)).await?;
             admin.await.context("admin server task")??;
         }
     }

@@ -1,9 +1,10 @@
 //! The Tenant's status, computed from what the reconcile did and saw. Pure: the controller
 //! writes it only when it differs from what the API server holds.
 
-use enclave_crds::{ExposureEntry, Phase, TenantStatus};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ResourceQuota;
+use enclave_crds::{ExposureEntry, Phase, RetainedVolume, TenantStatus, WorkloadStatus};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PodTemplateSpec, ResourceQuota};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use std::collections::BTreeMap;
@@ -138,6 +139,8 @@ pub fn tenant_status(
         zones: (!zones.is_empty()).then(|| zones.join(",")),
         purge_after,
         ready_workloads: kept.ready_workloads,
+        workloads: kept.workloads,
+        retained_volumes: kept.retained_volumes,
         exposure,
         usage: kept.usage,
         certificate: kept.certificate,
@@ -161,24 +164,106 @@ pub struct Redundancy {
     pub message: String,
 }
 
-/// Compares each workload's available replicas (from its Deployment) with its capacity N.
+/// What the API server reports of the controller running one workload (a Deployment or a
+/// StatefulSet).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name: the workload's.
+    pub name: String,
+    /// The image of its pod template.
+    pub image: String,
+    /// Replicas wanted.
+    pub desired: i32,
+    /// Replicas running the current template.
+    pub updated: i32,
+    /// Replicas available.
+    pub available: i32,
+}
+
+fn template_image(template: &PodTemplateSpec) -> String {
+    template
+        .spec
+        .as_ref()
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+impl Observed {
+    /// From a Deployment.
+    #[must_use]
+    pub fn of_deployment(d: &Deployment) -> Self {
+        let status = d.status.clone().unwrap_or_default();
+        let spec = d.spec.as_ref();
+        Self {
+            namespace: d.metadata.namespace.clone().unwrap_or_default(),
+            name: d.metadata.name.clone().unwrap_or_default(),
+            image: spec
+                .map(|s| template_image(&s.template))
+                .unwrap_or_default(),
+            desired: spec.and_then(|s| s.replicas).unwrap_or(1),
+            updated: status.updated_replicas.unwrap_or(0),
+            available: status.available_replicas.unwrap_or(0),
+        }
+    }
+
+    /// From a StatefulSet.
+    #[must_use]
+    pub fn of_stateful_set(s: &StatefulSet) -> Self {
+        let status = s.status.clone().unwrap_or_default();
+        let spec = s.spec.as_ref();
+        Self {
+            namespace: s.metadata.namespace.clone().unwrap_or_default(),
+            name: s.metadata.name.clone().unwrap_or_default(),
+            image: spec
+                .map(|s| template_image(&s.template))
+                .unwrap_or_default(),
+            desired: spec.and_then(|s| s.replicas).unwrap_or(1),
+            updated: status.updated_replicas.unwrap_or(0),
+            available: status.available_replicas.unwrap_or(0),
+        }
+    }
+
+    fn runs(&self, workload: &enclave_crds::Workload) -> bool {
+        self.name == workload.name && self.namespace.ends_with(&format!("-{}", workload.zone))
+    }
+}
+
+/// The image and replica counts of each declared workload.
 #[must_use]
-pub fn redundancy(workloads: &[enclave_crds::Workload], deployments: &[Deployment]) -> Redundancy {
+pub fn workload_statuses(
+    workloads: &[enclave_crds::Workload],
+    observed: &[Observed],
+) -> Vec<WorkloadStatus> {
+    workloads
+        .iter()
+        .filter_map(|w| {
+            let o = observed.iter().find(|o| o.runs(w))?;
+            Some(WorkloadStatus {
+                name: w.name.clone(),
+                zone: w.zone.clone(),
+                image: o.image.clone(),
+                desired: o.desired,
+                updated: o.updated,
+                available: o.available,
+            })
+        })
+        .collect()
+}
+
+/// Compares each workload's available replicas with its capacity N.
+#[must_use]
+pub fn redundancy(workloads: &[enclave_crds::Workload], observed: &[Observed]) -> Redundancy {
     let mut short = Vec::new();
     let mut below = false;
     let mut redundant = 0;
     for workload in workloads {
-        let available = deployments
+        let available = observed
             .iter()
-            .find(|d| {
-                d.metadata.name.as_deref() == Some(workload.name.as_str())
-                    && d.metadata
-                        .namespace
-                        .as_deref()
-                        .is_some_and(|n| n.ends_with(&format!("-{}", workload.zone)))
-            })
-            .and_then(|d| d.status.as_ref()?.available_replicas)
-            .unwrap_or(0);
+            .find(|o| o.runs(workload))
+            .map_or(0, |o| o.available);
         if available > workload.capacity {
             redundant += 1;
         } else {
@@ -238,6 +323,124 @@ pub fn with_redundancy(
         now,
     ));
     if !ok && status.phase == Some(Phase::Ready) {
+        status.phase = Some(Phase::Degraded);
+    }
+}
+
+/// The `StorageReplicated` condition type.
+pub const STORAGE_REPLICATED: &str = "StorageReplicated";
+
+/// How the claims stand against the replicas the spec asks (R8).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replication {
+    /// True when every claim is Bound on a class giving at least its replicas.
+    pub ok: bool,
+    /// `Replicated`, `Pending` or `WrongClass`.
+    pub reason: &'static str,
+    /// For a person.
+    pub message: String,
+}
+
+/// Checks that every wanted claim (`(namespace, name, replicas)`) is Bound on an Enclave class
+/// giving at least `replicas` copies.
+#[must_use]
+pub fn replication(
+    wanted: &[(String, String, i32)],
+    claims: &[PersistentVolumeClaim],
+    classes: &[StorageClass],
+) -> Replication {
+    let mut pending = Vec::new();
+    let mut wrong = Vec::new();
+    for (namespace, name, replicas) in wanted {
+        let claim = claims.iter().find(|c| {
+            c.metadata.namespace.as_deref() == Some(namespace)
+                && c.metadata.name.as_deref() == Some(name)
+        });
+        let Some(claim) = claim else {
+            pending.push(format!("{namespace}/{name} (missing)"));
+            continue;
+        };
+        let phase = claim.status.as_ref().and_then(|s| s.phase.as_deref());
+        if phase != Some("Bound") {
+            pending.push(format!(
+                "{namespace}/{name} ({})",
+                phase.unwrap_or("Pending")
+            ));
+            continue;
+        }
+        let class = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.as_deref());
+        let gives = classes
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == class)
+            .and_then(|c| {
+                c.metadata
+                    .labels
+                    .as_ref()?
+                    .get(crate::build::storage::REPLICAS)
+            })
+            .and_then(|r| r.parse::<i32>().ok());
+        if gives.is_none_or(|g| g < *replicas) {
+            wrong.push(format!(
+                "{namespace}/{name} (class {} gives {} replicas, {replicas} required)",
+                class.unwrap_or("none"),
+                gives.map_or_else(|| "unknown".to_string(), |g| g.to_string())
+            ));
+        }
+    }
+    if !wrong.is_empty() {
+        Replication {
+            ok: false,
+            reason: "WrongClass",
+            message: wrong.join("; "),
+        }
+    } else if !pending.is_empty() {
+        Replication {
+            ok: false,
+            reason: "Pending",
+            message: format!("not bound yet: {}", pending.join(", ")),
+        }
+    } else {
+        Replication {
+            ok: true,
+            reason: "Replicated",
+            message: format!(
+                "{} volume claim(s) bound with their required replicas",
+                wanted.len()
+            ),
+        }
+    }
+}
+
+/// Adds the workloads' images, the retained volumes and `StorageReplicated` (when the tenant
+/// has volumes); a ready tenant whose storage is short is `Degraded`.
+pub fn with_storage(
+    status: &mut TenantStatus,
+    replication: Option<&Replication>,
+    retained: Vec<RetainedVolume>,
+    previous: Option<&TenantStatus>,
+    now: Timestamp,
+) {
+    status.retained_volumes = retained;
+    let Some(replication) = replication else {
+        return;
+    };
+    let previous_conditions = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let generation = status.observed_generation;
+    status.conditions.push(condition(
+        STORAGE_REPLICATED,
+        replication.ok,
+        replication.reason,
+        replication.message.clone(),
+        generation,
+        previous_conditions,
+        now,
+    ));
+    if !replication.ok && status.phase == Some(Phase::Ready) {
         status.phase = Some(Phase::Degraded);
     }
 }
@@ -497,8 +700,8 @@ mod tests {
             capacity,
             ..Default::default()
         };
-        let deployment = |name: &str, available: i32| -> Deployment {
-            serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": "acme-app"}, "status": {"availableReplicas": available}})).expect("deployment")
+        let deployment = |name: &str, available: i32| -> Observed {
+            Observed::of_deployment(&serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": "acme-app"}, "status": {"availableReplicas": available}})).expect("deployment"))
         };
         let workloads = [workload("web", 2), workload("api", 1)];
         let r = redundancy(&workloads, &[deployment("web", 3), deployment("api", 2)]);
@@ -522,5 +725,89 @@ mod tests {
         let s = tenant_status(Some(1), &outcome, &[], vec![], None, None, at(100));
         assert_eq!(s.phase, Some(Phase::Decommissioning));
         assert_eq!(s.purge_after, Some(Time(at(1_000))));
+    }
+
+    #[test]
+    fn storage_replicated_needs_every_claim_bound_on_enough_replicas() {
+        let claim = |name: &str, phase: &str, class: &str| -> PersistentVolumeClaim {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": "acme-data"}, "spec": {"storageClassName": class}, "status": {"phase": phase}})).expect("claim")
+        };
+        let class = |name: &str, replicas: i32| -> StorageClass {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": {"enclave.dev/replicas": replicas.to_string()}}, "provisioner": "x"})).expect("class")
+        };
+        let classes = [class("enclave-default-r3", 3), class("foreign", 1)];
+        let wanted = [
+            ("acme-data".to_string(), "db".to_string(), 3),
+            ("acme-data".to_string(), "files".to_string(), 3),
+        ];
+        let r = replication(
+            &wanted,
+            &[
+                claim("db", "Bound", "enclave-default-r3"),
+                claim("files", "Bound", "enclave-default-r3"),
+            ],
+            &classes,
+        );
+        assert_eq!((r.ok, r.reason), (true, "Replicated"));
+        let r = replication(
+            &wanted,
+            &[
+                claim("db", "Bound", "enclave-default-r3"),
+                claim("files", "Pending", "enclave-default-r3"),
+            ],
+            &classes,
+        );
+        assert_eq!((r.ok, r.reason), (false, "Pending"));
+        assert!(r.message.contains("acme-data/files"), "{}", r.message);
+        let r = replication(
+            &wanted,
+            &[
+                claim("db", "Bound", "enclave-default-r3"),
+                claim("files", "Bound", "foreign"),
+            ],
+            &classes,
+        );
+        assert_eq!((r.ok, r.reason), (false, "WrongClass"));
+        assert!(
+            r.message.contains("gives 1 replicas, 3 required"),
+            "{}",
+            r.message
+        );
+        let mut status = tenant_status(Some(1), &Outcome::Ready, &[], vec![], None, None, at(1));
+        with_storage(&mut status, Some(&r), vec![], None, at(1));
+        assert_eq!(status.phase, Some(Phase::Degraded));
+        assert!(
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == STORAGE_REPLICATED && c.status == "False")
+        );
+    }
+
+    #[test]
+    fn workload_status_names_the_image_and_counts() {
+        let workloads = [enclave_crds::Workload {
+            name: "web".into(),
+            zone: "app".into(),
+            capacity: 2,
+            ..Default::default()
+        }];
+        let d: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "acme-app"},
+            "spec": {"replicas": 3, "selector": {}, "template": {"spec": {"containers": [{"name": "web", "image": "nginx:2"}]}}},
+            "status": {"updatedReplicas": 1, "availableReplicas": 3}
+        })).expect("deployment");
+        let s = workload_statuses(&workloads, &[Observed::of_deployment(&d)]);
+        assert_eq!(
+            s,
+            [WorkloadStatus {
+                name: "web".into(),
+                zone: "app".into(),
+                image: "nginx:2".into(),
+                desired: 3,
+                updated: 1,
+                available: 3
+            }]
+        );
     }
 }

@@ -18,6 +18,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+/// The operator's namespace in tests and the demo, where it keeps encryption keys.
+pub const OPERATOR_NAMESPACE: &str = "enclave-system";
+
 /// The cluster the tests run against, with the operator running on it.
 pub struct Env {
     /// The local control plane; `None` when `KUBECONFIG` names an existing cluster.
@@ -29,6 +32,8 @@ pub struct Env {
     /// Where the operator's admin server listens.
     pub admin_addr: SocketAddr,
     kubectl: PathBuf,
+    /// The operator's configuration file, watched by the operator: a test may rewrite it.
+    pub config_file: PathBuf,
     /// The operator, running for the life of the test process.
     pub operator: Operator,
 }
@@ -63,6 +68,7 @@ impl Env {
                 (Some(cp), k, o, b)
             };
         install_crds(&kubectl, &kubeconfig)?;
+        let config_file = operator_config_file()?;
         let health = Health::default();
         let admin_addr = free_addr()?;
         let guard = local_guard(&[String::from("system:masters")])?;
@@ -72,6 +78,7 @@ impl Env {
             admin_addr,
             Some(guard),
             "info",
+            config_file.clone(),
         );
         let deadline = Instant::now() + Duration::from_secs(60);
         while !health.ready.load(Ordering::Relaxed) {
@@ -86,6 +93,7 @@ impl Env {
             metrics: health.metrics,
             admin_addr,
             kubectl,
+            config_file,
             operator,
         })
     }
@@ -153,13 +161,32 @@ async fn client_from(path: &Path, options: KubeConfigOptions) -> anyhow::Result<
     Ok(Client::try_from(config)?)
 }
 
-/// Applies the committed CRDs and waits until the API server serves them.
+/// A private copy of `examples/operator-config.yaml` for one operator, which its tests may
+/// rewrite (the operator reloads it).
+///
+/// # Errors
+/// When the example cannot be copied.
+pub fn operator_config_file() -> anyhow::Result<PathBuf> {
+    let path = std::env::temp_dir().join(format!(
+        "enclave-operator-config-{}.yaml",
+        std::process::id()
+    ));
+    std::fs::copy(repo_root().join("examples/operator-config.yaml"), &path)
+        .context("copying examples/operator-config.yaml")?;
+    Ok(path)
+}
+
+/// Applies the committed CRDs and the operator's namespace, and waits until the API server
+/// serves the CRDs.
 ///
 /// # Errors
 /// When kubectl fails.
 pub fn install_crds(kubectl: &Path, kubeconfig: &Path) -> anyhow::Result<()> {
     let crds = repo_root().join("charts/crds");
     let run = |args: &[&str]| kubectl_output(kubectl, kubeconfig, args).map(drop);
+    if run(&["get", "namespace", OPERATOR_NAMESPACE]).is_err() {
+        run(&["create", "namespace", OPERATOR_NAMESPACE])?;
+    }
     let dir = crds.display().to_string();
     run(&["apply", "--server-side", "--force-conflicts", "-f", &dir])?;
     run(&[
@@ -202,6 +229,7 @@ pub fn spawn_operator(
     admin_addr: SocketAddr,
     guard: Option<GuardConfig>,
     log_level: &'static str,
+    config_file: PathBuf,
 ) -> Operator {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (stop_guard, guard_stopped) = tokio::sync::watch::channel(false);
@@ -220,9 +248,18 @@ pub fn spawn_operator(
                 Ok(client) => client,
                 Err(error) => return eprintln!("operator client: {error:#}"),
             };
-            let config = Config {
+            let base = Config {
                 poll: Duration::from_millis(500),
+                namespace: OPERATOR_NAMESPACE.into(),
                 ..Config::default()
+            };
+            let configs = match enclave_operator::config::watch_file(
+                config_file,
+                base,
+                Duration::from_millis(500),
+            ) {
+                Ok(configs) => configs,
+                Err(error) => return eprintln!("operator configuration: {error}"),
             };
             let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -252,7 +289,7 @@ pub fn spawn_operator(
                 until_stopped(stopped.clone()),
             ));
             if let Err(error) =
-                enclave_operator::controller::run(client, config, health, until_stopped(stopped))
+                enclave_operator::controller::run(client, configs, health, until_stopped(stopped))
                     .await
             {
                 eprintln!("operator stopped: {error}");

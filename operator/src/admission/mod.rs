@@ -425,6 +425,19 @@ pub fn webhook_configuration(
                         &all,
                         "Cluster",
                     ),
+                    // A claim holds data: only the operator deletes it, at its deadline.
+                    rule(
+                        &[""],
+                        &["persistentvolumeclaims"],
+                        &["DELETE"],
+                        "Namespaced",
+                    ),
+                    rule(
+                        &["storage.k8s.io"],
+                        &["storageclasses"],
+                        &["UPDATE", "DELETE"],
+                        "Cluster",
+                    ),
                 ]),
                 object_selector: Some(managed),
                 match_conditions: Some(vec![not_trusted]),

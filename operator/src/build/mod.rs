@@ -6,6 +6,7 @@ pub mod cidr;
 pub mod namespaces;
 pub mod network;
 pub mod quota;
+pub mod storage;
 pub mod workloads;
 
 use crate::config::Config;
@@ -61,6 +62,8 @@ pub struct Desired {
     pub limit_ranges: Vec<LimitRange>,
     /// Deployments, disruption budgets and Services of the workloads.
     pub workloads: workloads::WorkloadObjects,
+    /// Storage classes, claims and encryption keys of the volumes.
+    pub storage: storage::StorageObjects,
 }
 
 /// Validates what the schema cannot, then builds the tenant's objects.
@@ -78,6 +81,7 @@ pub fn desired(tenant: &Tenant, config: &Config) -> Result<Desired, Invalid> {
         resource_quotas: quota::resource_quotas(tenant, &identity),
         limit_ranges: quota::limit_ranges(tenant, &identity),
         workloads: workloads::workload_objects(tenant, &identity, &config.images)?,
+        storage: storage::storage_objects(tenant, &identity, config)?,
     })
 }
 

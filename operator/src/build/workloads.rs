@@ -1,18 +1,21 @@
 //! N+1 workloads (R15): each `spec.workloads[]` entry becomes a Deployment of N+1 replicas
-//! spread across nodes and zones, a PodDisruptionBudget keeping N available, and a Service for
-//! its ports, all under the restricted security context.
+//! (a StatefulSet when it mounts a `perReplica` volume) spread across nodes and zones, a
+//! PodDisruptionBudget keeping N available, and a Service for its ports, all under the
+//! restricted security context.
 
-use super::{Identity, Invalid};
+use super::{Identity, Invalid, storage};
 use crate::build::network::protocol;
 use enclave_crds::{Tenant, Workload};
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
+    StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Service, ServicePort,
-    ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+    EnvFromSource, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretEnvSource, SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -22,6 +25,9 @@ use std::collections::BTreeMap;
 
 /// Label naming the workload a pod belongs to.
 pub const WORKLOAD: &str = "enclave.dev/workload";
+/// The scratch space mounted at `/tmp` (a read-only root still needs one); no volume of the
+/// spec may take this name.
+pub const SCRATCH: &str = "tmp";
 /// Prefix of an image named by the operator's configuration: `default:<key>`.
 pub const DEFAULT_IMAGE: &str = "default:";
 
@@ -30,6 +36,8 @@ pub const DEFAULT_IMAGE: &str = "default:";
 pub struct WorkloadObjects {
     /// N+1 replicas.
     pub deployments: Vec<Deployment>,
+    /// N+1 replicas, each with its own claim of every `perReplica` volume it mounts.
+    pub stateful_sets: Vec<StatefulSet>,
     /// Keeps N available through voluntary disruptions.
     pub disruption_budgets: Vec<PodDisruptionBudget>,
     /// The workload's ports.
@@ -83,31 +91,60 @@ pub fn workload_objects(
             ])),
             ..LabelSelector::default()
         };
-        objects.deployments.push(Deployment {
-            metadata: meta.clone(),
-            spec: Some(DeploymentSpec {
-                // N for the load, one spare (R15).
-                replicas: Some(workload.capacity + 1),
-                selector: selector.clone(),
-                // Surge first, never take a ready replica away before its successor is ready.
-                strategy: Some(DeploymentStrategy {
-                    type_: Some("RollingUpdate".into()),
-                    rolling_update: Some(RollingUpdateDeployment {
-                        max_surge: Some(IntOrString::Int(1)),
-                        max_unavailable: Some(IntOrString::Int(0)),
-                    }),
-                }),
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(pod_labels),
-                        ..ObjectMeta::default()
-                    }),
-                    spec: Some(pod_spec(workload, image, &selector)),
-                },
-                ..DeploymentSpec::default()
+        let template = PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(pod_labels),
+                ..ObjectMeta::default()
             }),
-            ..Deployment::default()
-        });
+            spec: Some(pod_spec(tenant, workload, image, &selector)),
+        };
+        let claim_templates = claim_templates(tenant, identity, workload);
+        if claim_templates.is_empty() {
+            objects.deployments.push(Deployment {
+                metadata: meta.clone(),
+                spec: Some(DeploymentSpec {
+                    // N for the load, one spare (R15).
+                    replicas: Some(workload.capacity + 1),
+                    selector: selector.clone(),
+                    // Surge first, never take a ready replica away before its successor is ready.
+                    strategy: Some(DeploymentStrategy {
+                        type_: Some("RollingUpdate".into()),
+                        rolling_update: Some(RollingUpdateDeployment {
+                            max_surge: Some(IntOrString::Int(1)),
+                            max_unavailable: Some(IntOrString::Int(0)),
+                        }),
+                    }),
+                    template,
+                    ..DeploymentSpec::default()
+                }),
+                ..Deployment::default()
+            });
+        } else {
+            objects.stateful_sets.push(StatefulSet {
+                metadata: meta.clone(),
+                spec: Some(StatefulSetSpec {
+                    replicas: Some(workload.capacity + 1),
+                    selector: selector.clone(),
+                    // Replicas are peers, not a chain: start and replace them in parallel.
+                    pod_management_policy: Some("Parallel".into()),
+                    service_name: (!workload.ports.is_empty()).then(|| workload.name.clone()),
+                    template,
+                    // The claims exist before the StatefulSet (the operator creates them), so
+                    // growing a volume is a change to the claims, not to these templates.
+                    volume_claim_templates: Some(claim_templates),
+                    // A replica's data outlives the replica: claims are deleted by the
+                    // operator at their retention deadline only.
+                    persistent_volume_claim_retention_policy: Some(
+                        StatefulSetPersistentVolumeClaimRetentionPolicy {
+                            when_deleted: Some("Retain".into()),
+                            when_scaled: Some("Retain".into()),
+                        },
+                    ),
+                    ..StatefulSetSpec::default()
+                }),
+                ..StatefulSet::default()
+            });
+        }
         objects.disruption_budgets.push(PodDisruptionBudget {
             metadata: meta.clone(),
             spec: Some(PodDisruptionBudgetSpec {
@@ -148,7 +185,39 @@ pub fn workload_objects(
     Ok(objects)
 }
 
-fn pod_spec(workload: &Workload, image: String, selector: &LabelSelector) -> PodSpec {
+/// The claim templates of the `perReplica` volumes a workload mounts, named after the volume
+/// so that replica `i` gets the claim `<volume>-<workload>-<i>`.
+fn claim_templates(
+    tenant: &Tenant,
+    identity: &Identity,
+    workload: &Workload,
+) -> Vec<PersistentVolumeClaim> {
+    tenant
+        .spec
+        .volumes
+        .iter()
+        .filter(|v| v.per_replica && workload.volume_mounts.iter().any(|m| m.volume == v.name))
+        .map(|v| PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some(v.name.clone()),
+                labels: Some(storage::claim_labels(identity, v)),
+                ..ObjectMeta::default()
+            },
+            spec: Some(storage::claim_spec(
+                v,
+                &storage::class_name(&v.profile, v.replicas, v.encrypted),
+            )),
+            ..PersistentVolumeClaim::default()
+        })
+        .collect()
+}
+
+fn pod_spec(
+    tenant: &Tenant,
+    workload: &Workload,
+    image: String,
+    selector: &LabelSelector,
+) -> PodSpec {
     let spread = |key: &str, when_unsatisfiable: &str| TopologySpreadConstraint {
         max_skew: 1,
         topology_key: key.into(),
@@ -245,18 +314,49 @@ fn pod_spec(workload: &Workload, image: String, selector: &LabelSelector) -> Pod
                 ..SecurityContext::default()
             }),
             // A read-only root still needs somewhere to write temporary files.
-            volume_mounts: Some(vec![VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..VolumeMount::default()
-            }]),
+            volume_mounts: Some(
+                std::iter::once(VolumeMount {
+                    name: SCRATCH.into(),
+                    mount_path: "/tmp".into(),
+                    ..VolumeMount::default()
+                })
+                .chain(workload.volume_mounts.iter().map(|m| VolumeMount {
+                    name: m.volume.clone(),
+                    mount_path: m.mount_path.clone(),
+                    read_only: m.read_only.then_some(true),
+                    ..VolumeMount::default()
+                }))
+                .collect(),
+            ),
             ..Container::default()
         }],
-        volumes: Some(vec![Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
+        volumes: Some(
+            std::iter::once(Volume {
+                name: SCRATCH.into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            })
+            // Shared volumes are mounted by claim; `perReplica` ones come from the
+            // StatefulSet's claim templates.
+            .chain(
+                tenant
+                    .spec
+                    .volumes
+                    .iter()
+                    .filter(|v| {
+                        !v.per_replica && workload.volume_mounts.iter().any(|m| m.volume == v.name)
+                    })
+                    .map(|v| Volume {
+                        name: v.name.clone(),
+                        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                            claim_name: v.name.clone(),
+                            read_only: None,
+                        }),
+                        ..Volume::default()
+                    }),
+            )
+            .collect(),
+        ),
         ..PodSpec::default()
     }
 }
@@ -406,5 +506,96 @@ mod tests {
             .expect("selector");
         assert_eq!(selector[super::super::labels::TENANT_UID], "uid-acme");
         assert_eq!(selector[WORKLOAD], "web");
+    }
+
+    fn mounting(per_replica: bool, access: enclave_crds::VolumeAccessMode) -> Tenant {
+        let mut t = with_workload("x");
+        t.spec.workloads[0].volume_mounts = vec![enclave_crds::VolumeMount {
+            volume: "files".into(),
+            mount_path: "/srv/files".into(),
+            read_only: true,
+        }];
+        t.spec.volumes = vec![enclave_crds::Volume {
+            name: "files".into(),
+            zone: "dmz".into(),
+            size: "5Gi".into(),
+            replicas: 3,
+            encrypted: true,
+            profile: "default".into(),
+            access_mode: access,
+            per_replica,
+        }];
+        t
+    }
+
+    #[test]
+    fn shared_volume_is_mounted_by_claim_in_a_deployment() {
+        let t = mounting(false, enclave_crds::VolumeAccessMode::ReadWriteMany);
+        let objects = build(&t, &BTreeMap::new());
+        assert!(objects.stateful_sets.is_empty());
+        let pod = objects.deployments[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod");
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "files")
+            .expect("volume");
+        assert_eq!(
+            volume
+                .persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.as_str()),
+            Some("files")
+        );
+        let mount = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "files")
+            .expect("mount");
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            ("/srv/files", Some(true))
+        );
+    }
+
+    #[test]
+    fn per_replica_volume_makes_a_stateful_set_that_keeps_its_claims() {
+        let t = mounting(true, enclave_crds::VolumeAccessMode::ReadWriteOnce);
+        let objects = build(&t, &BTreeMap::new());
+        assert!(objects.deployments.is_empty());
+        let spec = objects.stateful_sets[0].spec.as_ref().expect("spec");
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        let templates = spec.volume_claim_templates.as_ref().expect("templates");
+        assert_eq!(templates[0].metadata.name.as_deref(), Some("files"));
+        assert_eq!(
+            templates[0]
+                .spec
+                .as_ref()
+                .and_then(|s| s.storage_class_name.as_deref()),
+            Some("enclave-default-r3-encrypted")
+        );
+        let retention = spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .expect("retention");
+        assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
+        assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+        let pod = spec.template.spec.as_ref().expect("pod");
+        // The claim comes from the template, not from a pod volume.
+        assert!(pod.volumes.iter().flatten().all(|v| v.name != "files"));
+        assert_eq!(
+            pod.containers[0]
+                .security_context
+                .as_ref()
+                .and_then(|c| c.read_only_root_filesystem),
+            Some(true)
+        );
+        assert_eq!(objects.disruption_budgets.len(), 1);
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use enclave_crds::{Phase, Tenant};
 use enclave_operator::telemetry::Health;
 use enclave_tests::controlplane::{ControlPlane, binaries, kubectl_output, repo_root};
-use enclave_tests::harness::{install_crds, local_guard, spawn_operator};
+use enclave_tests::harness::{install_crds, local_guard, operator_config_file, spawn_operator};
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::collections::BTreeMap;
@@ -49,7 +49,14 @@ async fn main() -> anyhow::Result<()> {
     let operator_kubeconfig = control_plane
         .as_ref()
         .map_or_else(|| kubeconfig.clone(), |cp| cp.operator_kubeconfig.clone());
-    let operator = spawn_operator(operator_kubeconfig, health.clone(), admin, guard, "warn");
+    let operator = spawn_operator(
+        operator_kubeconfig,
+        health.clone(),
+        admin,
+        guard,
+        "warn",
+        operator_config_file()?,
+    );
     println!("        /metrics, /livez and /readyz on http://{admin}");
 
     let examples = repo_root().join("examples/tenants");
