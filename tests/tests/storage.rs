@@ -115,7 +115,10 @@ async fn volumes_are_replicated_encrypted_grown_and_retained() -> Result<()> {
     );
     assert_eq!(encrypted.reclaim_policy.as_deref(), Some("Retain"));
     assert_eq!(encrypted.allow_volume_expansion, Some(true));
-    let plain = classes.get("enclave-default-r5").await?;
+    let plain = eventually("the plain class", WAIT, || async {
+        Ok(classes.get_opt("enclave-default-r5").await?)
+    })
+    .await?;
     let plain_params = plain.parameters.unwrap_or_default();
     assert_eq!(plain_params["numberOfReplicas"], "5");
     assert!(!plain_params.contains_key("encrypted"));
@@ -134,7 +137,10 @@ async fn volumes_are_replicated_encrypted_grown_and_retained() -> Result<()> {
     );
     assert_eq!(db_spec.access_modes, Some(vec!["ReadWriteOnce".into()]));
     assert!(db.metadata.owner_references.is_none(), "no GC of data");
-    let shared = app_claims.get("shared").await?;
+    let shared = eventually("the shared claim", WAIT, || async {
+        Ok(app_claims.get_opt("shared").await?)
+    })
+    .await?;
     assert_eq!(
         shared.spec.and_then(|s| s.storage_class_name).as_deref(),
         Some("enclave-default-r5")
@@ -434,9 +440,11 @@ async fn per_replica_volumes_run_as_a_stateful_set() -> Result<()> {
         )
         .await?;
     }
-    let set = Api::<StatefulSet>::namespaced(client.clone(), "ledger-data")
-        .get("pg")
-        .await?;
+    let sets = Api::<StatefulSet>::namespaced(client.clone(), "ledger-data");
+    let set = eventually("the StatefulSet", WAIT, || async {
+        Ok(sets.get_opt("pg").await?)
+    })
+    .await?;
     let spec = set.spec.context("spec")?;
     assert_eq!(spec.replicas, Some(2));
     assert_eq!(
@@ -468,5 +476,30 @@ async fn per_replica_volumes_run_as_a_stateful_set() -> Result<()> {
             ("pg", "registry.example/pg:17", 2)
         );
     })?;
+
+    // Settled, the StatefulSet (with its live claim templates) and the claims cost no write.
+    let ours = |o: &Value| {
+        o["namespace"] == "ledger-data"
+            && matches!(
+                o["resource"].as_str(),
+                Some("statefulsets" | "persistentvolumeclaims")
+            )
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = env().operator_writes(ours)?.len();
+    let reconciles = env().metrics.reconciles.get();
+    tenants
+        .patch(
+            "ledger",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"test.enclave.dev/poke": "1"}}})),
+        )
+        .await?;
+    eventually("another reconcile", WAIT, || async {
+        Ok((env().metrics.reconciles.get() > reconciles).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env().operator_writes(ours)?.len(), before, "no write at rest");
     Ok(())
 }
