@@ -500,6 +500,10 @@ async fn per_replica_volumes_run_as_a_stateful_set() -> Result<()> {
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(env().operator_writes(ours)?.len(), before, "no write at rest");
+    assert_eq!(
+        env().operator_writes(ours)?.len(),
+        before,
+        "no write at rest"
+    );
     Ok(())
 }
