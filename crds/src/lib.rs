@@ -475,20 +475,71 @@ pub enum VolumeAccessMode {
     ReadWriteMany,
 }
 
-/// The tenant's TLS certificate.
+/// The tenant's TLS certificate and the TLS policy its front services apply (R1).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new(concat!(
+        "!has(self.renewBefore) || ",
+        "int(self.renewBefore.substring(0, size(self.renewBefore) - 1)) * (self.renewBefore.endsWith('d') ? 86400 : self.renewBefore.endsWith('h') ? 3600 : self.renewBefore.endsWith('m') ? 60 : 1) < ",
+        "int(self.duration.substring(0, size(self.duration) - 1)) * (self.duration.endsWith('d') ? 86400 : self.duration.endsWith('h') ? 3600 : self.duration.endsWith('m') ? 60 : 1)"
+    ))
+    .message("renewBefore must be shorter than duration")
+    .field_path(".renewBefore")
+)]
 pub struct Tls {
-    /// DNS names the certificate covers.
-    #[schemars(length(min = 1, max = 32))]
+    /// DNS names the certificate covers (a leading `*.` for a wildcard). The in-cluster names of
+    /// the Services of internet-facing workloads are added.
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 253), pattern(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")))]
     pub dns_names: Vec<String>,
-    /// A cert-manager issuer; absent: Enclave's built-in CA.
+    /// A cert-manager issuer; absent: Enclave's built-in CA, one per tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<IssuerRef>,
-    /// Renew this long before expiry (such as `720h`).
-    #[serde(default = "default_renew_before")]
+    /// Validity of each certificate (such as `2160h`, the default: 90 days).
+    #[serde(default = "default_tls_duration")]
     #[schemars(length(max = 16), pattern(r"^[0-9]{1,6}(s|m|h|d)$"))]
-    pub renew_before: String,
+    pub duration: String,
+    /// Renew this long before expiry (such as `720h`); absent: once two thirds of the
+    /// validity have passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), pattern(r"^[0-9]{1,6}(s|m|h|d)$"))]
+    pub renew_before: Option<String>,
+    /// Private key algorithm: `ECDSAP256` (default) or RSA of 2048, 3072 or 4096 bits.
+    #[serde(default)]
+    pub key_algorithm: KeyAlgorithm,
+    /// Oldest TLS version front services accept: `TLS12` (default) or `TLS13`.
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+/// Private key algorithms.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    /// ECDSA on P-256 with SHA-256.
+    #[default]
+    #[serde(rename = "ECDSAP256")]
+    EcdsaP256,
+    /// RSA, 2048 bits.
+    #[serde(rename = "RSA2048")]
+    Rsa2048,
+    /// RSA, 3072 bits.
+    #[serde(rename = "RSA3072")]
+    Rsa3072,
+    /// RSA, 4096 bits.
+    #[serde(rename = "RSA4096")]
+    Rsa4096,
+}
+
+/// TLS protocol versions.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    #[serde(rename = "TLS12")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[serde(rename = "TLS13")]
+    Tls13,
 }
 
 /// A cert-manager issuer.
@@ -743,12 +794,24 @@ pub struct RetainedVolume {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateStatus {
-    /// Expiry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_after: Option<Time>,
     /// Serial number, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// Start of validity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Time>,
+    /// Expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Time>,
+    /// When it is renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Time>,
+    /// Who issued it: the subject of the tenant's CA, or the cert-manager issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The Secret holding it, as `namespace/name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// Outcome of the latest backups.
@@ -801,8 +864,8 @@ fn default_profile() -> String {
     "default".into()
 }
 
-fn default_renew_before() -> String {
-    "720h".into()
+fn default_tls_duration() -> String {
+    "2160h".into()
 }
 
 fn default_retention() -> String {

@@ -419,7 +419,15 @@ impl Reconcile<'_> {
                 )
                 .await;
             }
-            let change = apply(&api, claim, live.as_ref()).await?;
+            // Kubernetes grows only a bound claim: an unbound one keeps its size until bound,
+            // and its binding (watched) brings the growth.
+            let mut claim = claim.clone();
+            if let (Some(live), Some(spec)) = (&live, claim.spec.as_mut())
+                && live.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound")
+            {
+                spec.resources = live.spec.as_ref().and_then(|s| s.resources.clone());
+            }
+            let change = apply(&api, &claim, live.as_ref()).await?;
             self.record_change(
                 change,
                 "PersistentVolumeClaim",
