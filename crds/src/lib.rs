@@ -490,7 +490,13 @@ pub enum VolumeAccessMode {
 pub struct Tls {
     /// DNS names the certificate covers (a leading `*.` for a wildcard). The in-cluster names of
     /// the Services of internet-facing workloads are added.
-    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 253), pattern(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")))]
+    #[schemars(
+        length(min = 1, max = 32),
+        inner(
+            length(min = 1, max = 253),
+            pattern(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        )
+    )]
     pub dns_names: Vec<String>,
     /// A cert-manager issuer; absent: Enclave's built-in CA, one per tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]

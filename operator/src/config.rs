@@ -24,6 +24,37 @@ pub struct Config {
     pub storage_profiles: BTreeMap<String, StorageProfile>,
     /// The operator's own namespace (the protected zone): where encryption keys are kept.
     pub namespace: String,
+    /// The built-in certificate authorities.
+    pub tls: TlsConfig,
+}
+
+/// Settings of the built-in issuer.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Validity of each tenant's CA (such as `43800h`, the default: 5 years); it rotates once
+    /// two thirds have passed, both CAs trusted until the old one expires.
+    pub ca_validity: String,
+    /// The cluster's DNS domain, for the in-cluster names of Services.
+    pub cluster_domain: String,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            ca_validity: "43800h".into(),
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The CA validity; the default when it does not parse (the file's loader refuses that).
+    #[must_use]
+    pub fn ca_validity(&self) -> Duration {
+        enclave_crds::duration::parse(&self.ca_validity)
+            .unwrap_or(Duration::from_secs(5 * 365 * 86_400))
+    }
 }
 
 /// How one provisioner is asked for replicas and encryption. See `docs/storage-profiles.md`.
@@ -150,6 +181,7 @@ impl Default for Config {
             images: BTreeMap::new(),
             storage_profiles: BTreeMap::new(),
             namespace: "enclave-system".into(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -165,6 +197,8 @@ pub struct ConfigFile {
     pub images: BTreeMap<String, String>,
     /// Storage profiles, by name (a volume's `profile`).
     pub storage_profiles: BTreeMap<String, StorageProfile>,
+    /// The built-in issuer.
+    pub tls: TlsConfig,
 }
 
 impl ConfigFile {
@@ -175,6 +209,7 @@ impl ConfigFile {
             network: self.network,
             images: self.images,
             storage_profiles: self.storage_profiles,
+            tls: self.tls,
             ..base.clone()
         }
     }
@@ -184,7 +219,14 @@ impl ConfigFile {
     /// # Errors
     /// When it is not valid YAML or names a field that does not exist.
     pub fn parse(yaml: &str) -> Result<Self, serde_yaml::Error> {
-        serde_yaml::from_str(yaml)
+        let file: Self = serde_yaml::from_str(yaml)?;
+        if enclave_crds::duration::parse(&file.tls.ca_validity).is_none() {
+            return Err(<serde_yaml::Error as serde::de::Error>::custom(format!(
+                "tls.caValidity: {:?} is not a duration such as 43800h",
+                file.tls.ca_validity
+            )));
+        }
+        Ok(file)
     }
 }
 

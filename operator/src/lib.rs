@@ -10,6 +10,7 @@ pub mod controller;
 pub mod exposure;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 
 /// Everything that can go wrong while reconciling a tenant.
 #[derive(Debug, thiserror::Error)]

@@ -327,6 +327,60 @@ pub fn with_redundancy(
     }
 }
 
+/// The `CertificateReady` condition type.
+pub const CERTIFICATE_READY: &str = "CertificateReady";
+
+/// How the tenant's certificate stands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsReport {
+    /// The certificate in force, if any.
+    pub certificate: Option<enclave_crds::CertificateStatus>,
+    /// True when a valid certificate is in place.
+    pub ready: bool,
+    /// `Issued`, `Issuing`, `CertManagerNotInstalled`, ...
+    pub reason: &'static str,
+    /// For a person.
+    pub message: String,
+}
+
+/// Adds the certificate and `CertificateReady`; without a fresh report, the previous condition
+/// stands. A ready tenant whose certificate is not is `Degraded`.
+pub fn with_certificate(
+    status: &mut TenantStatus,
+    report: Option<&TlsReport>,
+    previous: Option<&TenantStatus>,
+    now: Timestamp,
+) {
+    let previous_conditions = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let Some(report) = report else {
+        status.conditions.extend(
+            previous_conditions
+                .iter()
+                .filter(|c| c.type_ == CERTIFICATE_READY)
+                .cloned(),
+        );
+        return;
+    };
+    if report.certificate.is_some() || !report.ready {
+        status.certificate.clone_from(&report.certificate);
+    }
+    let generation = status.observed_generation;
+    status.conditions.push(condition(
+        CERTIFICATE_READY,
+        report.ready,
+        report.reason,
+        report.message.clone(),
+        generation,
+        previous_conditions,
+        now,
+    ));
+    if !report.ready && status.phase == Some(Phase::Ready) {
+        status.phase = Some(Phase::Degraded);
+    }
+}
+
 /// The `StorageReplicated` condition type.
 pub const STORAGE_REPLICATED: &str = "StorageReplicated";
 

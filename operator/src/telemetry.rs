@@ -8,6 +8,7 @@ use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
@@ -44,8 +45,17 @@ pub struct WriteLabels {
     pub action: String,
 }
 
+/// Label of per-tenant metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    /// The tenant's name.
+    pub tenant: String,
+}
+
 /// The operator's metrics.
 pub struct Metrics {
+    /// When each tenant's serving certificate expires, as a Unix time.
+    pub certificate_expiry: Family<TenantLabels, Gauge>,
     /// Reconciles started.
     pub reconciles: Counter,
     /// Reconciles that failed, by error kind.
@@ -66,7 +76,13 @@ impl Default for Metrics {
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         let writes = Family::<WriteLabels, Counter>::default();
         let denials = Family::<WriteLabels, Counter>::default();
+        let certificate_expiry = Family::<TenantLabels, Gauge>::default();
         let mut registry = Registry::with_prefix("enclave");
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When each tenant's serving certificate expires (Unix time)",
+            certificate_expiry.clone(),
+        );
         registry.register(
             "reconciles",
             "Tenant reconciles started",
@@ -89,6 +105,7 @@ impl Default for Metrics {
             denials.clone(),
         );
         Self {
+            certificate_expiry,
             reconciles,
             errors,
             duration,

@@ -40,6 +40,47 @@ pub struct Env {
 
 static ENV: OnceLock<Env> = OnceLock::new();
 
+/// Every log line the operator wrote in this process, for tests that look for what must never
+/// be logged (private keys).
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// Writes log lines to stderr and keeps a copy in [`LOGS`].
+struct Tee;
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut logs) = LOGS.lock() {
+            logs.extend_from_slice(buf);
+        }
+        std::io::stderr().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// The operator's log so far.
+#[must_use]
+pub fn logs() -> String {
+    LOGS.lock()
+        .map(|l| String::from_utf8_lossy(&l).into_owned())
+        .unwrap_or_default()
+}
+
+/// JSON logs like the operator's own, teed into [`logs`]; the first subscriber of the process
+/// wins, so this runs before the operator starts.
+fn init_captured_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_writer(|| Tee)
+        .with_env_filter(filter)
+        .try_init();
+}
+
 /// The shared environment, started on first use.
 ///
 /// # Panics
@@ -68,6 +109,7 @@ impl Env {
                 (Some(cp), k, o, b)
             };
         install_crds(&kubectl, &kubeconfig)?;
+        init_captured_logging("info");
         let config_file = operator_config_file()?;
         let health = Health::default();
         let admin_addr = free_addr()?;

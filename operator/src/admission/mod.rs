@@ -425,6 +425,14 @@ pub fn webhook_configuration(
                         &all,
                         "Cluster",
                     ),
+                    // Certificates, CA bundles and TLS policies: re-issued by the operator,
+                    // never edited by hand.
+                    rule(
+                        &[""],
+                        &["secrets", "configmaps"],
+                        &["UPDATE", "DELETE"],
+                        "Namespaced",
+                    ),
                     // A claim holds data: only the operator deletes it, at its deadline.
                     rule(
                         &[""],

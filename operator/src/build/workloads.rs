@@ -14,8 +14,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretEnvSource, SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint,
-    Volume, VolumeMount,
+    SecretEnvSource, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -42,6 +42,66 @@ pub struct WorkloadObjects {
     pub disruption_budgets: Vec<PodDisruptionBudget>,
     /// The workload's ports.
     pub services: Vec<Service>,
+}
+
+/// Mounts the serving certificate's Secret into every workload of `namespaces` (at
+/// [`crate::tls::objects::MOUNT_PATH`], read-only) and stamps its serial on the pod template, so
+/// that a renewed certificate rolls the workload one pod at a time, like any other change.
+pub fn mount_certificate(objects: &mut WorkloadObjects, namespaces: &[String], serial: &str) {
+    use crate::tls::objects::{MOUNT_PATH, SERIAL_ANNOTATION, SERVING_SECRET};
+    let templates = objects
+        .deployments
+        .iter_mut()
+        .filter(|d| {
+            d.metadata
+                .namespace
+                .as_ref()
+                .is_some_and(|n| namespaces.contains(n))
+        })
+        .filter_map(|d| d.spec.as_mut().map(|s| &mut s.template))
+        .chain(
+            objects
+                .stateful_sets
+                .iter_mut()
+                .filter(|d| {
+                    d.metadata
+                        .namespace
+                        .as_ref()
+                        .is_some_and(|n| namespaces.contains(n))
+                })
+                .filter_map(|d| d.spec.as_mut().map(|s| &mut s.template)),
+        );
+    for template in templates {
+        template
+            .metadata
+            .get_or_insert_with(ObjectMeta::default)
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(SERIAL_ANNOTATION.into(), serial.into());
+        let Some(pod) = template.spec.as_mut() else {
+            continue;
+        };
+        pod.volumes.get_or_insert_with(Vec::new).push(Volume {
+            name: SERVING_SECRET.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(SERVING_SECRET.into()),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        for container in &mut pod.containers {
+            container
+                .volume_mounts
+                .get_or_insert_with(Vec::new)
+                .push(VolumeMount {
+                    name: SERVING_SECRET.into(),
+                    mount_path: MOUNT_PATH.into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                });
+        }
+    }
 }
 
 /// The image a workload runs: its own, or the operator's default for `default:<key>`.
@@ -597,5 +657,48 @@ mod tests {
             Some(true)
         );
         assert_eq!(objects.disruption_budgets.len(), 1);
+    }
+
+    #[test]
+    fn certificate_is_mounted_read_only_and_its_serial_rolls_the_pods() {
+        let mut objects = build(&with_workload("x"), &BTreeMap::new());
+        mount_certificate(&mut objects, &["acme-dmz".to_string()], "0abc");
+        let template = &objects.deployments[0].spec.as_ref().expect("spec").template;
+        assert_eq!(
+            template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.annotations.as_ref())
+                .expect("annotations")[crate::tls::objects::SERIAL_ANNOTATION],
+            "0abc"
+        );
+        let pod = template.spec.as_ref().expect("pod");
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "enclave-tls")
+            .expect("volume");
+        assert_eq!(
+            volume
+                .secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref()),
+            Some("enclave-tls")
+        );
+        let mount = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "enclave-tls")
+            .expect("mount");
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            ("/etc/enclave/tls", Some(true))
+        );
+        // Workloads of other zones are left alone.
+        let mut other = build(&with_workload("x"), &BTreeMap::new());
+        mount_certificate(&mut other, &["acme-app".to_string()], "0abc");
+        assert_eq!(other, build(&with_workload("x"), &BTreeMap::new()));
     }
 }

@@ -39,6 +39,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::{info, instrument, warn};
 
+mod tls;
+
 /// What every reconcile shares, built once.
 pub struct Context {
     /// Client of the API server.
@@ -147,12 +149,19 @@ pub async fn run(
         .watches(
             Api::<PersistentVolumeClaim>::all(client.clone()),
             watcher::Config::default().labels(&managed),
-            |claim| {
-                claim
-                    .labels()
-                    .get(labels::TENANT)
-                    .map(|name| ObjectRef::new(name))
-            },
+            by_tenant_label,
+        )
+        // Certificates and their ConfigMaps (the CA's Secret lives in the operator's namespace,
+        // without owner): mapped by label, so an edited or deleted one is re-issued at once.
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<k8s_openapi::api::core::v1::ConfigMap>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            by_tenant_label,
         )
         .watches(
             Api::<PodDisruptionBudget>::all(client.clone()),
@@ -249,14 +258,14 @@ impl Reconcile<'_> {
         self.ensure_finalizer().await?;
 
         // validate + build: pure.
-        let desired = match build::desired(self.tenant, self.config) {
+        let mut desired = match build::desired(self.tenant, self.config) {
             Ok(desired) => desired,
             Err(invalid) => {
                 let outcome = Outcome::Blocked {
                     reason: invalid.reason,
                     message: invalid.message,
                 };
-                self.update_status(&outcome, vec![], None).await?;
+                self.update_status(&outcome, vec![], None, None).await?;
                 return Ok(Action::await_change());
             }
         };
@@ -289,7 +298,7 @@ impl Reconcile<'_> {
                     foreign.join(", ")
                 ),
             };
-            self.update_status(&outcome, vec![], None).await?;
+            self.update_status(&outcome, vec![], None, None).await?;
             return Ok(Action::requeue(self.config.resync));
         }
         let terminating: Vec<&str> = names
@@ -309,7 +318,7 @@ impl Reconcile<'_> {
                     terminating.join(", ")
                 ),
             };
-            self.update_status(&outcome, names, None).await?;
+            self.update_status(&outcome, names, None, None).await?;
             return Ok(Action::requeue(self.config.poll));
         }
 
@@ -333,6 +342,15 @@ impl Reconcile<'_> {
         self.apply_namespaced(&desired.limit_ranges).await?;
         self.apply_namespaced(&desired.role_bindings).await?;
         self.apply_storage(&desired.storage).await?;
+        // Certificates before the workloads that mount them.
+        let certificate = self.certificates(&identity).await?;
+        if let Some(serial) = &certificate.serial {
+            let namespaces: Vec<String> = crate::tls::objects::serving_zones(self.tenant)
+                .iter()
+                .map(|z| self.tenant.zone_namespace(z))
+                .collect();
+            build::workloads::mount_certificate(&mut desired.workloads, &namespaces, serial);
+        }
         self.apply_namespaced(&desired.workloads.services).await?;
         self.apply_namespaced(&desired.workloads.disruption_budgets)
             .await?;
@@ -363,14 +381,19 @@ impl Reconcile<'_> {
             .await?;
         let wanted: BTreeSet<String> = names.iter().cloned().collect();
         let next = self.sweep(&api, &identity, &wanted).await?;
-        let next = match (next, claims_next) {
-            (Some(a), b) => Some(shortest(b, a)),
-            (None, b) => b,
-        };
+        let next = [next, claims_next, certificate.next]
+            .into_iter()
+            .flatten()
+            .min();
 
         let report = self.network_report(&identity).await?;
-        self.update_status(&Outcome::Ready, names, Some(&report))
-            .await?;
+        self.update_status(
+            &Outcome::Ready,
+            names,
+            Some(&report),
+            certificate.report.as_ref(),
+        )
+        .await?;
         Ok(Action::requeue(
             next.map_or(self.config.resync, |d| d.min(self.config.resync)),
         ))
@@ -829,6 +852,7 @@ impl Reconcile<'_> {
             &Outcome::Decommissioning { purge_after },
             remaining.clone(),
             None,
+            None,
         )
         .await?;
         if now < purge_after {
@@ -865,6 +889,12 @@ impl Reconcile<'_> {
         if self.delete_keys(&identity.selector()).await? > 0 {
             return Ok(Action::requeue(self.config.poll));
         }
+        self.ctx
+            .metrics
+            .certificate_expiry
+            .remove(&crate::telemetry::TenantLabels {
+                tenant: identity.name.clone(),
+            });
         // Verified: no namespace and no key of the tenant is left. Release the Tenant.
         let finalizers: Vec<&String> = self
             .tenant
@@ -925,6 +955,7 @@ impl Reconcile<'_> {
         outcome: &Outcome,
         namespaces: Vec<String>,
         network: Option<&NetworkReport>,
+        certificate: Option<&crate::status::TlsReport>,
     ) -> Result<()> {
         // The cached Tenant can lag behind a status this operator has just written; comparing
         // against it would write (and announce) the same status again.
@@ -985,6 +1016,11 @@ impl Reconcile<'_> {
         }
         if !matches!(outcome, Outcome::Decommissioning { .. }) {
             self.storage_status(&mut status, previous).await?;
+        }
+        if self.tenant.spec.tls.is_some() {
+            crate::status::with_certificate(&mut status, certificate, previous, Timestamp::now());
+        } else {
+            status.certificate = None;
         }
         if previous == Some(&status) {
             return Ok(());
@@ -1159,6 +1195,17 @@ fn owning_tenant<K: Resource>(child: K) -> Option<ObjectRef<Tenant>> {
         .flatten()
         .find(|o| o.kind == "Tenant" && o.api_version.starts_with(enclave_crds::GROUP))
         .map(|o| ObjectRef::new(&o.name))
+}
+
+/// The Tenant named by an object's tenant label, for objects without owner reference.
+#[allow(clippy::needless_pass_by_value)] // the mapper signature `Controller::watches` asks for
+fn by_tenant_label<K: Resource>(object: K) -> Option<ObjectRef<Tenant>> {
+    object
+        .meta()
+        .labels
+        .as_ref()?
+        .get(labels::TENANT)
+        .map(|name| ObjectRef::new(name))
 }
 
 fn condition_reason<'a>(status: Option<&'a TenantStatus>, type_: &str) -> Option<&'a str> {
