@@ -338,7 +338,7 @@ func addFlags(fs *pflag.FlagSet, o *options) {
 	fs.DurationVar(&o.retryPeriod, "leader-election-retry-period", 15*time.Second, "Time between tries to take or renew the Lease.")
 	fs.StringSliceVar(&o.controllers, "controllers", []string{"*"}, "Controllers to run, comma-separated: '*' is every on-by-default controller, a name adds that controller, "+
 		"'-name' leaves it out (e.g. '*,-ingress-shim').\nOn by default: "+strings.Join(defaultControllers, ", ")+
-		".\nAll: "+strings.Join(allControllers, ", ")+".\n")
+		".\nAll: "+strings.Join(allControllers, ", ")+".")
 	fs.BoolVar(&o.ownerRef, "enable-certificate-owner-ref", false, "Make each Certificate an owner of the Secret it writes, so that deleting the Certificate deletes the Secret.")
 	fs.StringSliceVar(&o.copiedAnnotationPrefixes, "copied-annotation-prefixes", []string{"*", "-kubectl.kubernetes.io/", "-fluxcd.io/", "-argocd.argoproj.io/"},
 		"Annotation key prefixes copied from a Certificate to its CertificateRequests and Orders; '-prefix' leaves those out.")

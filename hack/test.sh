@@ -8,6 +8,9 @@ start=$SECONDS
 
 ENCLAVE_BIN_DIR=$(hack/build-controlplane.sh | tail -n 1)
 export ENCLAVE_BIN_DIR
+# cert-manager's controller and CRDs, for the test of cert-manager as an issuer.
+ENCLAVE_CERT_MANAGER_DIR=$(hack/build-cert-manager.sh | tail -n 1)
+export ENCLAVE_CERT_MANAGER_DIR
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -26,7 +29,7 @@ set -e
 
 echo "==> no control-plane process left behind"
 sleep 3 # the reaper of each test binary stops what it started within a second or two
-left=$(pgrep -f "^$ENCLAVE_BIN_DIR/" || true)
+left=$( (pgrep -f "^$ENCLAVE_BIN_DIR/"; pgrep -f "^$ENCLAVE_CERT_MANAGER_DIR/bin/") || true)
 if [ -n "$left" ]; then
   echo "left running:"; ps -o pid,args -p "$(echo "$left" | paste -sd,)"
   exit 1

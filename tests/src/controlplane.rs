@@ -88,6 +88,31 @@ pub fn binaries() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(dir))
 }
 
+/// The directory holding cert-manager's controller (`bin/controller`) and CRDs (`crds/`):
+/// `$ENCLAVE_CERT_MANAGER_DIR`, or what `hack/build-cert-manager.sh` builds (at once when
+/// cached).
+///
+/// # Errors
+/// When the build fails.
+pub fn cert_manager() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("ENCLAVE_CERT_MANAGER_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let script = repo_root().join("hack/build-cert-manager.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !output.status.success() {
+        bail!("{} failed", script.display());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    Ok(PathBuf::from(
+        stdout.lines().last().unwrap_or_default().trim(),
+    ))
+}
+
 /// Runs `kubectl` against `kubeconfig` and returns its output.
 ///
 /// # Errors
@@ -475,6 +500,27 @@ sleep 1; rm -rf "$2""#;
             .spawn()?;
         self.reaper = Some(reaper);
         Ok(())
+    }
+
+    /// Starts a process that belongs with the control plane (cert-manager, say): its output goes
+    /// to `<dir>/<name>.log`, and the reaper stops it with the rest. The caller owns the child.
+    ///
+    /// # Errors
+    /// When it cannot start.
+    pub fn start_extra(&self, name: &str, cmd: &mut Command) -> anyhow::Result<Child> {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let mut pids = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.join("pids"))?;
+        writeln!(pids, "{}", child.id())?;
+        Ok(child)
     }
 
     /// Ids of the component processes, for checks that none outlives the control plane.
