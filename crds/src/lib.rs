@@ -735,6 +735,13 @@ pub struct TenantStatus {
     /// When the retained data of a deleted or decommissioned tenant is destroyed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purge_after: Option<Time>,
+    /// When the operator first saw `lifecycle.state: Decommissioned` (the retention window
+    /// starts there); cleared when the tenant returns to `Active`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decommissioned_at: Option<Time>,
+    /// When the tenant's data was purged and the purge verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged_at: Option<Time>,
 }
 
 /// Where a tenant stands.
@@ -748,8 +755,14 @@ pub enum Phase {
     Degraded,
     /// Refused to proceed: the spec cannot be applied as is (see the Ready condition).
     Blocked,
-    /// Deleted or decommissioned: data retained until `purgeAfter`, then purged.
+    /// Deleted or decommissioned: workloads stopped, exposure closed, data retained until
+    /// `purgeAfter`, then purged.
     Decommissioning,
+    /// Suspended: workloads stopped and exposure closed; data and access kept.
+    Suspended,
+    /// Decommissioned and past its deadline: every namespace, volume, key and backup of the
+    /// tenant destroyed and verified gone.
+    Purged,
 }
 
 /// A port reachable from outside its zone.
@@ -879,6 +892,14 @@ fn default_retention() -> String {
 }
 
 impl Tenant {
+    /// True while the tenant runs: `Active` and not deleted. Otherwise its workloads are
+    /// stopped and nothing of it faces the internet.
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.spec.lifecycle.state == LifecycleState::Active
+            && self.metadata.deletion_timestamp.is_none()
+    }
+
     /// The namespace of one of the tenant's zones.
     #[must_use]
     pub fn zone_namespace(&self, zone: &str) -> String {

@@ -200,7 +200,7 @@ pub fn expected(tenant: &Tenant) -> Vec<ExposureEntry> {
                     ));
                 }
             }
-            if zone.exposure == Exposure::Internet {
+            if zone.exposure == Exposure::Internet && tenant.is_running() {
                 entries.push(entry(
                     &zone.name,
                     port.port,

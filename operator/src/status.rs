@@ -28,11 +28,15 @@ pub enum Outcome {
         /// For a person.
         message: String,
     },
-    /// Deleted: data retained until `purge_after`, then purged.
+    /// Deleted or decommissioned: data retained until `purge_after`, then purged.
     Decommissioning {
         /// When the data is destroyed.
         purge_after: Timestamp,
     },
+    /// Suspended: workloads stopped, exposure closed, data kept.
+    Suspended,
+    /// Decommissioned, purged and verified.
+    Purged,
 }
 
 /// The `Ready` condition type.
@@ -75,7 +79,19 @@ pub fn tenant_status(
             Phase::Decommissioning,
             false,
             "Decommissioning",
-            format!("data retained until {purge_after}, then purged"),
+            format!("workloads stopped, exposure closed; data retained until {purge_after}, then purged"),
+        ),
+        Outcome::Suspended => (
+            Phase::Suspended,
+            false,
+            "Suspended",
+            "workloads stopped and exposure closed; data and access kept (lifecycle.state: Suspended)".to_string(),
+        ),
+        Outcome::Purged => (
+            Phase::Purged,
+            false,
+            "Purged",
+            "every namespace, volume, key and certificate of the tenant was destroyed and verified gone".to_string(),
         ),
     };
     let previous_conditions = previous
@@ -145,6 +161,8 @@ pub fn tenant_status(
         usage: kept.usage,
         certificate: kept.certificate,
         backup: kept.backup,
+        decommissioned_at: kept.decommissioned_at,
+        purged_at: kept.purged_at,
     }
 }
 

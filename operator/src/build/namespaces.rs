@@ -32,7 +32,9 @@ pub fn zone_namespaces(tenant: &Tenant, identity: &Identity) -> Vec<Namespace> {
                 metadata: ObjectMeta {
                     name: Some(tenant.zone_namespace(&zone.name)),
                     labels: Some(labels),
-                    owner_references: identity.owner.clone().map(|o| vec![o]),
+                    // No owner reference: a namespace holds the tenant's data, which the
+                    // garbage collector must never delete (a foreground deletion of the Tenant
+                    // would). The operator deletes it at its purge deadline.
                     ..ObjectMeta::default()
                 },
                 ..Namespace::default()
@@ -68,13 +70,10 @@ mod tests {
     }
 
     #[test]
-    fn namespaces_are_owned_by_the_tenant() {
+    fn namespaces_are_never_left_to_the_garbage_collector() {
         let t = tenant("acme");
         let ns = &zone_namespaces(&t, &Identity::of(&t).expect("identity"))[0];
-        let owners = ns.metadata.owner_references.as_ref().expect("owner");
-        assert_eq!(owners[0].uid, "uid-acme");
-        assert_eq!(owners[0].kind, "Tenant");
-        assert_eq!(owners[0].controller, Some(true));
+        assert_eq!(ns.metadata.owner_references, None);
     }
 
     #[test]

@@ -104,6 +104,16 @@ pub fn mount_certificate(objects: &mut WorkloadObjects, namespaces: &[String], s
     }
 }
 
+/// N+1 while the tenant runs, none while it is suspended, decommissioned or deleted.
+#[must_use]
+pub fn replicas(tenant: &Tenant, workload: &Workload) -> i32 {
+    if tenant.is_running() {
+        workload.capacity + 1
+    } else {
+        0
+    }
+}
+
 /// The image a workload runs: its own, or the operator's default for `default:<key>`.
 ///
 /// # Errors
@@ -163,8 +173,8 @@ pub fn workload_objects(
             objects.deployments.push(Deployment {
                 metadata: meta.clone(),
                 spec: Some(DeploymentSpec {
-                    // N for the load, one spare (R15).
-                    replicas: Some(workload.capacity + 1),
+                    // N for the load, one spare (R15); none while the tenant is stopped.
+                    replicas: Some(replicas(tenant, workload)),
                     selector: selector.clone(),
                     // Surge first, never take a ready replica away before its successor is ready.
                     strategy: Some(DeploymentStrategy {
@@ -183,7 +193,7 @@ pub fn workload_objects(
             objects.stateful_sets.push(StatefulSet {
                 metadata: meta.clone(),
                 spec: Some(StatefulSetSpec {
-                    replicas: Some(workload.capacity + 1),
+                    replicas: Some(replicas(tenant, workload)),
                     selector: selector.clone(),
                     // Replicas are peers, not a chain: start and replace them in parallel.
                     pod_management_policy: Some("Parallel".into()),

@@ -8,7 +8,7 @@ use crate::exposure::{self, ZoneNamespace};
 use crate::status::{NetworkReport, Observed, Outcome, READY, tenant_status};
 use crate::telemetry::{Health, Metrics};
 use crate::{Error, Result};
-use enclave_crds::{MAX_RETENTION_SECONDS, Tenant, TenantStatus, duration};
+use enclave_crds::{LifecycleState, MAX_RETENTION_SECONDS, Tenant, TenantStatus, duration};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
@@ -20,6 +20,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
@@ -95,10 +96,12 @@ pub async fn run(
     );
     let tenants = controller.store();
     let controller = controller
-        // Only the namespaces the operator manages are watched, never every namespace.
-        .owns(
+        // Only the namespaces the operator manages are watched, never every namespace; they
+        // carry no owner reference (see build::namespaces), so they are mapped by label.
+        .watches(
             Api::<Namespace>::all(client.clone()),
             watcher::Config::default().labels(&managed),
+            by_tenant_label,
         )
         // Every NetworkPolicy, Enclave's or not: any of them changes what a zone exposes, and
         // the exposure report must follow every network change.
@@ -256,6 +259,42 @@ impl Reconcile<'_> {
             return self.decommission(&identity).await;
         }
         self.ensure_finalizer().await?;
+        // A decommissioned tenant: stopped until its deadline, then purged.
+        let mut deadline = None;
+        if self.tenant.spec.lifecycle.state == LifecycleState::Decommissioned {
+            let live = Api::<Tenant>::all(self.ctx.client.clone())
+                .get_status(&identity.name)
+                .await?;
+            let status = live.status.unwrap_or_default();
+            let since = status
+                .decommissioned_at
+                .map_or_else(|| crate::status::seconds(Timestamp::now()), |t| t.0);
+            let purge_after = since.checked_add(self.retention()).unwrap_or(since);
+            if status.purged_at.is_some() {
+                return Ok(Action::await_change());
+            }
+            if Timestamp::now() >= purge_after {
+                return match self.purge(&identity).await? {
+                    Purge::Remaining(_) => {
+                        let namespaces = self.owned_namespaces(&identity).await?;
+                        self.update_status(
+                            &Outcome::Decommissioning { purge_after },
+                            namespaces,
+                            None,
+                            None,
+                        )
+                        .await?;
+                        Ok(Action::requeue(self.config.poll))
+                    }
+                    Purge::Done => {
+                        self.update_status(&Outcome::Purged, vec![], None, None)
+                            .await?;
+                        Ok(Action::await_change())
+                    }
+                };
+            }
+            deadline = Some(purge_after);
+        }
 
         // validate + build: pure.
         let mut desired = match build::desired(self.tenant, self.config) {
@@ -387,13 +426,19 @@ impl Reconcile<'_> {
             .min();
 
         let report = self.network_report(&identity).await?;
-        self.update_status(
-            &Outcome::Ready,
-            names,
-            Some(&report),
-            certificate.report.as_ref(),
-        )
-        .await?;
+        let outcome = match (self.tenant.spec.lifecycle.state, deadline) {
+            (LifecycleState::Decommissioned, Some(purge_after)) => {
+                Outcome::Decommissioning { purge_after }
+            }
+            (LifecycleState::Suspended, _) => Outcome::Suspended,
+            _ => Outcome::Ready,
+        };
+        self.update_status(&outcome, names, Some(&report), certificate.report.as_ref())
+            .await?;
+        let next = match deadline {
+            Some(purge_after) => Some(shortest(next, until(Timestamp::now(), purge_after))),
+            None => next,
+        };
         Ok(Action::requeue(
             next.map_or(self.config.resync, |d| d.min(self.config.resync)),
         ))
@@ -827,12 +872,20 @@ impl Reconcile<'_> {
         Ok(next)
     }
 
-    /// A deleted tenant: keep everything until `purgeAfter`, then delete its namespaces, verify
-    /// they are gone, and release the Tenant.
+    /// A deleted tenant: stopped and closed at once, everything kept until `purgeAfter`, then
+    /// purged, the purge verified, and the Tenant released.
     async fn decommission(&self, identity: &Identity) -> Result<Action> {
         if !self.tenant.finalizers().iter().any(|f| f == FINALIZER) {
             return Ok(Action::await_change());
         }
+        let live = Api::<Tenant>::all(self.ctx.client.clone())
+            .get_status(&identity.name)
+            .await?;
+        let already_purged = live
+            .status
+            .as_ref()
+            .and_then(|s| s.purged_at.as_ref())
+            .is_some();
         let deleted_at = self
             .tenant
             .metadata
@@ -842,60 +895,38 @@ impl Reconcile<'_> {
         let purge_after = deleted_at
             .checked_add(self.retention())
             .unwrap_or(deleted_at);
-        let api = Api::<Namespace>::all(self.ctx.client.clone());
-        let owned = api
-            .list_metadata(&ListParams::default().labels(&identity.selector()))
-            .await?;
-        let remaining: Vec<String> = owned.items.iter().map(ResourceExt::name_any).collect();
         let now = Timestamp::now();
-        self.update_status(
-            &Outcome::Decommissioning { purge_after },
-            remaining.clone(),
-            None,
-            None,
-        )
-        .await?;
-        if now < purge_after {
+        if now < purge_after && !already_purged {
+            self.stop(identity).await?;
+            let namespaces = self.owned_namespaces(identity).await?;
+            self.update_status(
+                &Outcome::Decommissioning { purge_after },
+                namespaces,
+                None,
+                None,
+            )
+            .await?;
             info!(%purge_after, "tenant deleted: data retained until the deadline");
             return Ok(Action::requeue(
                 until(now, purge_after).min(self.config.resync),
             ));
         }
-        if !remaining.is_empty() {
-            // The volumes go with their namespaces, and their data with them.
-            self.release_volumes(&identity.selector(), None).await?;
-            for meta in owned
-                .items
-                .iter()
-                .filter(|m| m.metadata.deletion_timestamp.is_none())
-            {
-                api.delete(&meta.name_any(), &DeleteParams::background())
-                    .await?;
-                self.ctx.metrics.write("Namespace", "delete");
-                self.publish(
-                    EventType::Normal,
-                    "Purged",
-                    "Delete",
-                    format!(
-                        "deleted namespace {}: the tenant's retention window has passed",
-                        meta.name_any()
-                    ),
+        match self.purge(identity).await? {
+            Purge::Remaining(what) => {
+                let namespaces = self.owned_namespaces(identity).await?;
+                self.update_status(
+                    &Outcome::Decommissioning { purge_after },
+                    namespaces,
+                    None,
+                    None,
                 )
-                .await;
+                .await?;
+                info!(remaining = %what, "purge in progress");
+                return Ok(Action::requeue(self.config.poll));
             }
-            return Ok(Action::requeue(self.config.poll));
+            Purge::Done => {}
         }
-        // The keys outlive nothing they encrypted.
-        if self.delete_keys(&identity.selector()).await? > 0 {
-            return Ok(Action::requeue(self.config.poll));
-        }
-        self.ctx
-            .metrics
-            .certificate_expiry
-            .remove(&crate::telemetry::TenantLabels {
-                tenant: identity.name.clone(),
-            });
-        // Verified: no namespace and no key of the tenant is left. Release the Tenant.
+        // Verified: nothing of the tenant is left. Release the Tenant.
         let finalizers: Vec<&String> = self
             .tenant
             .finalizers()
@@ -910,8 +941,227 @@ impl Reconcile<'_> {
                 &Patch::Merge(&patch),
             )
             .await?;
-        info!("tenant purged: every namespace deleted, finalizer removed");
+        info!("tenant purged and verified: finalizer removed");
         Ok(Action::await_change())
+    }
+
+    /// At once on deletion: workloads to zero and internet exposure closed (the tenant is not
+    /// running, so the builders say so); nothing holding data is touched.
+    async fn stop(&self, identity: &Identity) -> Result<()> {
+        let Ok(mut desired) = build::desired(self.tenant, self.config) else {
+            return Ok(());
+        };
+        // Without owner references (removed below): a foreground deletion of the Tenant has
+        // the garbage collector delete its dependents, and these must stand until the purge.
+        for policy in &mut desired.network_policies {
+            policy.metadata.owner_references = None;
+        }
+        for deployment in &mut desired.workloads.deployments {
+            deployment.metadata.owner_references = None;
+        }
+        for set in &mut desired.workloads.stateful_sets {
+            set.metadata.owner_references = None;
+        }
+        let namespaces = self.owned_namespaces(identity).await?;
+        let present =
+            |namespace: Option<String>| namespace.is_some_and(|n| namespaces.contains(&n));
+        let policies: Vec<_> = desired
+            .network_policies
+            .into_iter()
+            .filter(|p| present(p.namespace()))
+            .collect();
+        self.apply_namespaced(&policies).await?;
+        let deployments: Vec<_> = desired
+            .workloads
+            .deployments
+            .into_iter()
+            .filter(|d| present(d.namespace()))
+            .collect();
+        self.apply_namespaced(&deployments).await?;
+        let sets: Vec<_> = desired
+            .workloads
+            .stateful_sets
+            .into_iter()
+            .filter(|d| present(d.namespace()))
+            .collect();
+        self.apply_stateful_sets(&sets).await?;
+        self.disown(&policies).await?;
+        self.disown(&deployments).await?;
+        self.disown(&sets).await
+    }
+
+    /// Removes the owner references of these objects, where the live ones have any.
+    async fn disown<K>(&self, objects: &[K]) -> Result<()>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        for object in objects {
+            let api = Api::<K>::namespaced(
+                self.ctx.client.clone(),
+                &object.namespace().unwrap_or_default(),
+            );
+            let Some(live) = api.get_metadata_opt(&object.name_any()).await? else {
+                continue;
+            };
+            if live
+                .metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|o| !o.is_empty())
+            {
+                let patch = json!({"metadata": {"ownerReferences": null}});
+                api.patch(
+                    &object.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+                self.ctx.metrics.write(&K::kind(&()), "update");
+            }
+        }
+        Ok(())
+    }
+
+    async fn owned_namespaces(&self, identity: &Identity) -> Result<Vec<String>> {
+        Ok(Api::<Namespace>::all(self.ctx.client.clone())
+            .list_metadata(&ListParams::default().labels(&identity.selector()))
+            .await?
+            .items
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect())
+    }
+
+    /// Destroys the tenant's data and checks that nothing of it remains: volumes switched to
+    /// `Delete` then their namespaces deleted, keys and CA deleted; then nothing labelled with
+    /// the tenant's uid may be left, and no volume bound to one of its claims. Repeated until
+    /// that holds; an Event summarises what was destroyed.
+    async fn purge(&self, identity: &Identity) -> Result<Purge> {
+        let selector = identity.selector();
+        let params = ListParams::default().labels(&selector);
+        let namespaces_api = Api::<Namespace>::all(self.ctx.client.clone());
+        let namespaces = namespaces_api.list_metadata(&params).await?.items;
+        let claims = Api::<PersistentVolumeClaim>::all(self.ctx.client.clone())
+            .list(&params)
+            .await?
+            .items;
+        let volumes: Vec<String> = claims
+            .iter()
+            .filter_map(|c| c.spec.as_ref()?.volume_name.clone())
+            .collect();
+        self.release_volumes(&selector, None).await?;
+        for meta in namespaces
+            .iter()
+            .filter(|m| m.metadata.deletion_timestamp.is_none())
+        {
+            namespaces_api
+                .delete(&meta.name_any(), &DeleteParams::background())
+                .await?;
+            self.ctx.metrics.write("Namespace", "delete");
+            self.publish(
+                EventType::Normal,
+                "Purged",
+                "Delete",
+                format!(
+                    "deleted namespace {}: the tenant's retention window has passed",
+                    meta.name_any()
+                ),
+            )
+            .await;
+        }
+        let keys = self.delete_keys(&selector).await?;
+        // Verify.
+        let mut remaining = Vec::new();
+        let left = namespaces_api.list_metadata(&params).await?.items;
+        if !left.is_empty() {
+            remaining.push(format!(
+                "namespace(s) {}",
+                left.iter()
+                    .map(ResourceExt::name_any)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let left = Api::<PersistentVolumeClaim>::all(self.ctx.client.clone())
+            .list_metadata(&params)
+            .await?
+            .items;
+        if !left.is_empty() {
+            remaining.push(format!("{} volume claim(s)", left.len()));
+        }
+        let left = Api::<Secret>::namespaced(self.ctx.client.clone(), &self.config.namespace)
+            .list_metadata(&params)
+            .await?
+            .items;
+        if !left.is_empty() {
+            remaining.push(format!("{} key(s)", left.len()));
+        }
+        let tenant_namespaces: BTreeSet<String> = self
+            .tenant
+            .spec
+            .zones
+            .iter()
+            .map(|z| self.tenant.zone_namespace(&z.name))
+            .chain(
+                self.tenant
+                    .status
+                    .iter()
+                    .flat_map(|s| s.namespaces.iter().cloned()),
+            )
+            .collect();
+        let bound: Vec<String> = Api::<PersistentVolume>::all(self.ctx.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|pv| {
+                pv.spec
+                    .as_ref()
+                    .and_then(|s| s.claim_ref.as_ref()?.namespace.clone())
+                    .is_some_and(|n| tenant_namespaces.contains(&n))
+            })
+            .map(|pv| pv.name_any())
+            .collect();
+        if !bound.is_empty() {
+            remaining.push(format!(
+                "volume(s) {} still to be destroyed by their storage driver",
+                bound.join(", ")
+            ));
+        }
+        if !remaining.is_empty() {
+            let what = remaining.join("; ");
+            self.publish(
+                EventType::Normal,
+                "PurgeInProgress",
+                "Delete",
+                format!("purge not complete yet, retrying: {what}"),
+            )
+            .await;
+            return Ok(Purge::Remaining(what));
+        }
+        self.publish(
+            EventType::Normal,
+            "PurgeVerified",
+            "Delete",
+            format!(
+                "tenant data destroyed: {} namespace(s), {} volume claim(s), {} volume(s), {keys} key Secret(s); nothing labelled {selector} remains",
+                namespaces.len(),
+                claims.len(),
+                volumes.len(),
+            ),
+        )
+        .await;
+        self.ctx
+            .metrics
+            .certificate_expiry
+            .remove(&crate::telemetry::TenantLabels {
+                tenant: identity.name.clone(),
+            });
+        Ok(Purge::Done)
     }
 
     async fn ensure_finalizer(&self) -> Result<()> {
@@ -1000,8 +1250,19 @@ impl Reconcile<'_> {
             status.workloads =
                 crate::status::workload_statuses(&self.tenant.spec.workloads, &observed);
             let redundancy = crate::status::redundancy(&self.tenant.spec.workloads, &observed);
-            crate::status::with_redundancy(&mut status, &redundancy, previous, Timestamp::now());
-            if redundancy.reason != "Redundant"
+            if self.tenant.is_running() {
+                crate::status::with_redundancy(
+                    &mut status,
+                    &redundancy,
+                    previous,
+                    Timestamp::now(),
+                );
+            } else {
+                // Stopped on purpose: no redundancy to report, no alarm to raise.
+                status.ready_workloads = Some("stopped".into());
+            }
+            if self.tenant.is_running()
+                && redundancy.reason != "Redundant"
                 && condition_reason(previous, crate::status::WORKLOADS_REDUNDANT)
                     != Some(redundancy.reason)
             {
@@ -1014,7 +1275,7 @@ impl Reconcile<'_> {
                 .await;
             }
         }
-        if !matches!(outcome, Outcome::Decommissioning { .. }) {
+        if !matches!(outcome, Outcome::Decommissioning { .. } | Outcome::Purged) {
             self.storage_status(&mut status, previous).await?;
         }
         if self.tenant.spec.tls.is_some() {
@@ -1022,6 +1283,23 @@ impl Reconcile<'_> {
         } else {
             status.certificate = None;
         }
+        // The retention window of a decommissioned tenant starts when it was first seen so.
+        let decommissioned = self.tenant.spec.lifecycle.state == LifecycleState::Decommissioned
+            && self.tenant.metadata.deletion_timestamp.is_none();
+        status.decommissioned_at = decommissioned.then(|| {
+            previous
+                .and_then(|p| p.decommissioned_at.clone())
+                .unwrap_or_else(|| Time(crate::status::seconds(Timestamp::now())))
+        });
+        status.purged_at = match outcome {
+            Outcome::Purged => Some(
+                previous
+                    .and_then(|p| p.purged_at.clone())
+                    .unwrap_or_else(|| Time(crate::status::seconds(Timestamp::now()))),
+            ),
+            _ if decommissioned => previous.and_then(|p| p.purged_at.clone()),
+            _ => None,
+        };
         if previous == Some(&status) {
             return Ok(());
         }
@@ -1042,7 +1320,17 @@ impl Reconcile<'_> {
                 Outcome::Blocked { message, .. } => (EventType::Warning, message.clone()),
                 Outcome::Decommissioning { purge_after } => (
                     EventType::Normal,
-                    format!("tenant deleted: data retained until {purge_after}, then purged"),
+                    format!(
+                        "tenant stopped and closed: data retained until {purge_after}, then purged"
+                    ),
+                ),
+                Outcome::Suspended => (
+                    EventType::Normal,
+                    "tenant suspended: workloads stopped, exposure closed, data kept".to_string(),
+                ),
+                Outcome::Purged => (
+                    EventType::Normal,
+                    "tenant purged: its data is destroyed and verified gone".to_string(),
                 ),
             };
             let reason = ready_reason(Some(&status))
@@ -1181,6 +1469,14 @@ impl Reconcile<'_> {
         duration::parse(&self.tenant.spec.lifecycle.retention)
             .map_or(Duration::from_secs(7 * 86_400), |d| d.min(max))
     }
+}
+
+/// Where a purge stands.
+enum Purge {
+    /// Something of the tenant remains (named): look again.
+    Remaining(String),
+    /// Nothing remains.
+    Done,
 }
 
 /// The Tenant owning a namespaced child. `Controller::owns` would look for the owner in the

@@ -126,7 +126,8 @@ fn ingress_rules(
             ports: ports.clone(),
         })
         .collect();
-    if zone.exposure == Exposure::Internet {
+    // A suspended, decommissioned or deleted tenant faces nothing outside.
+    if zone.exposure == Exposure::Internet && tenant.is_running() {
         rules.push(NetworkPolicyIngressRule {
             from: Some(vec![external_peer(&config.ingress_controller)]),
             ports: ports.clone(),
