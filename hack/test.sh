@@ -11,6 +11,9 @@ export ENCLAVE_BIN_DIR
 # cert-manager's controller and CRDs, for the test of cert-manager as an issuer.
 ENCLAVE_CERT_MANAGER_DIR=$(hack/build-cert-manager.sh | tail -n 1)
 export ENCLAVE_CERT_MANAGER_DIR
+# restic, for the test that runs the backup Job's script against a local repository.
+ENCLAVE_RESTIC_DIR=$(hack/build-restic.sh | tail -n 1)
+export ENCLAVE_RESTIC_DIR
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

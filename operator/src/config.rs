@@ -26,6 +26,42 @@ pub struct Config {
     pub namespace: String,
     /// The built-in certificate authorities.
     pub tls: TlsConfig,
+    /// The backup Jobs.
+    pub backup: BackupConfig,
+    /// The CA of the operator's own endpoint (the guard's), published to the backup pods so
+    /// they can trust it; `None` when the guard is off.
+    pub operator_ca: Option<String>,
+    /// Where backup pods reach the credentials broker, from the guard's settings, unless
+    /// `backup.credentialsUrl` says otherwise.
+    pub broker_url: Option<String>,
+}
+
+/// What the backup Jobs run, and where they fetch their credentials.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupConfig {
+    /// The restic image.
+    pub image: String,
+    /// The image of the operator, whose `credentials` command fetches the repository password
+    /// and the store's credentials.
+    pub credentials_image: String,
+    /// The operator's credentials endpoint as the backup pods reach it; by default the
+    /// guard's Service (or URL) at `/credentials`.
+    pub credentials_url: Option<String>,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            image: "docker.io/restic/restic:0.19.1".into(),
+            credentials_image: concat!(
+                "ghcr.io/enclave-dev/enclave-operator:",
+                env!("CARGO_PKG_VERSION")
+            )
+            .into(),
+            credentials_url: None,
+        }
+    }
 }
 
 /// Settings of the built-in issuer.
@@ -182,6 +218,9 @@ impl Default for Config {
             storage_profiles: BTreeMap::new(),
             namespace: "enclave-system".into(),
             tls: TlsConfig::default(),
+            backup: BackupConfig::default(),
+            operator_ca: None,
+            broker_url: None,
         }
     }
 }
@@ -199,6 +238,8 @@ pub struct ConfigFile {
     pub storage_profiles: BTreeMap<String, StorageProfile>,
     /// The built-in issuer.
     pub tls: TlsConfig,
+    /// The backup Jobs.
+    pub backup: BackupConfig,
 }
 
 impl ConfigFile {
@@ -210,6 +251,7 @@ impl ConfigFile {
             images: self.images,
             storage_profiles: self.storage_profiles,
             tls: self.tls,
+            backup: self.backup,
             ..base.clone()
         }
     }

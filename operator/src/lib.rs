@@ -7,6 +7,7 @@ pub mod apply;
 pub mod build;
 pub mod config;
 pub mod controller;
+pub mod credentials;
 pub mod exposure;
 pub mod status;
 pub mod telemetry;

@@ -64,6 +64,22 @@ enum Command {
         )]
         guard_exempt_groups: Vec<String>,
     },
+    /// Fetch a backup pod's credentials from the operator (the init container of backup
+    /// Jobs) and write them, readable by their owner only, for the backup script.
+    Credentials {
+        /// The operator's credentials endpoint.
+        #[arg(long)]
+        url: String,
+        /// The pod's audience-bound service account token.
+        #[arg(long, default_value = "/var/run/secrets/enclave/token")]
+        token: std::path::PathBuf,
+        /// The CA that signs the operator's endpoint.
+        #[arg(long, default_value = "/var/run/secrets/enclave-ca/ca.crt")]
+        ca: std::path::PathBuf,
+        /// Directory to write the files into (memory).
+        #[arg(long, default_value = "/run/enclave")]
+        out: std::path::PathBuf,
+    },
     /// Print the CRDs as YAML.
     Crd,
     /// Print the version.
@@ -75,6 +91,20 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd => print!("{}", enclave_crds::crds_yaml()?),
         Command::Version => println!("enclave-operator {}", env!("CARGO_PKG_VERSION")),
+        Command::Credentials {
+            url,
+            token,
+            ca,
+            out,
+        } => {
+            let token = std::fs::read_to_string(&token)
+                .with_context(|| format!("reading {}", token.display()))?;
+            let ca = std::fs::read_to_string(&ca)
+                .with_context(|| format!("reading {}", ca.display()))?;
+            let credentials = enclave_operator::credentials::fetch(&url, token.trim(), &ca).await?;
+            enclave_operator::credentials::write_files(&out, &credentials)?;
+            println!("credentials written to {}", out.display());
+        }
         Command::Run {
             config: config_file,
             config_poll_seconds,
@@ -91,21 +121,6 @@ async fn main() -> anyhow::Result<()> {
             let client = kube::Client::try_default()
                 .await
                 .context("no usable kubeconfig or in-cluster config")?;
-            let base = Config {
-                concurrency,
-                resync: Duration::from_secs(resync_seconds),
-                namespace: namespace.clone(),
-                ..Config::default()
-            };
-            let configs = match config_file {
-                Some(path) => enclave_operator::config::watch_file(
-                    path,
-                    base,
-                    Duration::from_secs(config_poll_seconds),
-                )?,
-                None => tokio::sync::watch::channel(base).1,
-            };
-            let config = configs.borrow().clone();
             let health = Health::default();
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let admin = tokio::spawn(telemetry::serve(
@@ -118,19 +133,30 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!("shutdown requested: finishing reconciles in flight");
                 let _ = stop.send(true);
             });
-            let mut guard =
-                guard_config(guard_addr, guard_service, guard_url, guard_exempt_groups)?;
+            // The guard first: the backup pods are told where it answers and which CA to trust.
+            let initial = match &config_file {
+                Some(path) => enclave_operator::config::load(path, &Config::default())?.0,
+                None => Config::default(),
+            };
+            let mut guard = guard_config(
+                guard_addr,
+                guard_service,
+                guard_url,
+                guard_exempt_groups,
+                &namespace,
+            )?;
             if let Some(guard) = &mut guard {
-                guard.guard.network = config.network.clone();
+                guard.guard.network = initial.network.clone();
             }
-            match guard {
+            let (operator_ca, broker_url) = match guard {
                 Some(guard) => {
                     let reporter = Reporter {
                         controller: "enclave-guard".into(),
                         instance: std::env::var("POD_NAME").ok(),
                     };
                     let recorder = Recorder::new(client.clone(), reporter);
-                    admission::start(
+                    let url = guard.credentials_url();
+                    let started = admission::start(
                         client.clone(),
                         guard,
                         recorder,
@@ -138,11 +164,31 @@ async fn main() -> anyhow::Result<()> {
                         wait(stopped.clone()),
                     )
                     .await?;
+                    (Some(started.ca_pem), url)
                 }
-                None => tracing::warn!(
-                    "admission guard off: pass --guard-service or --guard-url to turn it on"
-                ),
-            }
+                None => {
+                    tracing::warn!(
+                        "admission guard off: pass --guard-service or --guard-url to turn it on (backup pods need it for their credentials)"
+                    );
+                    (None, None)
+                }
+            };
+            let base = Config {
+                concurrency,
+                resync: Duration::from_secs(resync_seconds),
+                namespace: namespace.clone(),
+                operator_ca,
+                broker_url,
+                ..Config::default()
+            };
+            let configs = match config_file {
+                Some(path) => enclave_operator::config::watch_file(
+                    path,
+                    base,
+                    Duration::from_secs(config_poll_seconds),
+                )?,
+                None => tokio::sync::watch::channel(base).1,
+            };
             enclave_operator::controller::run(client, configs, health, wait(stopped)).await?;
             admin.await.context("admin server task")??;
         }
@@ -156,6 +202,7 @@ fn guard_config(
     service: Option<String>,
     url: Option<String>,
     exempt_groups: Vec<String>,
+    namespace: &str,
 ) -> anyhow::Result<Option<GuardConfig>> {
     let guard = Guard {
         exempt_groups,
@@ -174,6 +221,7 @@ fn guard_config(
         };
         return Ok(Some(GuardConfig {
             listen,
+            namespace: namespace.to_string(),
             client_config,
             names: vec![host],
             guard,
@@ -200,6 +248,7 @@ fn guard_config(
     ];
     Ok(Some(GuardConfig {
         listen,
+        namespace: namespace.to_string(),
         client_config,
         names,
         guard,

@@ -399,6 +399,117 @@ pub fn with_certificate(
     }
 }
 
+/// The `BackupHealthy` condition type.
+pub const BACKUP_HEALTHY: &str = "BackupHealthy";
+
+/// How the tenant's backups stand (R10).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackupReport {
+    /// Last successful and failed runs.
+    pub status: enclave_crds::BackupStatus,
+    /// True when the last success is recent enough for the schedule.
+    pub healthy: bool,
+    /// `Recent`, `NotDueYet` or `Overdue`.
+    pub reason: &'static str,
+    /// For a person.
+    pub message: String,
+}
+
+/// The two most recent times `schedule` fired before `now` (latest first), looking back as far
+/// as needed (up to two years).
+#[must_use]
+pub fn recent_fires(schedule: &str, now: Timestamp) -> Option<(Timestamp, Timestamp)> {
+    let cron = croner::Cron::new(schedule).parse().ok()?;
+    let now_chrono = chrono::DateTime::from_timestamp(now.as_second(), 0)?;
+    // Short windows first, so a schedule firing every minute is not walked for years.
+    for lookback in [
+        chrono::Duration::hours(1),
+        chrono::Duration::days(2),
+        chrono::Duration::days(70),
+        chrono::Duration::days(800),
+    ] {
+        let fires: Vec<_> = cron
+            .iter_from(now_chrono - lookback)
+            .take_while(|t| *t <= now_chrono)
+            .collect();
+        if let [.., second, first] = fires.as_slice() {
+            return Some((
+                Timestamp::from_second(first.timestamp()).ok()?,
+                Timestamp::from_second(second.timestamp()).ok()?,
+            ));
+        }
+    }
+    None
+}
+
+/// Reads the backup Jobs (`(succeeded at, failed at)` of each) against the schedule: healthy
+/// while the last success is no older than the run before the latest one (one missed or failed
+/// run is tolerated), or while no run is due yet for a new tenant.
+#[must_use]
+pub fn backup_health(
+    schedule: &str,
+    runs: &[(Option<Timestamp>, Option<Timestamp>)],
+    created: Timestamp,
+    now: Timestamp,
+) -> BackupReport {
+    let last_success = runs.iter().filter_map(|r| r.0).max();
+    let last_failure = runs.iter().filter_map(|r| r.1).max();
+    let status = enclave_crds::BackupStatus {
+        last_successful_time: last_success.map(Time),
+        last_failure_time: last_failure.map(Time),
+    };
+    let describe = |t: Option<Timestamp>| t.map_or_else(|| "never".to_string(), |t| t.to_string());
+    let Some((_, before_latest)) = recent_fires(schedule, now) else {
+        return BackupReport {
+            status,
+            healthy: true,
+            reason: "NotDueYet",
+            message: format!("schedule {schedule:?} has not fired yet"),
+        };
+    };
+    let (healthy, reason) = match last_success {
+        Some(success) if success >= before_latest => (true, "Recent"),
+        None if created >= before_latest => (true, "NotDueYet"),
+        _ => (false, "Overdue"),
+    };
+    BackupReport {
+        status,
+        healthy,
+        reason,
+        message: format!(
+            "last successful backup: {}; last failed: {}; schedule {schedule:?}",
+            describe(last_success),
+            describe(last_failure)
+        ),
+    }
+}
+
+/// Adds `status.backup` and `BackupHealthy`; a ready tenant with overdue backups is `Degraded`.
+pub fn with_backup(
+    status: &mut TenantStatus,
+    report: &BackupReport,
+    previous: Option<&TenantStatus>,
+    now: Timestamp,
+) {
+    status.backup = Some(report.status.clone());
+    let previous_conditions = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let generation = status.observed_generation;
+    status.conditions.push(condition(
+        BACKUP_HEALTHY,
+        report.healthy,
+        report.reason,
+        report.message.clone(),
+        generation,
+        previous_conditions,
+        now,
+    ));
+    if !report.healthy && status.phase == Some(Phase::Ready) {
+        status.phase = Some(Phase::Degraded);
+    }
+}
+
 /// The `StorageReplicated` condition type.
 pub const STORAGE_REPLICATED: &str = "StorageReplicated";
 
@@ -881,5 +992,69 @@ mod tests {
                 available: 3
             }]
         );
+    }
+
+    #[test]
+    fn schedule_fires_are_found_looking_back() {
+        let now: Timestamp = "2026-11-28T10:30:30Z".parse().expect("time");
+        let (latest, before) = recent_fires("0 2 * * *", now).expect("fires");
+        assert_eq!(latest.to_string(), "2026-11-28T02:00:00Z");
+        assert_eq!(before.to_string(), "2026-11-27T02:00:00Z");
+        let (latest, before) = recent_fires("* * * * *", now).expect("fires");
+        assert_eq!(
+            (latest.to_string(), before.to_string()),
+            ("2026-11-28T10:30:00Z".into(), "2026-11-28T10:29:00Z".into())
+        );
+        assert!(
+            recent_fires("0 0 1 1 *", now).is_some(),
+            "yearly looks back far enough"
+        );
+        assert!(recent_fires("not a schedule", now).is_none());
+    }
+
+    #[test]
+    fn backups_are_healthy_while_the_last_success_is_recent() {
+        let now: Timestamp = "2026-11-28T10:30:00Z".parse().expect("time");
+        let t = |s: &str| Some(s.parse::<Timestamp>().expect("time"));
+        let created = "2026-01-01T00:00:00Z".parse().expect("time");
+        let daily = "0 2 * * *";
+        // Last night's run succeeded.
+        let r = backup_health(daily, &[(t("2026-11-28T02:05:00Z"), None)], created, now);
+        assert_eq!((r.healthy, r.reason), (true, "Recent"));
+        // Last night's failed, the night before succeeded: one miss tolerated.
+        let r = backup_health(
+            daily,
+            &[
+                (t("2026-11-27T02:05:00Z"), None),
+                (None, t("2026-11-28T02:03:00Z")),
+            ],
+            created,
+            now,
+        );
+        assert_eq!((r.healthy, r.reason), (true, "Recent"));
+        assert_eq!(
+            r.status
+                .last_failure_time
+                .map(|t| t.0.to_string())
+                .as_deref(),
+            Some("2026-11-28T02:03:00Z")
+        );
+        // Two nights without success: overdue.
+        let r = backup_health(daily, &[(t("2026-11-26T02:05:00Z"), None)], created, now);
+        assert_eq!((r.healthy, r.reason), (false, "Overdue"));
+        assert!(r.message.contains("2026-11-26T02:05:00Z"), "{}", r.message);
+        // Never succeeded: fine for a tenant created since, overdue for an older one.
+        let r = backup_health(
+            daily,
+            &[],
+            "2026-11-28T01:00:00Z".parse().expect("time"),
+            now,
+        );
+        assert_eq!((r.healthy, r.reason), (true, "NotDueYet"));
+        let r = backup_health(daily, &[], created, now);
+        assert_eq!((r.healthy, r.reason), (false, "Overdue"));
+        let mut status = tenant_status(Some(1), &Outcome::Ready, &[], vec![], None, None, now);
+        with_backup(&mut status, &r, None, now);
+        assert_eq!(status.phase, Some(Phase::Degraded));
     }
 }

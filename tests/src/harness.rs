@@ -290,30 +290,23 @@ pub fn spawn_operator(
                 Ok(client) => client,
                 Err(error) => return eprintln!("operator client: {error:#}"),
             };
-            let base = Config {
+            let mut base = Config {
                 poll: Duration::from_millis(500),
                 namespace: OPERATOR_NAMESPACE.into(),
                 ..Config::default()
-            };
-            let configs = match enclave_operator::config::watch_file(
-                config_file,
-                base,
-                Duration::from_millis(500),
-            ) {
-                Ok(configs) => configs,
-                Err(error) => return eprintln!("operator configuration: {error}"),
             };
             let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
             if let Some(guard) = guard {
+                base.broker_url = guard.credentials_url();
                 let reporter = Reporter {
                     controller: "enclave-guard".into(),
                     instance: None,
                 };
                 let recorder = Recorder::new(client.clone(), reporter);
                 let until = until_stopped(guard_stopped);
-                if let Err(error) = enclave_operator::admission::start(
+                match enclave_operator::admission::start(
                     client.clone(),
                     guard,
                     recorder,
@@ -322,9 +315,18 @@ pub fn spawn_operator(
                 )
                 .await
                 {
-                    eprintln!("admission guard: {error}");
+                    Ok(started) => base.operator_ca = Some(started.ca_pem),
+                    Err(error) => eprintln!("admission guard: {error}"),
                 }
             }
+            let configs = match enclave_operator::config::watch_file(
+                config_file,
+                base,
+                Duration::from_millis(500),
+            ) {
+                Ok(configs) => configs,
+                Err(error) => return eprintln!("operator configuration: {error}"),
+            };
             let admin = tokio::spawn(enclave_operator::telemetry::serve(
                 admin_addr,
                 health.clone(),
@@ -355,6 +357,7 @@ pub fn local_guard(exempt_groups: &[String]) -> anyhow::Result<GuardConfig> {
     let listen = free_addr()?;
     Ok(GuardConfig {
         listen,
+        namespace: OPERATOR_NAMESPACE.into(),
         client_config: WebhookClientConfig {
             url: Some(format!(
                 "https://{listen}{}",

@@ -279,7 +279,8 @@ fn capitalised(word: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Serves the guard over TLS on `addr` until `shutdown` resolves.
+/// Serves the guard (and the credentials broker for backup pods, when given) over TLS on
+/// `addr` until `shutdown` resolves.
 ///
 /// # Errors
 /// When the certificate is unusable or the address cannot be bound.
@@ -287,6 +288,7 @@ pub async fn serve(
     addr: SocketAddr,
     certificate: &ServingCertificate,
     state: GuardState,
+    broker: Option<crate::credentials::Broker>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
@@ -295,6 +297,17 @@ pub async fn serve(
     )
     .await?;
     let app = Router::new().route(PATH, post(validate)).with_state(state);
+    let app = match broker {
+        Some(broker) => app.merge(
+            Router::new()
+                .route(
+                    crate::credentials::PATH,
+                    axum::routing::get(crate::credentials::handle),
+                )
+                .with_state(Arc::new(broker)),
+        ),
+        None => app,
+    };
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
@@ -487,6 +500,8 @@ pub struct GuardConfig {
     pub listen: SocketAddr,
     /// How the API server calls it: a URL (`https://127.0.0.1:9443/validate`) or a Service.
     pub client_config: WebhookClientConfig,
+    /// The operator's namespace, where the broker finds backup passwords and credentials.
+    pub namespace: String,
     /// Names in the serving certificate (the Service's DNS names, or 127.0.0.1).
     pub names: Vec<String>,
     /// The rules.
@@ -504,7 +519,7 @@ pub async fn start(
     recorder: Recorder,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> crate::Result<tokio::task::JoinHandle<crate::Result<()>>> {
+) -> crate::Result<Started> {
     let certificate = ServingCertificate::generate(&config.names)
         .map_err(|e| crate::Error::Certificate(e.to_string()))?;
     let state = GuardState {
@@ -514,7 +529,14 @@ pub async fn start(
     };
     let ca_pem = certificate.ca_pem.clone();
     let listen = config.listen;
-    let server = tokio::spawn(async move { serve(listen, &certificate, state, shutdown).await });
+    let broker = crate::credentials::Broker {
+        client: client.clone(),
+        namespace: config.namespace.clone(),
+    };
+    let server =
+        tokio::spawn(
+            async move { serve(listen, &certificate, state, Some(broker), shutdown).await },
+        );
     // Wait until the port answers, so the API server never calls a guard not yet listening.
     for _ in 0..50 {
         if tokio::net::TcpStream::connect(listen).await.is_ok() {
@@ -527,5 +549,34 @@ pub async fn start(
     let live = api.get_opt(WEBHOOK_CONFIGURATION).await?;
     crate::apply::apply(&api, &desired, live.as_ref()).await?;
     tracing::info!("admission guard configured");
-    Ok(server)
+    Ok(Started { server, ca_pem })
+}
+
+/// The guard, started.
+pub struct Started {
+    /// Its server task.
+    pub server: tokio::task::JoinHandle<crate::Result<()>>,
+    /// The CA its certificate chains to: the webhook's `caBundle`, and what backup pods trust
+    /// when they fetch their credentials.
+    pub ca_pem: String,
+}
+
+impl GuardConfig {
+    /// Where pods reach the credentials broker: the guard's URL or Service, at
+    /// [`crate::credentials::PATH`].
+    #[must_use]
+    pub fn credentials_url(&self) -> Option<String> {
+        if let Some(url) = &self.client_config.url {
+            let base = url.strip_suffix(PATH).unwrap_or(url);
+            return Some(format!("{base}{}", crate::credentials::PATH));
+        }
+        let service = self.client_config.service.as_ref()?;
+        Some(format!(
+            "https://{}.{}.svc:{}{}",
+            service.name,
+            service.namespace,
+            service.port.unwrap_or(443),
+            crate::credentials::PATH
+        ))
+    }
 }

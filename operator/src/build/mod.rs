@@ -2,6 +2,7 @@
 //! every rule of the product is unit-tested here.
 
 pub mod access;
+pub mod backup;
 pub mod cidr;
 pub mod namespaces;
 pub mod network;
@@ -64,6 +65,8 @@ pub struct Desired {
     pub workloads: workloads::WorkloadObjects,
     /// Storage classes, claims and encryption keys of the volumes.
     pub storage: storage::StorageObjects,
+    /// Backup CronJobs and what they run as.
+    pub backup: backup::BackupObjects,
 }
 
 /// Validates what the schema cannot, then builds the tenant's objects.
@@ -74,14 +77,24 @@ pub struct Desired {
 pub fn desired(tenant: &Tenant, config: &Config) -> Result<Desired, Invalid> {
     let identity = Identity::of(tenant)?;
     network::validate(tenant, &config.network)?;
+    let backup = backup::backup_objects(
+        tenant,
+        &identity,
+        &config.backup,
+        &config.namespace,
+        (config.operator_ca.as_deref(), config.broker_url.as_deref()),
+    )?;
+    let mut network_policies = network::zone_policies(tenant, &identity, &config.network);
+    network_policies.extend(backup.network_policies.iter().cloned());
     Ok(Desired {
         namespaces: namespaces::zone_namespaces(tenant, &identity),
-        network_policies: network::zone_policies(tenant, &identity, &config.network),
+        network_policies,
         role_bindings: access::role_bindings(tenant, &identity),
         resource_quotas: quota::resource_quotas(tenant, &identity),
         limit_ranges: quota::limit_ranges(tenant, &identity),
         workloads: workloads::workload_objects(tenant, &identity, &config.images)?,
         storage: storage::storage_objects(tenant, &identity, config)?,
+        backup,
     })
 }
 

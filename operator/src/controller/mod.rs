@@ -167,6 +167,18 @@ pub async fn run(
             by_tenant_label,
         )
         .watches(
+            Api::<k8s_openapi::api::batch::v1::CronJob>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            owning_tenant,
+        )
+        // Backup Jobs (owned by their CronJob) carry the tenant's labels: their outcome is
+        // the tenant's backup status.
+        .watches(
+            Api::<k8s_openapi::api::batch::v1::Job>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            by_tenant_label,
+        )
+        .watches(
             Api::<PodDisruptionBudget>::all(client.clone()),
             watcher::Config::default().labels(&managed),
             owning_tenant,
@@ -397,6 +409,14 @@ impl Reconcile<'_> {
             .await?;
         self.apply_stateful_sets(&desired.workloads.stateful_sets)
             .await?;
+        // Backups: the password first (created once), then what the CronJobs need, then them.
+        if let Some(password) = &desired.backup.password {
+            self.ensure_key(password).await?;
+        }
+        self.apply_namespaced(&desired.backup.service_accounts)
+            .await?;
+        self.apply_namespaced(&desired.backup.operator_ca).await?;
+        self.apply_namespaced(&desired.backup.cron_jobs).await?;
 
         // sweep
         self.sweep_namespaced(&identity, &desired.network_policies)
@@ -410,6 +430,10 @@ impl Reconcile<'_> {
         self.sweep_namespaced(&identity, &desired.workloads.deployments)
             .await?;
         self.sweep_namespaced(&identity, &desired.workloads.stateful_sets)
+            .await?;
+        self.sweep_namespaced(&identity, &desired.backup.cron_jobs)
+            .await?;
+        self.sweep_namespaced(&identity, &desired.backup.service_accounts)
             .await?;
         self.sweep_namespaced(&identity, &desired.workloads.disruption_budgets)
             .await?;
@@ -1278,6 +1302,13 @@ impl Reconcile<'_> {
         if !matches!(outcome, Outcome::Decommissioning { .. } | Outcome::Purged) {
             self.storage_status(&mut status, previous).await?;
         }
+        if let Some(backup) = &self.tenant.spec.backup
+            && !matches!(outcome, Outcome::Purged)
+        {
+            self.backup_status(&mut status, backup, previous).await?;
+        } else {
+            status.backup = None;
+        }
         if self.tenant.spec.tls.is_some() {
             crate::status::with_certificate(&mut status, certificate, previous, Timestamp::now());
         } else {
@@ -1338,6 +1369,61 @@ impl Reconcile<'_> {
                 .to_string();
             self.publish(type_, &reason, "Reconcile", note).await;
         }
+        Ok(())
+    }
+
+    /// Adds `status.backup` and `BackupHealthy`, from the backup Jobs the API server holds.
+    async fn backup_status(
+        &self,
+        status: &mut TenantStatus,
+        backup: &enclave_crds::Backup,
+        previous: Option<&TenantStatus>,
+    ) -> Result<()> {
+        let Ok(identity) = Identity::of(self.tenant) else {
+            return Ok(());
+        };
+        let jobs = Api::<k8s_openapi::api::batch::v1::Job>::all(self.ctx.client.clone())
+            .list(&ListParams::default().labels(&format!(
+                "{},{}=true",
+                identity.selector(),
+                build::backup::BACKUP
+            )))
+            .await?;
+        let finished = |job: &k8s_openapi::api::batch::v1::Job, type_: &str| {
+            job.status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == "True")
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0)
+        };
+        let runs: Vec<_> = jobs
+            .items
+            .iter()
+            .map(|job| (finished(job, "Complete"), finished(job, "Failed")))
+            .collect();
+        let created = self
+            .tenant
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or_else(Timestamp::now, |t| t.0);
+        let report =
+            crate::status::backup_health(&backup.schedule, &runs, created, Timestamp::now());
+        if !report.healthy
+            && condition_reason(previous, crate::status::BACKUP_HEALTHY) != Some(report.reason)
+        {
+            self.publish(
+                EventType::Warning,
+                "BackupOverdue",
+                "Observe",
+                report.message.clone(),
+            )
+            .await;
+        }
+        crate::status::with_backup(status, &report, previous, Timestamp::now());
         Ok(())
     }
 

@@ -1,0 +1,596 @@
+//! Backups (R10): in each zone holding volumes, a CronJob runs restic over every claim of the
+//! zone into the tenant's repository (`<bucket>/enclave/<tenant uid>`): incremental,
+//! deduplicated, encrypted. The repository password and the store's credentials never land in
+//! a tenant namespace: an init container fetches them from the operator with a short-lived,
+//! audience-bound service account token, into memory shared with the restic container.
+
+use super::{Identity, Invalid, storage};
+use crate::config::BackupConfig;
+use enclave_crds::{Backup, Tenant};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ProjectedVolumeSource, SeccompProfile, SecurityContext, ServiceAccount,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+/// Name of the CronJob and of the service account its pods run as, in each zone.
+pub const NAME: &str = "enclave-backup";
+/// Audience of the token the backup pods present to the operator.
+pub const AUDIENCE: &str = "enclave-backup";
+/// Label on backup Jobs and pods.
+pub const BACKUP: &str = "enclave.dev/backup";
+/// ConfigMap holding the CA that signs the operator's endpoint, in each zone with backups.
+pub const OPERATOR_CA: &str = "enclave-operator-ca";
+/// Where the credentials are written (memory), for the restic container.
+pub const CREDENTIALS_DIR: &str = "/run/enclave";
+/// Where the claims are mounted, one directory each.
+pub const DATA_ROOT: &str = "/data";
+/// Entries the credentials directory holds.
+pub const PASSWORD_FILE: &str = "restic-password";
+/// The store's access key id.
+pub const ACCESS_KEY_FILE: &str = "aws-access-key-id";
+/// The store's secret access key.
+pub const SECRET_KEY_FILE: &str = "aws-secret-access-key";
+
+/// What the restic container runs, with the environment of [`backup_env`]. Initialises the
+/// repository on first use, clears stale locks (a pod killed mid-run leaves one), backs up,
+/// then applies the retention with `forget --prune`. `--retry-lock` waits out another zone's
+/// prune instead of failing.
+pub const BACKUP_SCRIPT: &str = r#"set -eu
+AWS_ACCESS_KEY_ID=$(cat "$CREDENTIALS_DIR/aws-access-key-id")
+AWS_SECRET_ACCESS_KEY=$(cat "$CREDENTIALS_DIR/aws-secret-access-key")
+export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+restic cat config >/dev/null 2>&1 || restic init
+restic unlock
+restic backup --retry-lock 30m --json --host "$BACKUP_HOST" --tag "$BACKUP_TAG" "$BACKUP_ROOT"
+restic forget --retry-lock 30m --host "$BACKUP_HOST" --tag "$BACKUP_TAG" --prune \
+  --keep-daily "$KEEP_DAILY" --keep-weekly "$KEEP_WEEKLY" --keep-monthly "$KEEP_MONTHLY"
+"#;
+
+/// The objects of the tenant's backups.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BackupObjects {
+    /// One per zone with volumes: who the backup pods run as.
+    pub service_accounts: Vec<ServiceAccount>,
+    /// One per zone with volumes.
+    pub cron_jobs: Vec<CronJob>,
+    /// The CA of the operator's endpoint, per zone with volumes.
+    pub operator_ca: Vec<ConfigMap>,
+    /// The repository password, created once in the operator's namespace.
+    pub password: Option<storage::KeySecret>,
+    /// Egress of the backup pods: the operator (credentials) and the object store (HTTPS).
+    pub network_policies: Vec<NetworkPolicy>,
+}
+
+/// The name of the Secret, in the operator's namespace, holding a tenant's repository password.
+#[must_use]
+pub fn password_secret_name(tenant: &str) -> String {
+    format!("enclave-backup-{tenant}")
+}
+
+/// The tenant's restic repository: one per tenant, keyed by its uid.
+#[must_use]
+pub fn repository(backup: &Backup, uid: &str) -> String {
+    format!(
+        "s3:{}/{}/enclave/{uid}",
+        backup.destination.endpoint.trim_end_matches('/'),
+        backup.destination.bucket
+    )
+}
+
+/// The environment of the restic container of `zone`.
+#[must_use]
+pub fn backup_env(backup: &Backup, identity: &Identity, zone: &str) -> Vec<(String, String)> {
+    let r = &backup.retention;
+    [
+        ("RESTIC_REPOSITORY", repository(backup, &identity.uid)),
+        (
+            "RESTIC_PASSWORD_FILE",
+            format!("{CREDENTIALS_DIR}/{PASSWORD_FILE}"),
+        ),
+        ("RESTIC_CACHE_DIR", "/cache".into()),
+        ("CREDENTIALS_DIR", CREDENTIALS_DIR.into()),
+        ("BACKUP_ROOT", DATA_ROOT.into()),
+        ("BACKUP_HOST", identity.name.clone()),
+        ("BACKUP_TAG", zone.into()),
+        ("KEEP_DAILY", r.daily.to_string()),
+        ("KEEP_WEEKLY", r.weekly.to_string()),
+        ("KEEP_MONTHLY", r.monthly.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn restricted() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn empty_dir(name: &str, memory: bool) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: memory.then(|| "Memory".into()),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The backup objects of every zone holding volumes; none without `spec.backup`. Backups are
+/// suspended while the tenant is stopped, so the last state before a decommissioning stays.
+///
+/// # Errors
+/// [`Invalid`] when the schedule is not a cron schedule.
+pub fn backup_objects(
+    tenant: &Tenant,
+    identity: &Identity,
+    config: &BackupConfig,
+    namespace: &str,
+    operator: (Option<&str>, Option<&str>),
+) -> Result<BackupObjects, Invalid> {
+    let (operator_ca, broker_url) = operator;
+    let credentials_url = config
+        .credentials_url
+        .as_deref()
+        .or(broker_url)
+        .unwrap_or("https://enclave-operator.enclave-system.svc:9443/credentials")
+        .to_string();
+    let mut objects = BackupObjects::default();
+    let Some(backup) = &tenant.spec.backup else {
+        return Ok(objects);
+    };
+    if croner::Cron::new(&backup.schedule).parse().is_err() {
+        return Err(Invalid {
+            reason: "InvalidSchedule",
+            message: format!(
+                "spec.backup.schedule {:?} is not a cron schedule such as \"0 2 * * *\"",
+                backup.schedule
+            ),
+        });
+    }
+    objects.password = Some(storage::KeySecret {
+        secret: k8s_openapi::api::core::v1::Secret {
+            metadata: ObjectMeta {
+                name: Some(password_secret_name(&identity.name)),
+                namespace: Some(namespace.into()),
+                labels: Some(identity.labels()),
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".into()),
+            ..k8s_openapi::api::core::v1::Secret::default()
+        },
+        key_fields: ["password".to_string()].into(),
+    });
+    let mut claims_by_zone: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for volume in &tenant.spec.volumes {
+        claims_by_zone
+            .entry(volume.zone.as_str())
+            .or_default()
+            .extend(storage::claim_names(tenant, volume));
+    }
+    for (zone, claims) in claims_by_zone {
+        let mut meta = identity.zone_object(tenant, zone, NAME);
+        objects.service_accounts.push(ServiceAccount {
+            metadata: meta.clone(),
+            // The only token its pods get is the projected, audience-bound one below.
+            automount_service_account_token: Some(false),
+            ..ServiceAccount::default()
+        });
+        if let Some(ca) = operator_ca {
+            objects.operator_ca.push(ConfigMap {
+                metadata: identity.zone_object(tenant, zone, OPERATOR_CA),
+                data: Some(BTreeMap::from([("ca.crt".to_string(), ca.to_string())])),
+                ..ConfigMap::default()
+            });
+        }
+        let mut pod_labels = meta.labels.clone().unwrap_or_default();
+        pod_labels.insert(BACKUP.into(), "true".into());
+        objects.network_policies.push(NetworkPolicy {
+            metadata: identity.zone_object(tenant, zone, "enclave-backup-egress"),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(BACKUP.to_string(), "true".to_string())])),
+                    ..LabelSelector::default()
+                }),
+                policy_types: Some(vec!["Egress".into()]),
+                egress: Some(vec![
+                    // The operator's credentials broker.
+                    NetworkPolicyEgressRule {
+                        to: Some(vec![NetworkPolicyPeer {
+                            namespace_selector: Some(LabelSelector {
+                                match_labels: Some(BTreeMap::from([(
+                                    "kubernetes.io/metadata.name".to_string(),
+                                    namespace.to_string(),
+                                )])),
+                                ..LabelSelector::default()
+                            }),
+                            ..NetworkPolicyPeer::default()
+                        }]),
+                        ports: None,
+                    },
+                    // The object store, outside the cluster, over HTTPS.
+                    NetworkPolicyEgressRule {
+                        to: Some(vec![NetworkPolicyPeer {
+                            ip_block: Some(IPBlock {
+                                cidr: "0.0.0.0/0".into(),
+                                except: None,
+                            }),
+                            ..NetworkPolicyPeer::default()
+                        }]),
+                        ports: Some(vec![NetworkPolicyPort {
+                            port: Some(IntOrString::Int(443)),
+                            protocol: Some("TCP".into()),
+                            ..NetworkPolicyPort::default()
+                        }]),
+                    },
+                ]),
+                ..NetworkPolicySpec::default()
+            }),
+        });
+        meta.labels = Some(pod_labels.clone());
+        let mut volumes = vec![
+            empty_dir("credentials", true),
+            empty_dir("cache", false),
+            empty_dir("tmp", false),
+            Volume {
+                name: "token".into(),
+                projected: Some(ProjectedVolumeSource {
+                    sources: Some(vec![VolumeProjection {
+                        service_account_token: Some(ServiceAccountTokenProjection {
+                            audience: Some(AUDIENCE.into()),
+                            expiration_seconds: Some(600),
+                            path: "token".into(),
+                        }),
+                        ..VolumeProjection::default()
+                    }]),
+                    ..ProjectedVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "operator-ca".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: OPERATOR_CA.into(),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ];
+        let mut data_mounts = vec![
+            mount("credentials", CREDENTIALS_DIR, true),
+            mount("cache", "/cache", false),
+            mount("tmp", "/tmp", false),
+        ];
+        for claim in &claims {
+            volumes.push(Volume {
+                name: format!("data-{claim}"),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.clone(),
+                    read_only: Some(true),
+                }),
+                ..Volume::default()
+            });
+            data_mounts.push(mount(
+                &format!("data-{claim}"),
+                &format!("{DATA_ROOT}/{claim}"),
+                true,
+            ));
+        }
+        let env = backup_env(backup, identity, zone)
+            .into_iter()
+            .map(|(name, value)| EnvVar {
+                name,
+                value: Some(value),
+                ..EnvVar::default()
+            })
+            .collect();
+        let pod = PodSpec {
+            service_account_name: Some(NAME.into()),
+            automount_service_account_token: Some(false),
+            restart_policy: Some("Never".into()),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(65_532),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..SeccompProfile::default()
+                }),
+                ..PodSecurityContext::default()
+            }),
+            init_containers: Some(vec![Container {
+                name: "credentials".into(),
+                image: Some(config.credentials_image.clone()),
+                args: Some(vec![
+                    "credentials".into(),
+                    "--url".into(),
+                    credentials_url.clone(),
+                    "--token".into(),
+                    "/var/run/secrets/enclave/token".into(),
+                    "--ca".into(),
+                    "/var/run/secrets/enclave-ca/ca.crt".into(),
+                    "--out".into(),
+                    CREDENTIALS_DIR.into(),
+                ]),
+                volume_mounts: Some(vec![
+                    mount("credentials", CREDENTIALS_DIR, false),
+                    mount("token", "/var/run/secrets/enclave", true),
+                    mount("operator-ca", "/var/run/secrets/enclave-ca", true),
+                ]),
+                security_context: Some(restricted()),
+                ..Container::default()
+            }]),
+            containers: vec![Container {
+                name: "restic".into(),
+                image: Some(config.image.clone()),
+                command: Some(vec!["/bin/sh".into(), "-c".into(), BACKUP_SCRIPT.into()]),
+                env: Some(env),
+                volume_mounts: Some(data_mounts),
+                security_context: Some(restricted()),
+                ..Container::default()
+            }],
+            volumes: Some(volumes),
+            ..PodSpec::default()
+        };
+        objects.cron_jobs.push(CronJob {
+            metadata: meta.clone(),
+            spec: Some(CronJobSpec {
+                schedule: backup.schedule.clone(),
+                time_zone: Some("Etc/UTC".into()),
+                // One backup of a zone at a time; a late one is skipped, not piled up.
+                concurrency_policy: Some("Forbid".into()),
+                starting_deadline_seconds: Some(3600),
+                suspend: Some(!tenant.is_running()),
+                successful_jobs_history_limit: Some(3),
+                failed_jobs_history_limit: Some(3),
+                job_template: JobTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(pod_labels.clone()),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(JobSpec {
+                        backoff_limit: Some(2),
+                        active_deadline_seconds: Some(6 * 3600),
+                        template: PodTemplateSpec {
+                            metadata: Some(ObjectMeta {
+                                labels: Some(pod_labels),
+                                ..ObjectMeta::default()
+                            }),
+                            spec: Some(pod),
+                        },
+                        ..JobSpec::default()
+                    }),
+                },
+            }),
+            ..CronJob::default()
+        });
+    }
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::tenant;
+    use enclave_crds::{BackupDestination, BackupRetention, LifecycleState, Volume};
+
+    fn backed_up() -> Tenant {
+        let mut t = tenant("acme");
+        t.spec.volumes = vec![
+            Volume {
+                name: "db".into(),
+                zone: "data".into(),
+                size: "1Gi".into(),
+                replicas: 3,
+                ..Volume::default()
+            },
+            Volume {
+                name: "files".into(),
+                zone: "data".into(),
+                size: "1Gi".into(),
+                replicas: 3,
+                ..Volume::default()
+            },
+        ];
+        t.spec.backup = Some(Backup {
+            schedule: "0 2 * * *".into(),
+            retention: BackupRetention {
+                daily: 7,
+                weekly: 4,
+                monthly: 6,
+            },
+            destination: BackupDestination {
+                endpoint: "https://s3.example/".into(),
+                bucket: "backups".into(),
+                credentials_secret: "acme-s3".into(),
+            },
+        });
+        t
+    }
+
+    fn build(t: &Tenant) -> BackupObjects {
+        backup_objects(
+            t,
+            &Identity::of(t).expect("identity"),
+            &BackupConfig::default(),
+            "enclave-system",
+            (Some("CA"), Some("https://127.0.0.1:9443/credentials")),
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn one_cron_job_per_zone_with_volumes_backing_up_every_claim_read_only() {
+        let objects = build(&backed_up());
+        assert_eq!(objects.cron_jobs.len(), 1);
+        let cron = &objects.cron_jobs[0];
+        assert_eq!(cron.metadata.namespace.as_deref(), Some("acme-data"));
+        let spec = cron.spec.as_ref().expect("spec");
+        assert_eq!(spec.schedule, "0 2 * * *");
+        assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+        assert_eq!(spec.suspend, Some(false));
+        let pod = spec
+            .job_template
+            .spec
+            .as_ref()
+            .and_then(|j| j.template.spec.as_ref())
+            .expect("pod");
+        let claims: Vec<_> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.persistent_volume_claim.as_ref())
+            .map(|c| (c.claim_name.as_str(), c.read_only))
+            .collect();
+        assert_eq!(claims, [("db", Some(true)), ("files", Some(true))]);
+        let mounts: Vec<_> = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert!(mounts.contains(&"/data/db") && mounts.contains(&"/data/files"));
+        assert_eq!(
+            objects.service_accounts[0].automount_service_account_token,
+            Some(false)
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn repository_is_per_tenant_uid_and_no_secret_is_referenced() {
+        let objects = build(&backed_up());
+        let pod = objects.cron_jobs[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.job_template.spec.as_ref())
+            .and_then(|j| j.template.spec.as_ref())
+            .expect("pod");
+        let env: BTreeMap<_, _> = pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            env["RESTIC_REPOSITORY"],
+            "s3:https://s3.example/backups/enclave/uid-acme"
+        );
+        assert_eq!(env["RESTIC_PASSWORD_FILE"], "/run/enclave/restic-password");
+        assert_eq!(env["KEEP_DAILY"], "7");
+        // Nothing comes from a Secret of the tenant's namespace.
+        let all = serde_json::to_string(&objects.cron_jobs[0]).expect("json");
+        assert!(!all.contains("secretKeyRef") && !all.contains("\"secret\":"));
+        // Credentials live in memory, fetched with an audience-bound token.
+        let credentials = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "credentials")
+            .and_then(|v| v.empty_dir.as_ref())
+            .and_then(|e| e.medium.as_deref());
+        assert_eq!(credentials, Some("Memory"));
+        let token = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find_map(|v| v.projected.as_ref())
+            .and_then(|p| p.sources.as_ref())
+            .and_then(|s| s[0].service_account_token.as_ref())
+            .expect("token");
+        assert_eq!(token.audience.as_deref(), Some(AUDIENCE));
+        assert_eq!(token.expiration_seconds, Some(600));
+    }
+
+    #[test]
+    fn stopped_tenants_keep_their_last_backup_state() {
+        let mut t = backed_up();
+        t.spec.lifecycle.state = LifecycleState::Decommissioned;
+        let objects = build(&t);
+        assert_eq!(
+            objects.cron_jobs[0].spec.as_ref().and_then(|s| s.suspend),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn the_password_is_generated_in_the_operator_namespace() {
+        let objects = build(&backed_up());
+        let password = objects.password.expect("password");
+        assert_eq!(
+            password.secret.metadata.namespace.as_deref(),
+            Some("enclave-system")
+        );
+        assert_eq!(
+            password.secret.metadata.name.as_deref(),
+            Some("enclave-backup-acme")
+        );
+        assert_eq!(password.key_fields, ["password".to_string()].into());
+        assert!(
+            password.secret.string_data.is_none(),
+            "no key material in the builder"
+        );
+    }
+
+    #[test]
+    fn a_schedule_that_is_not_cron_is_refused() {
+        let mut t = backed_up();
+        if let Some(b) = t.spec.backup.as_mut() {
+            b.schedule = "every night".into();
+        }
+        let error = backup_objects(
+            &t,
+            &Identity::of(&t).expect("identity"),
+            &BackupConfig::default(),
+            "x",
+            (None, None),
+        )
+        .expect_err("invalid");
+        assert_eq!(error.reason, "InvalidSchedule");
+    }
+
+    #[test]
+    fn no_backup_section_no_objects() {
+        let mut t = backed_up();
+        t.spec.backup = None;
+        assert_eq!(build(&t), BackupObjects::default());
+    }
+
+    #[test]
+    fn the_script_initialises_unlocks_backs_up_and_prunes() {
+        let steps: Vec<&str> = BACKUP_SCRIPT
+            .lines()
+            .filter(|l| l.starts_with("restic "))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or_default())
+            .collect();
+        assert_eq!(steps, ["cat", "unlock", "backup", "forget"]);
+        assert!(BACKUP_SCRIPT.contains("--prune"));
+    }
+}

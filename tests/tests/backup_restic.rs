@@ -1,0 +1,322 @@
+//! The backup Job's exact script and environment, run with a real restic (built from its Go
+//! module by `hack/build-restic.sh`) against a local repository: a first backup, an incremental
+//! second one, retention applied, a restore giving identical bytes, and a repository that
+//! cannot be read without the password.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use anyhow::{Context as _, Result, bail};
+use enclave_crds::Tenant;
+use enclave_operator::build::Identity;
+use enclave_operator::build::backup::{self, CREDENTIALS_DIR};
+use enclave_operator::config::BackupConfig;
+use enclave_tests::controlplane::repo_root;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// restic's directory: `$ENCLAVE_RESTIC_DIR`, or what `hack/build-restic.sh` builds.
+fn restic_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("ENCLAVE_RESTIC_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let output = Command::new("bash")
+        .arg(repo_root().join("hack/build-restic.sh"))
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !output.status.success() {
+        bail!("hack/build-restic.sh failed");
+    }
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim(),
+    ))
+}
+
+/// The restic container of the backup CronJob the operator builds for a tenant.
+fn backup_container() -> Result<(Vec<String>, BTreeMap<String, String>)> {
+    let mut tenant: Tenant = serde_json::from_value(json!({
+        "apiVersion": "enclave.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "acme"},
+        "spec": {
+            "volumes": [{"name": "db", "zone": "data", "size": "1Gi"}, {"name": "files", "zone": "data", "size": "1Gi"}],
+            "backup": {"schedule": "0 2 * * *", "retention": {"daily": 7, "weekly": 4, "monthly": 6},
+                       "destination": {"endpoint": "https://s3.example", "bucket": "backups", "credentialsSecret": "acme-s3"}}
+        }
+    }))?;
+    tenant.metadata.uid = Some("0b4c7a52-uid".into());
+    let identity = Identity::of(&tenant).map_err(|e| anyhow::anyhow!(e.message))?;
+    let objects = backup::backup_objects(
+        &tenant,
+        &identity,
+        &BackupConfig::default(),
+        "enclave-system",
+        (None, None),
+    )
+    .map_err(|e| anyhow::anyhow!(e.message))?;
+    let pod = objects.cron_jobs[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.job_template.spec.as_ref())
+        .and_then(|j| j.template.spec.clone())
+        .context("pod")?;
+    let container = pod
+        .containers
+        .into_iter()
+        .find(|c| c.name == "restic")
+        .context("restic container")?;
+    let command = container.command.context("command")?;
+    let env = container
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_default()))
+        .collect();
+    Ok((command, env))
+}
+
+struct Sandbox {
+    root: PathBuf,
+    restic: PathBuf,
+}
+
+impl Sandbox {
+    fn new() -> Result<Self> {
+        let root = std::env::temp_dir().join(format!("enclave-restic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for dir in [
+            "repo",
+            "data/db",
+            "data/files",
+            "credentials",
+            "cache",
+            "restore",
+        ] {
+            std::fs::create_dir_all(root.join(dir))?;
+        }
+        std::fs::write(
+            root.join("credentials/restic-password"),
+            "correct horse battery staple",
+        )?;
+        std::fs::write(root.join("credentials/aws-access-key-id"), "unused-locally")?;
+        std::fs::write(
+            root.join("credentials/aws-secret-access-key"),
+            "unused-locally",
+        )?;
+        Ok(Self {
+            root,
+            restic: restic_dir()?.join("bin"),
+        })
+    }
+
+    /// The Job's environment, with its paths moved into the sandbox: the repository (local
+    /// instead of S3), the credentials directory, the cache and the data root.
+    fn env(&self, job_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut env = job_env.clone();
+        let path = |p: &str| self.root.join(p).display().to_string();
+        env.insert("RESTIC_REPOSITORY".into(), path("repo"));
+        env.insert("CREDENTIALS_DIR".into(), path("credentials"));
+        env.insert(
+            "RESTIC_PASSWORD_FILE".into(),
+            job_env["RESTIC_PASSWORD_FILE"].replace(CREDENTIALS_DIR, &path("credentials")),
+        );
+        env.insert("RESTIC_CACHE_DIR".into(), path("cache"));
+        env.insert("BACKUP_ROOT".into(), path("data"));
+        env.insert(
+            "PATH".into(),
+            format!(
+                "{}:{}",
+                self.restic.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
+        env
+    }
+
+    fn run(command: &[String], env: &BTreeMap<String, String>) -> Result<String> {
+        let output = Command::new(&command[0])
+            .args(&command[1..])
+            .env_clear()
+            .envs(env)
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "backup script failed: {}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn restic(&self, env: &BTreeMap<String, String>, args: &[&str]) -> std::process::Output {
+        Command::new(self.restic.join("restic"))
+            .args(args)
+            .env_clear()
+            .envs(env)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn summary(stdout: &str) -> Result<Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message_type"] == "summary")
+        .context("a backup summary line")
+}
+
+/// Deterministic, incompressible-enough bytes.
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+fn files_under(dir: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            for (p, b) in files_under(&path)? {
+                out.insert(p, b);
+            }
+        } else {
+            out.insert(path.clone(), std::fs::read(&path)?);
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn the_backup_jobs_script_round_trips_with_restic() -> Result<()> {
+    let (command, job_env) = backup_container()?;
+    assert_eq!(command[..2], ["/bin/sh", "-c"]);
+    assert_eq!(command[2], backup::BACKUP_SCRIPT);
+    assert_eq!(
+        job_env["RESTIC_REPOSITORY"],
+        "s3:https://s3.example/backups/enclave/0b4c7a52-uid"
+    );
+    let sandbox = Sandbox::new()?;
+    let env = sandbox.env(&job_env);
+    std::fs::write(sandbox.root.join("data/db/base.sql"), bytes(1, 512 * 1024))?;
+    std::fs::write(
+        sandbox.root.join("data/files/logo.png"),
+        bytes(2, 256 * 1024),
+    )?;
+
+    // First run: the repository is created and everything is new.
+    let first = summary(&Sandbox::run(&command, &env)?)?;
+    println!("first backup: {first}");
+    assert_eq!(first["files_new"], 2);
+    let first_added = first["data_added"].as_u64().context("data_added")?;
+    assert!(first_added >= 768 * 1024, "{first_added}");
+
+    // Second run, one file added: incremental, only the new bytes are added.
+    std::fs::write(
+        sandbox.root.join("data/files/report.pdf"),
+        bytes(3, 64 * 1024),
+    )?;
+    let second = summary(&Sandbox::run(&command, &env)?)?;
+    println!("second backup: {second}");
+    assert_eq!(
+        (
+            second["files_new"].as_u64(),
+            second["files_unmodified"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    let second_added = second["data_added"].as_u64().context("data_added")?;
+    assert!(
+        second_added >= 64 * 1024 && second_added < first_added / 4,
+        "incremental: {second_added} bytes added after {first_added}"
+    );
+    // Third run, nothing changed: no file data added (only a little directory metadata).
+    let third = summary(&Sandbox::run(&command, &env)?)?;
+    println!("third backup: {third}");
+    assert_eq!(
+        (third["files_new"].as_u64(), third["files_changed"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(
+        third["data_added"].as_u64().is_some_and(|b| b < 4096),
+        "{third}"
+    );
+
+    // Retention ran after each backup: of three snapshots of one day, keep-daily keeps the
+    // newest and restic the oldest; the middle one is forgotten.
+    let listed = sandbox.restic(&env, &["snapshots", "--json"]);
+    assert!(listed.status.success());
+    let snapshots: Vec<Value> = serde_json::from_slice(&listed.stdout)?;
+    let ids: Vec<&str> = snapshots.iter().filter_map(|s| s["id"].as_str()).collect();
+    let expected: Vec<&str> = [&first, &third]
+        .iter()
+        .filter_map(|s| s["snapshot_id"].as_str())
+        .collect();
+    assert_eq!(ids, expected, "forget --prune applied the retention");
+    assert_eq!(snapshots[0]["hostname"], "acme");
+    assert_eq!(snapshots[0]["tags"], json!(["data"]));
+
+    // Restore gives back identical bytes.
+    let root = sandbox.root.join("data").display().to_string();
+    let target = sandbox.root.join("restore");
+    let restored = sandbox.restic(
+        &env,
+        &[
+            "restore",
+            &format!("latest:{root}"),
+            "--target",
+            &target.display().to_string(),
+        ],
+    );
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    let original = files_under(&sandbox.root.join("data"))?;
+    let back = files_under(&target)?;
+    assert_eq!(original.len(), 3);
+    for (path, content) in &original {
+        let relative = path.strip_prefix(sandbox.root.join("data"))?;
+        assert_eq!(
+            back.get(&target.join(relative)),
+            Some(content),
+            "{}",
+            relative.display()
+        );
+    }
+
+    // Without the password, nothing can be read.
+    let wrong = sandbox.root.join("credentials/wrong-password");
+    std::fs::write(&wrong, "not the password")?;
+    let mut bad = env.clone();
+    bad.insert("RESTIC_PASSWORD_FILE".into(), wrong.display().to_string());
+    let refused = sandbox.restic(&bad, &["snapshots"]);
+    assert_eq!(refused.status.code(), Some(12), "wrong password exit code");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("wrong password"));
+    // And the repository's files hold none of the data in the clear.
+    let needle = &bytes(1, 512 * 1024)[..64];
+    for (_, content) in files_under(&sandbox.root.join("repo"))? {
+        assert!(
+            !content.windows(needle.len()).any(|w| w == needle),
+            "plaintext in the repository"
+        );
+    }
+    Ok(())
+}
