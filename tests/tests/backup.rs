@@ -1,0 +1,238 @@
+//! Backups on the real control plane: the CronJob the operator keeps, its Jobs' outcomes (kwok
+//! completes or fails the pods) in `status.backup` and `BackupHealthy`, and the credentials
+//! broker answering only a tenant's backup service account, with a token the API server
+//! reviews.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use anyhow::{Context as _, Result};
+use enclave_crds::Tenant;
+use enclave_operator::credentials;
+use enclave_tests::harness::{OPERATOR_NAMESPACE, env, eventually};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, Secret, ServiceAccount};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+async fn tenant_with_backups(client: &kube::Client, name: &str, zone: &str) -> Result<()> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let store: Secret = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-s3")},
+        "stringData": {"AWS_ACCESS_KEY_ID": format!("{name}-key-id"), "AWS_SECRET_ACCESS_KEY": format!("{name}-secret")}
+    }))?;
+    secrets.create(&PostParams::default(), &store).await?;
+    let tenant: Tenant = serde_json::from_value(json!({
+        "apiVersion": "enclave.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name},
+        "spec": {
+            "zones": [{"name": zone}],
+            "volumes": [{"name": "db", "zone": zone, "size": "1Gi"}],
+            "backup": {"schedule": "* * * * *",
+                       "destination": {"endpoint": "https://s3.example", "bucket": "backups", "credentialsSecret": format!("{name}-s3")}}
+        }
+    }))?;
+    Api::<Tenant>::all(client.clone())
+        .create(&PostParams::default(), &tenant)
+        .await?;
+    // A volume for the claim, so backup pods can be scheduled.
+    let namespace = format!("{name}-{zone}");
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": format!("pv-{name}")},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": "enclave-default-r3-encrypted",
+                 "csi": {"driver": "driver.longhorn.io", "volumeHandle": name},
+                 "claimRef": {"namespace": namespace, "name": "db"}}
+    }))?;
+    Api::<PersistentVolume>::all(client.clone())
+        .create(&PostParams::default(), &pv)
+        .await?;
+    Ok(())
+}
+
+/// Runs the CronJob now, as `kubectl create job --from=cronjob/...` does.
+async fn run_now(client: &kube::Client, namespace: &str, job: &str) -> Result<CronJob> {
+    let crons = Api::<CronJob>::namespaced(client.clone(), namespace);
+    let cron = eventually("the backup CronJob", WAIT, || async {
+        Ok(crons.get_opt("enclave-backup").await?)
+    })
+    .await?;
+    let template = cron.spec.clone().context("spec")?.job_template;
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": job, "labels": template.metadata.and_then(|m| m.labels)},
+        "spec": template.spec,
+    }))?;
+    Api::<Job>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &job)
+        .await?;
+    Ok(cron)
+}
+
+async fn token(
+    client: &kube::Client,
+    namespace: &str,
+    account: &str,
+    audience: &str,
+) -> Result<String> {
+    let request: TokenRequest = serde_json::from_value(json!({
+        "spec": {"audiences": [audience], "expirationSeconds": 600}
+    }))?;
+    let api = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
+    let answer: TokenRequest = api
+        .create_subresource("token", account, &PostParams::default(), &request)
+        .await?;
+    Ok(answer.status.context("token")?.token)
+}
+
+#[tokio::test]
+async fn backup_jobs_are_reported_and_credentials_reach_only_the_backup_pods() -> Result<()> {
+    let client = env().client().await?;
+    let tenants = Api::<Tenant>::all(client.clone());
+    tenant_with_backups(&client, "bk", "data").await?;
+    let cron = run_now(&client, "bk-data", "bk-now").await?;
+    let spec = cron.spec.clone().context("spec")?;
+    assert_eq!(spec.schedule, "* * * * *");
+    assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+    let uid = tenants.get("bk").await?.metadata.uid.context("uid")?;
+    let pod = spec
+        .job_template
+        .spec
+        .and_then(|j| j.template.spec)
+        .context("pod")?;
+    let restic = &pod.containers[0];
+    let repository = restic
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "RESTIC_REPOSITORY")
+        .and_then(|e| e.value.clone());
+    assert_eq!(
+        repository,
+        Some(format!("s3:https://s3.example/backups/enclave/{uid}"))
+    );
+    let args = pod.init_containers.as_ref().context("init")?[0]
+        .args
+        .clone()
+        .unwrap_or_default();
+    let url = args
+        .iter()
+        .skip_while(|a| *a != "--url")
+        .nth(1)
+        .cloned()
+        .context("--url")?;
+
+    // The Job ran (kwok completes its pod): status and condition follow.
+    let status = eventually("a successful backup in status", WAIT, || async {
+        let status = tenants.get("bk").await?.status.unwrap_or_default();
+        let healthy = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "BackupHealthy" && c.status == "True");
+        Ok(status
+            .backup
+            .filter(|b| healthy && b.last_successful_time.is_some()))
+    })
+    .await?;
+    assert!(status.last_failure_time.is_none());
+
+    // The broker: the backup service account's token, for the right audience, gets this
+    // tenant's password and store credentials...
+    let password = Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+        .get("enclave-backup-bk")
+        .await?;
+    let password = String::from_utf8(
+        password
+            .data
+            .context("data")?
+            .get("password")
+            .context("password")?
+            .0
+            .clone(),
+    )?;
+    assert_eq!(password.len(), 64);
+    let ca = Api::<ConfigMap>::namespaced(client.clone(), "bk-data")
+        .get("enclave-operator-ca")
+        .await?
+        .data
+        .and_then(|d| d.get("ca.crt").cloned())
+        .context("ca.crt")?;
+    let good = token(&client, "bk-data", "enclave-backup", "enclave-backup").await?;
+    let got = credentials::fetch(&url, &good, &ca).await?;
+    assert_eq!(got.restic_password, password);
+    assert_eq!(
+        (got.access_key_id.as_str(), got.secret_access_key.as_str()),
+        ("bk-key-id", "bk-secret")
+    );
+    // ...and nothing of it is stored in the tenant's namespace.
+    for secret in Api::<Secret>::namespaced(client.clone(), "bk-data")
+        .list(&kube::api::ListParams::default())
+        .await?
+    {
+        for value in secret.data.iter().flatten().map(|(_, v)| v) {
+            assert_ne!(value.0, password.as_bytes(), "the password is in bk-data");
+        }
+    }
+    // Another audience, or another service account of the namespace: refused.
+    let wrong_audience = token(
+        &client,
+        "bk-data",
+        "enclave-backup",
+        "https://kubernetes.default.svc",
+    )
+    .await?;
+    let refused = credentials::fetch(&url, &wrong_audience, &ca).await;
+    assert!(
+        matches!(
+            refused,
+            Err(credentials::FetchError::Refused { status: 401, .. })
+        ),
+        "{refused:?}"
+    );
+    let intruder: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "intruder"}}))?;
+    Api::<ServiceAccount>::namespaced(client.clone(), "bk-data")
+        .create(&PostParams::default(), &intruder)
+        .await?;
+    let other = token(&client, "bk-data", "intruder", "enclave-backup").await?;
+    let refused = credentials::fetch(&url, &other, &ca).await;
+    assert!(
+        matches!(
+            refused,
+            Err(credentials::FetchError::Refused { status: 403, .. })
+        ),
+        "{refused:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn failing_backups_turn_backup_healthy_false() -> Result<()> {
+    let client = env().client().await?;
+    let tenants = Api::<Tenant>::all(client.clone());
+    // Job pods in a namespace ending in `-failing` fail (tests/kwok/stages.yaml).
+    tenant_with_backups(&client, "bkf", "failing").await?;
+    run_now(&client, "bkf-failing", "bkf-now").await?;
+    eventually("a failed backup in status", WAIT, || async {
+        let status = tenants.get("bkf").await?.status.unwrap_or_default();
+        Ok(status.backup.and_then(|b| b.last_failure_time))
+    })
+    .await?;
+    // Every minute's run fails: once two runs have passed since the tenant was made, the last
+    // success (none) is too old.
+    let condition = eventually("BackupHealthy=False", Duration::from_secs(180), || async {
+        let status = tenants.get("bkf").await?.status.unwrap_or_default();
+        Ok(status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "BackupHealthy" && c.status == "False"))
+    })
+    .await?;
+    assert_eq!(condition.reason, "Overdue");
+    assert!(
+        condition.message.contains("last successful backup: never"),
+        "{}",
+        condition.message
+    );
+    Ok(())
+}
