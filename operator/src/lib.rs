@@ -9,6 +9,7 @@ pub mod config;
 pub mod controller;
 pub mod credentials;
 pub mod exposure;
+pub mod requests;
 pub mod status;
 pub mod telemetry;
 pub mod tls;
@@ -28,6 +29,9 @@ pub enum Error {
     /// The guard's serving certificate could not be made.
     #[error("certificate: {0}")]
     Certificate(String),
+    /// An object could not be written as YAML.
+    #[error("YAML serialisation failed: {0}")]
+    Yaml(#[from] serde_yaml::Error),
     /// The operating system gave no randomness for an encryption key.
     #[error("key generation failed: {0}")]
     Key(String),
@@ -44,7 +48,7 @@ impl Error {
             Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
             Error::Kube(kube::Error::Api(_)) => "api",
             Error::Kube(_) => "client",
-            Error::Serialization(_) => "serialization",
+            Error::Serialization(_) | Error::Yaml(_) => "serialization",
             Error::MissingMetadata(_) => "metadata",
             Error::AdminServer(_) => "admin-server",
             Error::Certificate(_) => "certificate",

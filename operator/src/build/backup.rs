@@ -111,6 +111,133 @@ pub fn backup_env(backup: &Backup, identity: &Identity, zone: &str) -> Vec<(Stri
     .collect()
 }
 
+/// A pod running `script` with restic over `claims` (mounted at `/data/<claim>`, read-only
+/// for backups), its credentials fetched first by the init container from the broker.
+#[must_use]
+pub fn restic_pod(
+    config: &BackupConfig,
+    credentials_url: &str,
+    claims: &[String],
+    read_only: bool,
+    script: &str,
+    env: Vec<(String, String)>,
+) -> PodSpec {
+    let mut volumes = vec![
+        empty_dir("credentials", true),
+        empty_dir("cache", false),
+        empty_dir("tmp", false),
+        Volume {
+            name: "token".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some(AUDIENCE.into()),
+                        expiration_seconds: Some(600),
+                        path: "token".into(),
+                    }),
+                    ..VolumeProjection::default()
+                }]),
+                ..ProjectedVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "operator-ca".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: OPERATOR_CA.into(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    let mut data_mounts = vec![
+        mount("credentials", CREDENTIALS_DIR, true),
+        mount("cache", "/cache", false),
+        mount("tmp", "/tmp", false),
+    ];
+    for claim in claims {
+        volumes.push(Volume {
+            name: format!("data-{claim}"),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: read_only.then_some(true),
+            }),
+            ..Volume::default()
+        });
+        data_mounts.push(mount(
+            &format!("data-{claim}"),
+            &format!("{DATA_ROOT}/{claim}"),
+            read_only,
+        ));
+    }
+    let env = env
+        .into_iter()
+        .map(|(name, value)| EnvVar {
+            name,
+            value: Some(value),
+            ..EnvVar::default()
+        })
+        .collect();
+    PodSpec {
+        service_account_name: Some(NAME.into()),
+        automount_service_account_token: Some(false),
+        restart_policy: Some("Never".into()),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65_532),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        init_containers: Some(vec![Container {
+            name: "credentials".into(),
+            image: Some(config.credentials_image.clone()),
+            args: Some(vec![
+                "credentials".into(),
+                "--url".into(),
+                credentials_url.into(),
+                "--token".into(),
+                "/var/run/secrets/enclave/token".into(),
+                "--ca".into(),
+                "/var/run/secrets/enclave-ca/ca.crt".into(),
+                "--out".into(),
+                CREDENTIALS_DIR.into(),
+            ]),
+            volume_mounts: Some(vec![
+                mount("credentials", CREDENTIALS_DIR, false),
+                mount("token", "/var/run/secrets/enclave", true),
+                mount("operator-ca", "/var/run/secrets/enclave-ca", true),
+            ]),
+            security_context: Some(restricted()),
+            ..Container::default()
+        }]),
+        containers: vec![Container {
+            name: "restic".into(),
+            image: Some(config.image.clone()),
+            command: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
+            env: Some(env),
+            volume_mounts: Some(data_mounts),
+            security_context: Some(restricted()),
+            ..Container::default()
+        }],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    }
+}
+
+/// The credentials URL the pods are given: the configuration's, else the guard's.
+#[must_use]
+pub fn credentials_url(config: &BackupConfig, broker_url: Option<&str>) -> String {
+    config
+        .credentials_url
+        .as_deref()
+        .or(broker_url)
+        .unwrap_or("https://enclave-operator.enclave-system.svc:9443/credentials")
+        .to_string()
+}
+
 fn restricted() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
@@ -157,12 +284,7 @@ pub fn backup_objects(
     operator: (Option<&str>, Option<&str>),
 ) -> Result<BackupObjects, Invalid> {
     let (operator_ca, broker_url) = operator;
-    let credentials_url = config
-        .credentials_url
-        .as_deref()
-        .or(broker_url)
-        .unwrap_or("https://enclave-operator.enclave-system.svc:9443/credentials")
-        .to_string();
+    let credentials_url = credentials_url(config, broker_url);
     let mut objects = BackupObjects::default();
     let Some(backup) = &tenant.spec.backup else {
         return Ok(objects);
@@ -256,109 +378,8 @@ pub fn backup_objects(
             }),
         });
         meta.labels = Some(pod_labels.clone());
-        let mut volumes = vec![
-            empty_dir("credentials", true),
-            empty_dir("cache", false),
-            empty_dir("tmp", false),
-            Volume {
-                name: "token".into(),
-                projected: Some(ProjectedVolumeSource {
-                    sources: Some(vec![VolumeProjection {
-                        service_account_token: Some(ServiceAccountTokenProjection {
-                            audience: Some(AUDIENCE.into()),
-                            expiration_seconds: Some(600),
-                            path: "token".into(),
-                        }),
-                        ..VolumeProjection::default()
-                    }]),
-                    ..ProjectedVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "operator-ca".into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: OPERATOR_CA.into(),
-                    ..ConfigMapVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-        ];
-        let mut data_mounts = vec![
-            mount("credentials", CREDENTIALS_DIR, true),
-            mount("cache", "/cache", false),
-            mount("tmp", "/tmp", false),
-        ];
-        for claim in &claims {
-            volumes.push(Volume {
-                name: format!("data-{claim}"),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: claim.clone(),
-                    read_only: Some(true),
-                }),
-                ..Volume::default()
-            });
-            data_mounts.push(mount(
-                &format!("data-{claim}"),
-                &format!("{DATA_ROOT}/{claim}"),
-                true,
-            ));
-        }
-        let env = backup_env(backup, identity, zone)
-            .into_iter()
-            .map(|(name, value)| EnvVar {
-                name,
-                value: Some(value),
-                ..EnvVar::default()
-            })
-            .collect();
-        let pod = PodSpec {
-            service_account_name: Some(NAME.into()),
-            automount_service_account_token: Some(false),
-            restart_policy: Some("Never".into()),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(65_532),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".into(),
-                    ..SeccompProfile::default()
-                }),
-                ..PodSecurityContext::default()
-            }),
-            init_containers: Some(vec![Container {
-                name: "credentials".into(),
-                image: Some(config.credentials_image.clone()),
-                args: Some(vec![
-                    "credentials".into(),
-                    "--url".into(),
-                    credentials_url.clone(),
-                    "--token".into(),
-                    "/var/run/secrets/enclave/token".into(),
-                    "--ca".into(),
-                    "/var/run/secrets/enclave-ca/ca.crt".into(),
-                    "--out".into(),
-                    CREDENTIALS_DIR.into(),
-                ]),
-                volume_mounts: Some(vec![
-                    mount("credentials", CREDENTIALS_DIR, false),
-                    mount("token", "/var/run/secrets/enclave", true),
-                    mount("operator-ca", "/var/run/secrets/enclave-ca", true),
-                ]),
-                security_context: Some(restricted()),
-                ..Container::default()
-            }]),
-            containers: vec![Container {
-                name: "restic".into(),
-                image: Some(config.image.clone()),
-                command: Some(vec!["/bin/sh".into(), "-c".into(), BACKUP_SCRIPT.into()]),
-                env: Some(env),
-                volume_mounts: Some(data_mounts),
-                security_context: Some(restricted()),
-                ..Container::default()
-            }],
-            volumes: Some(volumes),
-            ..PodSpec::default()
-        };
+        let env = backup_env(backup, identity, zone);
+        let pod = restic_pod(config, &credentials_url, &claims, true, BACKUP_SCRIPT, env);
         objects.cron_jobs.push(CronJob {
             metadata: meta.clone(),
             spec: Some(CronJobSpec {

@@ -7,6 +7,7 @@ pub mod cidr;
 pub mod namespaces;
 pub mod network;
 pub mod quota;
+pub mod requests;
 pub mod storage;
 pub mod workloads;
 

@@ -65,6 +65,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<()> {
     let config = configs.borrow().clone();
+    // Restores and exports run beside the Tenant controller, stopped by the same signal.
+    let shutdown = futures::FutureExt::shared(shutdown);
+    let requests = tokio::spawn(crate::requests::run(
+        client.clone(),
+        configs.clone(),
+        shutdown.clone(),
+    ));
     let reporter = Reporter {
         controller: config.reporter.clone(),
         instance: std::env::var("POD_NAME").ok(),
@@ -217,6 +224,7 @@ pub async fn run(
             }
         })
         .await;
+    let _ = requests.await;
     info!("controller stopped");
     Ok(())
 }
@@ -534,24 +542,8 @@ impl Reconcile<'_> {
     /// or the data it encrypts would be lost.
     async fn ensure_key(&self, key: &build::storage::KeySecret) -> Result<()> {
         let namespace = key.secret.namespace().unwrap_or_default();
-        let api = Api::<Secret>::namespaced(self.ctx.client.clone(), &namespace);
-        if api
-            .get_metadata_opt(&key.secret.name_any())
-            .await?
-            .is_some()
-        {
+        if !create_once(&self.ctx.client, key).await? {
             return Ok(());
-        }
-        let mut secret = key.secret.clone();
-        let data = secret.string_data.get_or_insert_with(Default::default);
-        for field in &key.key_fields {
-            data.insert(field.clone(), random_key()?);
-        }
-        match api.create(&kube::api::PostParams::default(), &secret).await {
-            Ok(_) => {}
-            // Created meanwhile by another reconcile: that key stands.
-            Err(kube::Error::Api(e)) if e.code == 409 => return Ok(()),
-            Err(e) => return Err(e.into()),
         }
         self.ctx.metrics.write("Secret", "create");
         // The Event names the Secret, never its content.
@@ -1604,6 +1596,34 @@ fn ready_reason(status: Option<&TenantStatus>) -> Option<&str> {
         .iter()
         .find(|c| c.type_ == READY)
         .map(|c| c.reason.as_str())
+}
+
+/// Creates a Secret with fresh random keys in `key.key_fields`, unless it exists: a key is
+/// never rewritten, or what it protects would be lost. True when it was created now.
+///
+/// # Errors
+/// When the API server refuses, or the system has no randomness.
+pub(crate) async fn create_once(client: &Client, key: &build::storage::KeySecret) -> Result<bool> {
+    let namespace = key.secret.namespace().unwrap_or_default();
+    let api = Api::<Secret>::namespaced(client.clone(), &namespace);
+    if api
+        .get_metadata_opt(&key.secret.name_any())
+        .await?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    let mut secret = key.secret.clone();
+    let data = secret.string_data.get_or_insert_with(Default::default);
+    for field in &key.key_fields {
+        data.insert(field.clone(), random_key()?);
+    }
+    match api.create(&kube::api::PostParams::default(), &secret).await {
+        Ok(_) => Ok(true),
+        // Created meanwhile by another reconcile: that key stands.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// 256 random bits from the operating system, as 64 hex digits.

@@ -1,0 +1,472 @@
+//! The Jobs of on-demand requests (R12): a restore runs restic in each zone of the volumes it
+//! restores; an export dumps the latest backup of every zone and the tenant's objects into one
+//! archive, encrypted with a password of its own.
+
+use super::backup::{self, DATA_ROOT, restic_pod};
+use super::{Identity, Invalid, storage};
+use crate::config::BackupConfig;
+use enclave_crds::{Tenant, TenantExport, TenantRestore};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec,
+    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::BTreeMap;
+
+/// Label naming the request a Job works for.
+pub const REQUEST: &str = "enclave.dev/request";
+
+/// What a restore Job runs, after the credentials are fetched: each claim restored from the
+/// snapshot (the latest of its zone unless an id is given), files not in it deleted, so the
+/// volume holds exactly what was backed up.
+pub const RESTORE_SCRIPT: &str = r#"set -eu
+AWS_ACCESS_KEY_ID=$(cat "$CREDENTIALS_DIR/aws-access-key-id")
+AWS_SECRET_ACCESS_KEY=$(cat "$CREDENTIALS_DIR/aws-secret-access-key")
+export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+for claim in $CLAIMS; do
+  restic restore --retry-lock 30m --host "$BACKUP_HOST" --tag "$BACKUP_TAG" --delete \
+    --target "$BACKUP_ROOT/$claim" "$SNAPSHOT:$BACKUP_ROOT/$claim"
+done
+"#;
+
+/// What the export Job runs: the latest snapshot of each zone as a tar, the tenant's objects,
+/// all in one tar whose SHA-256 is reported, stored encrypted (a restic repository of its own,
+/// under the export's password) at `EXPORT_REPOSITORY`.
+pub const EXPORT_SCRIPT: &str = r#"set -eu
+mkdir -p "$WORK/export"
+for zone in $ZONES; do
+  restic dump --retry-lock 30m --host "$BACKUP_HOST" --tag "$zone" --archive tar latest "$BACKUP_ROOT" > "$WORK/export/$zone.tar"
+done
+cp "$OBJECTS" "$WORK/export/objects.yaml"
+tar -C "$WORK/export" -cf "$WORK/export.tar" .
+sum=$(sha256sum "$WORK/export.tar" | cut -d' ' -f1)
+RESTIC_REPOSITORY="$EXPORT_REPOSITORY" RESTIC_PASSWORD_FILE="$EXPORT_PASSWORD_FILE" restic init
+RESTIC_REPOSITORY="$EXPORT_REPOSITORY" RESTIC_PASSWORD_FILE="$EXPORT_PASSWORD_FILE" \
+  restic backup --stdin --stdin-filename export.tar < "$WORK/export.tar"
+printf 'sha256=%s\n' "$sum" > "$TERMINATION_LOG"
+"#;
+
+/// The name of the Secret, in the operator's namespace, holding an export's password.
+#[must_use]
+pub fn export_password_name(export: &str) -> String {
+    format!("enclave-export-{export}")
+}
+
+/// The name of the Secret, in the operator's namespace, holding the objects an export takes.
+#[must_use]
+pub fn export_objects_name(export: &str) -> String {
+    format!("enclave-export-{export}-objects")
+}
+
+/// Where an export's encrypted archive goes.
+///
+/// # Errors
+/// [`Invalid`] when the tenant has no backups to export from.
+pub fn export_location(tenant: &Tenant, uid: &str, export: &str) -> Result<String, Invalid> {
+    let backup = tenant.spec.backup.as_ref().ok_or_else(no_backups)?;
+    Ok(format!(
+        "s3:{}/{}/enclave-exports/{uid}/{export}",
+        backup.destination.endpoint.trim_end_matches('/'),
+        backup.destination.bucket
+    ))
+}
+
+fn no_backups() -> Invalid {
+    Invalid {
+        reason: "NoBackups",
+        message: "the tenant has no spec.backup: there is nothing to restore or export from".into(),
+    }
+}
+
+fn job(meta: ObjectMeta, pod: PodSpec) -> Job {
+    Job {
+        metadata: meta.clone(),
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            active_deadline_seconds: Some(12 * 3600),
+            ttl_seconds_after_finished: None,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: meta.labels,
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}
+
+/// The restore Jobs: one per zone holding a volume to restore.
+///
+/// # Errors
+/// [`Invalid`] when the tenant has no backups, or a volume named is not in its spec.
+pub fn restore_jobs(
+    request: &TenantRestore,
+    tenant: &Tenant,
+    identity: &Identity,
+    config: &BackupConfig,
+    broker_url: Option<&str>,
+) -> Result<Vec<Job>, Invalid> {
+    let backup_spec = tenant.spec.backup.as_ref().ok_or_else(no_backups)?;
+    if let Some(unknown) = request
+        .spec
+        .volumes
+        .iter()
+        .find(|v| !tenant.spec.volumes.iter().any(|t| &t.name == *v))
+    {
+        return Err(Invalid {
+            reason: "UnknownVolume",
+            message: format!("volume {unknown} is not in the tenant's spec.volumes"),
+        });
+    }
+    let name = request.metadata.name.clone().unwrap_or_default();
+    let mut claims_by_zone: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for volume in tenant
+        .spec
+        .volumes
+        .iter()
+        .filter(|v| request.spec.volumes.is_empty() || request.spec.volumes.contains(&v.name))
+    {
+        claims_by_zone
+            .entry(volume.zone.as_str())
+            .or_default()
+            .extend(storage::claim_names(tenant, volume));
+    }
+    let url = backup::credentials_url(config, broker_url);
+    Ok(claims_by_zone
+        .into_iter()
+        .map(|(zone, claims)| {
+            let mut meta = identity.zone_object(tenant, zone, &format!("enclave-restore-{name}"));
+            meta.owner_references = None;
+            if let Some(labels) = meta.labels.as_mut() {
+                labels.insert(REQUEST.into(), name.clone());
+            }
+            let mut env = backup::backup_env(backup_spec, identity, zone);
+            env.push(("CLAIMS".into(), claims.join(" ")));
+            env.push(("SNAPSHOT".into(), request.spec.snapshot.clone()));
+            job(
+                meta,
+                restic_pod(config, &url, &claims, false, RESTORE_SCRIPT, env),
+            )
+        })
+        .collect())
+}
+
+/// The export Job, in the operator's namespace (where the repository password and the store's
+/// credentials are): it reads the repository, never a tenant's volume.
+///
+/// # Errors
+/// [`Invalid`] when the tenant has no backups.
+pub fn export_job(
+    request: &TenantExport,
+    tenant: &Tenant,
+    identity: &Identity,
+    config: &BackupConfig,
+    namespace: &str,
+) -> Result<Job, Invalid> {
+    let backup_spec = tenant.spec.backup.as_ref().ok_or_else(no_backups)?;
+    let name = request.metadata.name.clone().unwrap_or_default();
+    let mut zones: Vec<&str> = tenant
+        .spec
+        .volumes
+        .iter()
+        .map(|v| v.zone.as_str())
+        .collect();
+    zones.sort_unstable();
+    zones.dedup();
+    let mut labels = identity.labels();
+    labels.insert(REQUEST.into(), name.clone());
+    let meta = ObjectMeta {
+        name: Some(format!("enclave-export-{name}")),
+        namespace: Some(namespace.into()),
+        labels: Some(labels),
+        ..ObjectMeta::default()
+    };
+    let secret_env = |env: &str, secret: &str, key: &str| EnvVar {
+        name: env.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let value = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..EnvVar::default()
+    };
+    let secret_volume = |volume: &str, secret: String| Volume {
+        name: volume.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret),
+            default_mode: Some(0o400),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = |volume: &str, path: &str| VolumeMount {
+        name: volume.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    let work = |volume: &str| Volume {
+        name: volume.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    };
+    let env = vec![
+        value(
+            "RESTIC_REPOSITORY",
+            backup::repository(backup_spec, &identity.uid),
+        ),
+        value(
+            "RESTIC_PASSWORD_FILE",
+            "/run/enclave/repository/password".into(),
+        ),
+        value("RESTIC_CACHE_DIR", "/work/cache".into()),
+        value(
+            "EXPORT_REPOSITORY",
+            export_location(tenant, &identity.uid, &name)?,
+        ),
+        value(
+            "EXPORT_PASSWORD_FILE",
+            "/run/enclave/export/password".into(),
+        ),
+        value("BACKUP_HOST", identity.name.clone()),
+        value("BACKUP_ROOT", DATA_ROOT.into()),
+        value("ZONES", zones.join(" ")),
+        value("OBJECTS", "/run/enclave/objects/objects.yaml".into()),
+        value("WORK", "/work".into()),
+        value("TERMINATION_LOG", "/dev/termination-log".into()),
+        secret_env(
+            "AWS_ACCESS_KEY_ID",
+            &backup_spec.destination.credentials_secret,
+            "AWS_ACCESS_KEY_ID",
+        ),
+        secret_env(
+            "AWS_SECRET_ACCESS_KEY",
+            &backup_spec.destination.credentials_secret,
+            "AWS_SECRET_ACCESS_KEY",
+        ),
+    ];
+    let pod = PodSpec {
+        automount_service_account_token: Some(false),
+        restart_policy: Some("Never".into()),
+        security_context: Some(k8s_openapi::api::core::v1::PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65_532),
+            seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        containers: vec![Container {
+            name: "export".into(),
+            image: Some(config.image.clone()),
+            command: Some(vec!["/bin/sh".into(), "-c".into(), EXPORT_SCRIPT.into()]),
+            env: Some(env),
+            volume_mounts: Some(vec![
+                mount("repository", "/run/enclave/repository"),
+                mount("export-password", "/run/enclave/export"),
+                mount("objects", "/run/enclave/objects"),
+                VolumeMount {
+                    name: "work".into(),
+                    mount_path: "/work".into(),
+                    ..VolumeMount::default()
+                },
+            ]),
+            security_context: Some(k8s_openapi::api::core::v1::SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_non_root: Some(true),
+                capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Container::default()
+        }],
+        volumes: Some(vec![
+            secret_volume("repository", backup::password_secret_name(&identity.name)),
+            secret_volume("export-password", export_password_name(&name)),
+            secret_volume("objects", export_objects_name(&name)),
+            work("work"),
+        ]),
+        ..PodSpec::default()
+    };
+    Ok(job(meta, pod))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::tenant;
+    use enclave_crds::{Backup, BackupDestination, TenantExportSpec, TenantRestoreSpec, Volume};
+
+    fn backed_up() -> Tenant {
+        let mut t = tenant("acme");
+        let volume = |name: &str, zone: &str| Volume {
+            name: name.into(),
+            zone: zone.into(),
+            size: "1Gi".into(),
+            replicas: 3,
+            ..Volume::default()
+        };
+        t.spec.volumes = vec![
+            volume("db", "data"),
+            volume("files", "data"),
+            volume("cache", "app"),
+        ];
+        t.spec.backup = Some(Backup {
+            schedule: "0 2 * * *".into(),
+            retention: enclave_crds::BackupRetention::default(),
+            destination: BackupDestination {
+                endpoint: "https://s3.example".into(),
+                bucket: "backups".into(),
+                credentials_secret: "acme-s3".into(),
+            },
+        });
+        t
+    }
+
+    #[test]
+    fn a_restore_runs_in_each_zone_of_the_volumes_asked_with_the_snapshot() {
+        let t = backed_up();
+        let identity = Identity::of(&t).expect("identity");
+        let request = TenantRestore::new(
+            "r1",
+            TenantRestoreSpec {
+                tenant: "acme".into(),
+                volumes: vec!["db".into()],
+                snapshot: "1a2b3c4d".into(),
+            },
+        );
+        let jobs =
+            restore_jobs(&request, &t, &identity, &BackupConfig::default(), None).expect("valid");
+        assert_eq!(jobs.len(), 1, "only the zone of db");
+        assert_eq!(jobs[0].metadata.namespace.as_deref(), Some("acme-data"));
+        let pod = jobs[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod");
+        let env: BTreeMap<_, _> = pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            (env["CLAIMS"].as_str(), env["SNAPSHOT"].as_str()),
+            ("db", "1a2b3c4d")
+        );
+        // Written to: the claim is mounted read-write.
+        let claim = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find_map(|v| v.persistent_volume_claim.as_ref())
+            .expect("claim");
+        assert_eq!((claim.claim_name.as_str(), claim.read_only), ("db", None));
+        let all = RestoreAll::all(&t, &identity);
+        assert_eq!(all, 2, "no volume named: every zone with volumes");
+        let unknown = TenantRestore::new(
+            "r2",
+            TenantRestoreSpec {
+                tenant: "acme".into(),
+                volumes: vec!["nope".into()],
+                snapshot: "latest".into(),
+            },
+        );
+        assert_eq!(
+            restore_jobs(&unknown, &t, &identity, &BackupConfig::default(), None)
+                .expect_err("unknown")
+                .reason,
+            "UnknownVolume"
+        );
+    }
+
+    struct RestoreAll;
+    impl RestoreAll {
+        fn all(t: &Tenant, identity: &Identity) -> usize {
+            let request = TenantRestore::new(
+                "all",
+                TenantRestoreSpec {
+                    tenant: "acme".into(),
+                    volumes: vec![],
+                    snapshot: "latest".into(),
+                },
+            );
+            restore_jobs(&request, t, identity, &BackupConfig::default(), None)
+                .expect("valid")
+                .len()
+        }
+    }
+
+    #[test]
+    fn an_export_reads_the_repository_from_the_operator_namespace() {
+        let t = backed_up();
+        let identity = Identity::of(&t).expect("identity");
+        let request = TenantExport::new(
+            "e1",
+            TenantExportSpec {
+                tenant: "acme".into(),
+            },
+        );
+        let job = export_job(
+            &request,
+            &t,
+            &identity,
+            &BackupConfig::default(),
+            "enclave-system",
+        )
+        .expect("valid");
+        assert_eq!(job.metadata.namespace.as_deref(), Some("enclave-system"));
+        let pod = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod");
+        assert!(
+            pod.volumes
+                .iter()
+                .flatten()
+                .all(|v| v.persistent_volume_claim.is_none())
+        );
+        let env: BTreeMap<_, _> = pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| Some((e.name.as_str(), e.value.clone()?)))
+            .collect();
+        assert_eq!(env["ZONES"], "app data");
+        assert_eq!(
+            env["EXPORT_REPOSITORY"],
+            "s3:https://s3.example/backups/enclave-exports/uid-acme/e1"
+        );
+        let mut no_backup = t.clone();
+        no_backup.spec.backup = None;
+        assert_eq!(
+            export_job(
+                &request,
+                &no_backup,
+                &identity,
+                &BackupConfig::default(),
+                "x"
+            )
+            .expect_err("no backups")
+            .reason,
+            "NoBackups"
+        );
+    }
+}
