@@ -5,11 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use anyhow::{Context as _, Result, bail};
-use enclave_crds::Tenant;
+use enclave_crds::{Tenant, TenantExport, TenantExportSpec, TenantRestore, TenantRestoreSpec};
 use enclave_operator::build::Identity;
 use enclave_operator::build::backup::{self, CREDENTIALS_DIR};
+use enclave_operator::build::requests;
 use enclave_operator::config::BackupConfig;
 use enclave_tests::controlplane::repo_root;
+use k8s_openapi::api::core::v1::Container;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,8 +38,7 @@ fn restic_dir() -> Result<PathBuf> {
     ))
 }
 
-/// The restic container of the backup CronJob the operator builds for a tenant.
-fn backup_container() -> Result<(Vec<String>, BTreeMap<String, String>)> {
+fn acme() -> Result<Tenant> {
     let mut tenant: Tenant = serde_json::from_value(json!({
         "apiVersion": "enclave.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "acme"},
         "spec": {
@@ -47,6 +48,24 @@ fn backup_container() -> Result<(Vec<String>, BTreeMap<String, String>)> {
         }
     }))?;
     tenant.metadata.uid = Some("0b4c7a52-uid".into());
+    Ok(tenant)
+}
+
+/// The command and plain environment of a container.
+fn command_and_env(container: Container) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+    let command = container.command.context("command")?;
+    let env = container
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect();
+    Ok((command, env))
+}
+
+/// The restic container of the backup CronJob the operator builds for a tenant.
+fn backup_container() -> Result<(Vec<String>, BTreeMap<String, String>)> {
+    let tenant = acme()?;
     let identity = Identity::of(&tenant).map_err(|e| anyhow::anyhow!(e.message))?;
     let objects = backup::backup_objects(
         &tenant,
@@ -62,19 +81,47 @@ fn backup_container() -> Result<(Vec<String>, BTreeMap<String, String>)> {
         .and_then(|s| s.job_template.spec.as_ref())
         .and_then(|j| j.template.spec.clone())
         .context("pod")?;
-    let container = pod
-        .containers
-        .into_iter()
-        .find(|c| c.name == "restic")
-        .context("restic container")?;
-    let command = container.command.context("command")?;
-    let env = container
-        .env
-        .unwrap_or_default()
-        .into_iter()
-        .map(|e| (e.name, e.value.unwrap_or_default()))
-        .collect();
-    Ok((command, env))
+    command_and_env(
+        pod.containers
+            .into_iter()
+            .find(|c| c.name == "restic")
+            .context("restic container")?,
+    )
+}
+
+/// The container of the Job a `TenantRestore` or `TenantExport` of acme runs.
+fn request_container(export: bool) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+    let tenant = acme()?;
+    let identity = Identity::of(&tenant).map_err(|e| anyhow::anyhow!(e.message))?;
+    let job = if export {
+        let request = TenantExport::new(
+            "e1",
+            TenantExportSpec {
+                tenant: "acme".into(),
+            },
+        );
+        requests::export_job(
+            &request,
+            &tenant,
+            &identity,
+            &BackupConfig::default(),
+            "enclave-system",
+        )
+    } else {
+        let request = TenantRestore::new(
+            "r1",
+            TenantRestoreSpec {
+                tenant: "acme".into(),
+                volumes: vec![],
+                snapshot: "latest".into(),
+            },
+        );
+        requests::restore_jobs(&request, &tenant, &identity, &BackupConfig::default(), None)
+            .map(|mut jobs| jobs.remove(0))
+    }
+    .map_err(|e| anyhow::anyhow!(e.message))?;
+    let pod = job.spec.and_then(|s| s.template.spec).context("pod")?;
+    command_and_env(pod.containers.into_iter().next().context("container")?)
 }
 
 struct Sandbox {
@@ -83,8 +130,9 @@ struct Sandbox {
 }
 
 impl Sandbox {
-    fn new() -> Result<Self> {
-        let root = std::env::temp_dir().join(format!("enclave-restic-{}", std::process::id()));
+    fn new(name: &str) -> Result<Self> {
+        let root =
+            std::env::temp_dir().join(format!("enclave-restic-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         for dir in [
             "repo",
@@ -93,6 +141,8 @@ impl Sandbox {
             "credentials",
             "cache",
             "restore",
+            "work",
+            "export-repo",
         ] {
             std::fs::create_dir_all(root.join(dir))?;
         }
@@ -104,6 +154,11 @@ impl Sandbox {
         std::fs::write(
             root.join("credentials/aws-secret-access-key"),
             "unused-locally",
+        )?;
+        std::fs::write(root.join("export-password"), "the export's own password")?;
+        std::fs::write(
+            root.join("objects.yaml"),
+            "kind: Tenant\nmetadata: {name: acme}\n",
         )?;
         Ok(Self {
             root,
@@ -124,6 +179,24 @@ impl Sandbox {
         );
         env.insert("RESTIC_CACHE_DIR".into(), path("cache"));
         env.insert("BACKUP_ROOT".into(), path("data"));
+        // The export Job's own paths.
+        for (key, value) in [
+            ("EXPORT_REPOSITORY", path("export-repo")),
+            ("EXPORT_PASSWORD_FILE", path("export-password")),
+            ("OBJECTS", path("objects.yaml")),
+            ("WORK", path("work")),
+            ("TERMINATION_LOG", path("termination-log")),
+        ] {
+            if env.contains_key(key) {
+                env.insert(key.into(), value);
+            }
+        }
+        if env.contains_key("EXPORT_REPOSITORY") {
+            env.insert(
+                "RESTIC_PASSWORD_FILE".into(),
+                path("credentials/restic-password"),
+            );
+        }
         env.insert(
             "PATH".into(),
             format!(
@@ -212,7 +285,7 @@ fn the_backup_jobs_script_round_trips_with_restic() -> Result<()> {
         job_env["RESTIC_REPOSITORY"],
         "s3:https://s3.example/backups/enclave/0b4c7a52-uid"
     );
-    let sandbox = Sandbox::new()?;
+    let sandbox = Sandbox::new("backup")?;
     let env = sandbox.env(&job_env);
     std::fs::write(sandbox.root.join("data/db/base.sql"), bytes(1, 512 * 1024))?;
     std::fs::write(
@@ -318,5 +391,112 @@ fn the_backup_jobs_script_round_trips_with_restic() -> Result<()> {
             "plaintext in the repository"
         );
     }
+    Ok(())
+}
+
+#[test]
+fn restore_and_export_round_trip_with_restic() -> Result<()> {
+    let (backup_command, backup_env) = backup_container()?;
+    let sandbox = Sandbox::new("requests")?;
+    std::fs::write(sandbox.root.join("data/db/base.sql"), bytes(4, 300 * 1024))?;
+    std::fs::write(sandbox.root.join("data/files/a.txt"), b"first version")?;
+    let original = files_under(&sandbox.root.join("data"))?;
+    Sandbox::run(&backup_command, &sandbox.env(&backup_env))?;
+
+    // Damage: a file changed, one deleted, one added. The restore Job's script undoes all.
+    std::fs::write(
+        sandbox.root.join("data/files/a.txt"),
+        b"overwritten by mistake",
+    )?;
+    std::fs::remove_file(sandbox.root.join("data/db/base.sql"))?;
+    std::fs::write(sandbox.root.join("data/db/stray.tmp"), b"not in the backup")?;
+    let (restore_command, restore_env) = request_container(false)?;
+    assert_eq!(restore_env["CLAIMS"], "db files");
+    assert_eq!(restore_command[2], requests::RESTORE_SCRIPT);
+    Sandbox::run(&restore_command, &sandbox.env(&restore_env))?;
+    assert_eq!(
+        files_under(&sandbox.root.join("data"))?,
+        original,
+        "restored exactly"
+    );
+
+    // Export: one archive, its SHA-256 reported, stored encrypted under its own password.
+    let (export_command, export_env) = request_container(true)?;
+    assert_eq!(export_env["ZONES"], "data");
+    Sandbox::run(&export_command, &sandbox.env(&export_env))?;
+    let reported = std::fs::read_to_string(sandbox.root.join("termination-log"))?;
+    let sha256 = reported
+        .trim()
+        .strip_prefix("sha256=")
+        .context("sha256= line")?
+        .to_string();
+    let mut export = sandbox.env(&export_env);
+    export.insert(
+        "RESTIC_REPOSITORY".into(),
+        sandbox.root.join("export-repo").display().to_string(),
+    );
+    export.insert(
+        "RESTIC_PASSWORD_FILE".into(),
+        sandbox.root.join("export-password").display().to_string(),
+    );
+    let dumped = sandbox.restic(&export, &["dump", "latest", "export.tar"]);
+    assert!(
+        dumped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dumped.stderr)
+    );
+    let archive = sandbox.root.join("export.tar");
+    std::fs::write(&archive, &dumped.stdout)?;
+    let digest = Command::new("sha256sum").arg(&archive).output()?;
+    let digest = String::from_utf8_lossy(&digest.stdout);
+    assert_eq!(
+        digest.split_whitespace().next(),
+        Some(sha256.as_str()),
+        "the archive decrypts to what was reported"
+    );
+    // It holds the tenant's objects and each zone's data, byte for byte.
+    let unpacked = sandbox.root.join("unpacked");
+    std::fs::create_dir_all(&unpacked)?;
+    let untar = |file: &Path, into: &Path| {
+        Command::new("tar")
+            .arg("-xf")
+            .arg(file)
+            .arg("-C")
+            .arg(into)
+            .status()
+            .map(|s| s.success())
+    };
+    assert!(untar(&archive, &unpacked)?);
+    assert_eq!(
+        std::fs::read_to_string(unpacked.join("objects.yaml"))?,
+        "kind: Tenant\nmetadata: {name: acme}\n"
+    );
+    let zone = unpacked.join("zone-data");
+    std::fs::create_dir_all(&zone)?;
+    assert!(untar(&unpacked.join("data.tar"), &zone)?);
+    let data_root = sandbox.root.join("data");
+    let exported = files_under(&zone)?;
+    for (path, content) in &original {
+        let relative = path.strip_prefix(&data_root)?;
+        let found = exported
+            .iter()
+            .find(|(p, _)| p.ends_with(relative))
+            .map(|(_, c)| c);
+        assert_eq!(found, Some(content), "{} in the export", relative.display());
+    }
+    // Without the export's password it is unreadable.
+    let mut wrong = export.clone();
+    wrong.insert(
+        "RESTIC_PASSWORD_FILE".into(),
+        sandbox
+            .root
+            .join("credentials/restic-password")
+            .display()
+            .to_string(),
+    );
+    assert_eq!(
+        sandbox.restic(&wrong, &["snapshots"]).status.code(),
+        Some(12)
+    );
     Ok(())
 }
