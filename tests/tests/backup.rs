@@ -236,3 +236,123 @@ async fn failing_backups_turn_backup_healthy_false() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn restore_and_export_requests_run_their_jobs_and_report() -> Result<()> {
+    use enclave_crds::{RequestPhase, TenantExport, TenantRestore};
+    let client = env().client().await?;
+    tenant_with_backups(&client, "bkr", "data").await?;
+    let uid = eventually("tenant uid", WAIT, || async {
+        Ok(Api::<Tenant>::all(client.clone())
+            .get("bkr")
+            .await?
+            .metadata
+            .uid)
+    })
+    .await?;
+    // An export is of a tenant in place: its claim exists.
+    let claims = Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
+        client.clone(),
+        "bkr-data",
+    );
+    eventually("the claim", WAIT, || async {
+        Ok(claims.get_opt("db").await?)
+    })
+    .await?;
+    let restores = Api::<TenantRestore>::all(client.clone());
+    let exports = Api::<TenantExport>::all(client.clone());
+    let restore: TenantRestore = serde_json::from_value(json!({
+        "apiVersion": "enclave.dev/v1alpha1", "kind": "TenantRestore", "metadata": {"name": "bkr-all"},
+        "spec": {"tenant": "bkr"}
+    }))?;
+    restores.create(&PostParams::default(), &restore).await?;
+    let bad: TenantRestore = serde_json::from_value(json!({
+        "apiVersion": "enclave.dev/v1alpha1", "kind": "TenantRestore", "metadata": {"name": "bkr-bad"},
+        "spec": {"tenant": "bkr", "volumes": ["nope"]}
+    }))?;
+    restores.create(&PostParams::default(), &bad).await?;
+    let export: TenantExport = serde_json::from_value(json!({
+        "apiVersion": "enclave.dev/v1alpha1", "kind": "TenantExport", "metadata": {"name": "bkr-x"},
+        "spec": {"tenant": "bkr"}
+    }))?;
+    exports.create(&PostParams::default(), &export).await?;
+
+    // The restore's Job runs in the zone of the volume (kwok completes it).
+    let status = eventually("restore succeeded", WAIT, || async {
+        let status = restores.get("bkr-all").await?.status.unwrap_or_default();
+        Ok((status.phase == Some(RequestPhase::Succeeded)).then_some(status))
+    })
+    .await?;
+    assert_eq!(status.jobs, ["bkr-data/enclave-restore-bkr-all"]);
+    assert!(status.start_time.is_some() && status.completion_time.is_some());
+    let status = eventually("bad restore failed", WAIT, || async {
+        let status = restores.get("bkr-bad").await?.status.unwrap_or_default();
+        Ok((status.phase == Some(RequestPhase::Failed)).then_some(status))
+    })
+    .await?;
+    assert!(
+        status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("volume nope")),
+        "{status:?}"
+    );
+    // A request is immutable.
+    let changed = restores
+        .patch(
+            "bkr-all",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"snapshot": "deadbeef"}})),
+        )
+        .await;
+    assert!(
+        changed.is_err_and(|e| e.to_string().contains("immutable")),
+        "a restore request cannot be edited"
+    );
+
+    // The export's Job runs in the operator's namespace, with the tenant's objects and its own
+    // password kept there; its location is in status.
+    let status = eventually("export succeeded", WAIT, || async {
+        let status = exports.get("bkr-x").await?.status.unwrap_or_default();
+        Ok((status.phase == Some(RequestPhase::Succeeded)).then_some(status))
+    })
+    .await?;
+    assert_eq!(
+        status.jobs,
+        [format!("{OPERATOR_NAMESPACE}/enclave-export-bkr-x")]
+    );
+    assert_eq!(
+        status.location.as_deref(),
+        Some(format!("s3:https://s3.example/backups/enclave-exports/{uid}/bkr-x").as_str())
+    );
+    let secrets = Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let objects = secrets.get("enclave-export-bkr-x-objects").await?;
+    let yaml = String::from_utf8(
+        objects
+            .data
+            .context("data")?
+            .get("objects.yaml")
+            .context("objects.yaml")?
+            .0
+            .clone(),
+    )?;
+    assert!(
+        yaml.contains("kind: Tenant") && yaml.contains("name: bkr"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("kind: PersistentVolumeClaim"),
+        "the claims are exported"
+    );
+    assert!(!yaml.contains("managedFields"));
+    let password = secrets.get("enclave-export-bkr-x").await?;
+    assert_eq!(
+        password
+            .data
+            .context("data")?
+            .get("password")
+            .map(|p| p.0.len()),
+        Some(64)
+    );
+    Ok(())
+}
