@@ -89,6 +89,21 @@ fn backup_container() -> Result<(Vec<String>, BTreeMap<String, String>)> {
     )
 }
 
+/// The container of the Job that purges acme's repository.
+fn purge_container() -> Result<(Vec<String>, BTreeMap<String, String>)> {
+    let tenant = acme()?;
+    let identity = Identity::of(&tenant).map_err(|e| anyhow::anyhow!(e.message))?;
+    let job = requests::purge_job(
+        &tenant,
+        &identity,
+        &BackupConfig::default(),
+        "enclave-system",
+    )
+    .map_err(|e| anyhow::anyhow!(e.message))?;
+    let pod = job.spec.and_then(|s| s.template.spec).context("pod")?;
+    command_and_env(pod.containers.into_iter().next().context("container")?)
+}
+
 /// The container of the Job a `TenantRestore` or `TenantExport` of acme runs.
 fn request_container(export: bool) -> Result<(Vec<String>, BTreeMap<String, String>)> {
     let tenant = acme()?;
@@ -191,7 +206,8 @@ impl Sandbox {
                 env.insert(key.into(), value);
             }
         }
-        if env.contains_key("EXPORT_REPOSITORY") {
+        // Jobs of the operator's namespace read the password from its Secret, mounted there.
+        if job_env["RESTIC_PASSWORD_FILE"].starts_with("/run/enclave/repository/") {
             env.insert(
                 "RESTIC_PASSWORD_FILE".into(),
                 path("credentials/restic-password"),
@@ -498,5 +514,27 @@ fn restore_and_export_round_trip_with_restic() -> Result<()> {
         sandbox.restic(&wrong, &["snapshots"]).status.code(),
         Some(12)
     );
+
+    // The purge Job's script: every snapshot forgotten and pruned, and checked.
+    let (purge_command, purge_env) = purge_container()?;
+    let purge = sandbox.env(&purge_env);
+    let before: Vec<Value> =
+        serde_json::from_slice(&sandbox.restic(&purge, &["snapshots", "--json"]).stdout)?;
+    assert!(!before.is_empty());
+    let said = Sandbox::run(&purge_command, &purge)?;
+    assert!(said.contains("no snapshot of acme remains"), "{said}");
+    let after: Vec<Value> =
+        serde_json::from_slice(&sandbox.restic(&purge, &["snapshots", "--json"]).stdout)?;
+    assert!(
+        after.is_empty(),
+        "snapshots left after the purge: {after:?}"
+    );
+    // And on a repository that was never made, it has nothing to do.
+    let mut never = purge.clone();
+    never.insert(
+        "RESTIC_REPOSITORY".into(),
+        sandbox.root.join("never-made").display().to_string(),
+    );
+    assert!(Sandbox::run(&purge_command, &never)?.contains("nothing to purge"));
     Ok(())
 }

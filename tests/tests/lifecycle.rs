@@ -24,6 +24,8 @@ fn tenant(name: &str, retention: &str) -> Tenant {
             "workloads": [{"name": "web", "zone": "dmz", "image": "registry.example/web:1", "capacity": 1, "ports": [{"port": 443}]}],
             "volumes": [{"name": "db", "zone": "data", "size": "1Gi"}],
             "tls": {"dnsNames": [format!("{name}.example")]},
+            "backup": {"schedule": "0 2 * * *",
+                       "destination": {"endpoint": "https://s3.example", "bucket": "backups", "credentialsSecret": format!("{name}-s3")}},
             "lifecycle": {"retention": retention}
         }
     }))
@@ -167,13 +169,15 @@ async fn decommission_stops_at_once_keeps_data_and_purges_verified_after_the_dea
     let events = Api::<Event>::all(client.clone())
         .list(&ListParams::default().fields("involvedObject.name=life"))
         .await?;
-    assert!(
-        events
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("PurgeVerified")),
-        "an Event summarises the verified purge"
-    );
+    for reason in ["RepositoryPurged", "PurgeVerified"] {
+        assert!(
+            events
+                .items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some(reason)),
+            "an Event {reason}: the backups, then everything, purged and verified"
+        );
+    }
     Ok(())
 }
 

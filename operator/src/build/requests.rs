@@ -167,7 +167,6 @@ pub fn export_job(
     config: &BackupConfig,
     namespace: &str,
 ) -> Result<Job, Invalid> {
-    let backup_spec = tenant.spec.backup.as_ref().ok_or_else(no_backups)?;
     let name = request.metadata.name.clone().unwrap_or_default();
     let mut zones: Vec<&str> = tenant
         .spec
@@ -177,10 +176,111 @@ pub fn export_job(
         .collect();
     zones.sort_unstable();
     zones.dedup();
+    let env = vec![
+        (
+            "EXPORT_REPOSITORY",
+            export_location(tenant, &identity.uid, &name)?,
+        ),
+        (
+            "EXPORT_PASSWORD_FILE",
+            "/run/enclave/export/password".into(),
+        ),
+        ("ZONES", zones.join(" ")),
+        ("OBJECTS", "/run/enclave/objects/objects.yaml".into()),
+        ("TERMINATION_LOG", "/dev/termination-log".into()),
+    ];
+    let secrets = [
+        (
+            "export-password",
+            export_password_name(&name),
+            "/run/enclave/export",
+        ),
+        (
+            "objects",
+            export_objects_name(&name),
+            "/run/enclave/objects",
+        ),
+    ];
+    repository_job(
+        &format!("enclave-export-{name}"),
+        Some(&name),
+        EXPORT_SCRIPT,
+        (tenant, identity),
+        config,
+        namespace,
+        &env,
+        &secrets,
+    )
+}
+
+/// What the purge Job runs: every snapshot of the tenant's repository forgotten and pruned,
+/// then checked: it fails while any snapshot remains.
+pub const PURGE_SCRIPT: &str = r#"set -eu
+if ! restic cat config >/dev/null 2>&1; then
+  echo "no repository at $RESTIC_REPOSITORY: nothing to purge"
+  exit 0
+fi
+restic unlock
+ids=$(restic snapshots --retry-lock 30m --host "$BACKUP_HOST" --json | grep -o '"id":"[0-9a-f]\{64\}"' | cut -d'"' -f4)
+if [ -n "$ids" ]; then
+  restic forget --retry-lock 30m --prune $ids
+fi
+left=$(restic snapshots --host "$BACKUP_HOST" --json | grep -o '"id":"[0-9a-f]\{64\}"' | wc -l)
+if [ "$left" -ne 0 ]; then
+  echo "$left snapshot(s) remain" >&2
+  exit 1
+fi
+echo "no snapshot of $BACKUP_HOST remains"
+"#;
+
+/// The name of the Job purging a tenant's backup repository.
+#[must_use]
+pub fn purge_job_name(tenant: &str) -> String {
+    format!("enclave-purge-{tenant}")
+}
+
+/// The Job that destroys a tenant's backups at its purge deadline, in the operator's namespace.
+///
+/// # Errors
+/// [`Invalid`] when the tenant has no backups.
+pub fn purge_job(
+    tenant: &Tenant,
+    identity: &Identity,
+    config: &BackupConfig,
+    namespace: &str,
+) -> Result<Job, Invalid> {
+    repository_job(
+        &purge_job_name(&identity.name),
+        None,
+        PURGE_SCRIPT,
+        (tenant, identity),
+        config,
+        namespace,
+        &[],
+        &[],
+    )
+}
+
+/// A Job in the operator's namespace working on the tenant's repository: the password and the
+/// store's credentials come from the Secrets there, never through a tenant namespace.
+#[allow(clippy::too_many_arguments)] // one call per request kind, each naming what it adds
+fn repository_job(
+    job_name: &str,
+    request: Option<&str>,
+    script: &str,
+    (tenant, identity): (&Tenant, &Identity),
+    config: &BackupConfig,
+    namespace: &str,
+    env: &[(&str, String)],
+    secrets: &[(&str, String, &str)],
+) -> Result<Job, Invalid> {
+    let backup_spec = tenant.spec.backup.as_ref().ok_or_else(no_backups)?;
     let mut labels = identity.labels();
-    labels.insert(REQUEST.into(), name.clone());
+    if let Some(request) = request {
+        labels.insert(REQUEST.into(), request.into());
+    }
     let meta = ObjectMeta {
-        name: Some(format!("enclave-export-{name}")),
+        name: Some(job_name.into()),
         namespace: Some(namespace.into()),
         labels: Some(labels),
         ..ObjectMeta::default()
@@ -217,12 +317,7 @@ pub fn export_job(
         read_only: Some(true),
         ..VolumeMount::default()
     };
-    let work = |volume: &str| Volume {
-        name: volume.into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Volume::default()
-    };
-    let env = vec![
+    let mut all_env = vec![
         value(
             "RESTIC_REPOSITORY",
             backup::repository(backup_spec, &identity.uid),
@@ -232,31 +327,41 @@ pub fn export_job(
             "/run/enclave/repository/password".into(),
         ),
         value("RESTIC_CACHE_DIR", "/work/cache".into()),
-        value(
-            "EXPORT_REPOSITORY",
-            export_location(tenant, &identity.uid, &name)?,
-        ),
-        value(
-            "EXPORT_PASSWORD_FILE",
-            "/run/enclave/export/password".into(),
-        ),
         value("BACKUP_HOST", identity.name.clone()),
         value("BACKUP_ROOT", DATA_ROOT.into()),
-        value("ZONES", zones.join(" ")),
-        value("OBJECTS", "/run/enclave/objects/objects.yaml".into()),
         value("WORK", "/work".into()),
-        value("TERMINATION_LOG", "/dev/termination-log".into()),
-        secret_env(
-            "AWS_ACCESS_KEY_ID",
-            &backup_spec.destination.credentials_secret,
-            "AWS_ACCESS_KEY_ID",
-        ),
-        secret_env(
-            "AWS_SECRET_ACCESS_KEY",
-            &backup_spec.destination.credentials_secret,
-            "AWS_SECRET_ACCESS_KEY",
-        ),
     ];
+    all_env.extend(env.iter().map(|(k, v)| value(k, v.clone())));
+    all_env.push(secret_env(
+        "AWS_ACCESS_KEY_ID",
+        &backup_spec.destination.credentials_secret,
+        "AWS_ACCESS_KEY_ID",
+    ));
+    all_env.push(secret_env(
+        "AWS_SECRET_ACCESS_KEY",
+        &backup_spec.destination.credentials_secret,
+        "AWS_SECRET_ACCESS_KEY",
+    ));
+    let mut volumes = vec![
+        secret_volume("repository", backup::password_secret_name(&identity.name)),
+        Volume {
+            name: "work".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    let mut mounts = vec![
+        mount("repository", "/run/enclave/repository"),
+        VolumeMount {
+            name: "work".into(),
+            mount_path: "/work".into(),
+            ..VolumeMount::default()
+        },
+    ];
+    for (volume, secret, path) in secrets {
+        volumes.push(secret_volume(volume, secret.clone()));
+        mounts.push(mount(volume, path));
+    }
     let pod = PodSpec {
         automount_service_account_token: Some(false),
         restart_policy: Some("Never".into()),
@@ -270,20 +375,11 @@ pub fn export_job(
             ..Default::default()
         }),
         containers: vec![Container {
-            name: "export".into(),
+            name: "restic".into(),
             image: Some(config.image.clone()),
-            command: Some(vec!["/bin/sh".into(), "-c".into(), EXPORT_SCRIPT.into()]),
-            env: Some(env),
-            volume_mounts: Some(vec![
-                mount("repository", "/run/enclave/repository"),
-                mount("export-password", "/run/enclave/export"),
-                mount("objects", "/run/enclave/objects"),
-                VolumeMount {
-                    name: "work".into(),
-                    mount_path: "/work".into(),
-                    ..VolumeMount::default()
-                },
-            ]),
+            command: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
+            env: Some(all_env),
+            volume_mounts: Some(mounts),
             security_context: Some(k8s_openapi::api::core::v1::SecurityContext {
                 allow_privilege_escalation: Some(false),
                 read_only_root_filesystem: Some(true),
@@ -296,12 +392,7 @@ pub fn export_job(
             }),
             ..Container::default()
         }],
-        volumes: Some(vec![
-            secret_volume("repository", backup::password_secret_name(&identity.name)),
-            secret_volume("export-password", export_password_name(&name)),
-            secret_volume("objects", export_objects_name(&name)),
-            work("work"),
-        ]),
+        volumes: Some(volumes),
         ..PodSpec::default()
     };
     Ok(job(meta, pod))

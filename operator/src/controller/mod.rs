@@ -675,6 +675,84 @@ impl Reconcile<'_> {
         Ok(())
     }
 
+    /// Runs, once, the Job that forgets and prunes every snapshot of the tenant's repository and
+    /// fails while one remains. `None` once that is done (or there are no backups); otherwise
+    /// where it stands.
+    async fn purge_repository(&self, identity: &Identity) -> Result<Option<String>> {
+        let Ok(job) = build::requests::purge_job(
+            self.tenant,
+            identity,
+            &self.config.backup,
+            &self.config.namespace,
+        ) else {
+            return Ok(None);
+        };
+        let secrets = Api::<Secret>::namespaced(self.ctx.client.clone(), &self.config.namespace);
+        // Without the password there is nothing left to purge (it goes last).
+        if secrets
+            .get_metadata_opt(&build::backup::password_secret_name(&identity.name))
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let jobs = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(
+            self.ctx.client.clone(),
+            &self.config.namespace,
+        );
+        let name = job.name_any();
+        let Some(live) = jobs.get_opt(&name).await? else {
+            match jobs.create(&kube::api::PostParams::default(), &job).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.ctx.metrics.write("Job", "create");
+            self.publish(
+                EventType::Normal,
+                "PurgeStarted",
+                "Delete",
+                format!(
+                    "purging the backup repository with Job {}/{name}",
+                    self.config.namespace
+                ),
+            )
+            .await;
+            return Ok(Some("backup repository purge started".into()));
+        };
+        let condition = |type_: &str| {
+            live.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == type_ && c.status == "True"))
+                .map(|c| c.message.clone().unwrap_or_default())
+        };
+        if condition("Complete").is_some() {
+            jobs.delete(&name, &DeleteParams::background()).await?;
+            self.publish(
+                EventType::Normal,
+                "RepositoryPurged",
+                "Delete",
+                "every backup snapshot of the tenant forgotten and pruned; none remains".into(),
+            )
+            .await;
+            return Ok(None);
+        }
+        if let Some(message) = condition("Failed") {
+            // Retried with a new Job on the next look; never skipped.
+            jobs.delete(&name, &DeleteParams::background()).await?;
+            self.publish(
+                EventType::Warning,
+                "PurgeFailed",
+                "Delete",
+                format!("the backup repository purge failed, retrying: {message}"),
+            )
+            .await;
+            return Ok(Some("backup repository purge failed, retrying".into()));
+        }
+        Ok(Some("backup repository purge running".into()))
+    }
+
     /// Switches the volumes bound to the tenant's claims (in `namespace`, or everywhere) to
     /// `Delete`, so that deleting the claims destroys the data rather than leave it on disk.
     async fn release_volumes(&self, selector: &str, namespace: Option<&str>) -> Result<()> {
@@ -1089,9 +1167,18 @@ impl Reconcile<'_> {
             )
             .await;
         }
-        let keys = self.delete_keys(&selector).await?;
-        // Verify.
+        // The backups go before the keys: the purge Job needs the repository's password.
         let mut remaining = Vec::new();
+        let repository = self.purge_repository(identity).await?;
+        if let Some(state) = &repository {
+            remaining.push(state.clone());
+        }
+        let keys = if repository.is_none() {
+            self.delete_keys(&selector).await?
+        } else {
+            0
+        };
+        // Verify.
         let left = namespaces_api.list_metadata(&params).await?.items;
         if !left.is_empty() {
             remaining.push(format!(
@@ -1309,11 +1396,16 @@ impl Reconcile<'_> {
         // The retention window of a decommissioned tenant starts when it was first seen so.
         let decommissioned = self.tenant.spec.lifecycle.state == LifecycleState::Decommissioned
             && self.tenant.metadata.deletion_timestamp.is_none();
-        status.decommissioned_at = decommissioned.then(|| {
-            previous
-                .and_then(|p| p.decommissioned_at.clone())
-                .unwrap_or_else(|| Time(crate::status::seconds(Timestamp::now())))
-        });
+        // The deadline was computed from it: derived back, the two always agree.
+        status.decommissioned_at = match outcome {
+            Outcome::Decommissioning { purge_after } if decommissioned => Some(Time(
+                purge_after
+                    .checked_sub(self.retention())
+                    .unwrap_or(*purge_after),
+            )),
+            _ if decommissioned => previous.and_then(|p| p.decommissioned_at.clone()),
+            _ => None,
+        };
         status.purged_at = match outcome {
             Outcome::Purged => Some(
                 previous
