@@ -220,6 +220,21 @@ async fn issued_certificates_serve_tls_only_for_their_names_and_tenant() -> Resu
         "handshake_failure or protocol_version: {answer:?}"
     );
 
+    // Its expiry is a metric.
+    let metrics = {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(env().admin_addr)?;
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body)?;
+        body
+    };
+    let line = format!(
+        "enclave_certificate_expiry_timestamp_seconds{{tenant=\"tls-a\"}} {}",
+        info.not_after.as_second()
+    );
+    assert!(metrics.contains(&line), "{line} in\n{metrics}");
+
     // The workload of the serving zone mounts the certificate, stamped with its serial.
     let deployment = Api::<Deployment>::namespaced(client.clone(), "tls-a-dmz")
         .get("web")
