@@ -45,9 +45,10 @@ pub const MAX_RETENTION_SECONDS: u64 = 30 * 24 * 3600;
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Where the tenant stands: Pending, Ready, Degraded, Blocked or Decommissioning"),
     printcolumn(name = "Zones", type_ = "string", json_path = ".status.zones", description = "The tenant's network zones"),
     printcolumn(name = "Workloads", type_ = "string", json_path = ".status.readyWorkloads", description = "Workloads with N+1 replicas available, over all workloads"),
-    printcolumn(name = "Cert-Expiry", type_ = "date", json_path = ".status.certificate.notAfter", description = "When the tenant's TLS certificate expires"),
+    // Future times as strings: a `date` column shows an age, `<invalid>` for the future.
+    printcolumn(name = "Cert-Expiry", type_ = "string", json_path = ".status.certificate.notAfter", description = "When the tenant's TLS certificate expires"),
     printcolumn(name = "Last-Backup", type_ = "date", json_path = ".status.backup.lastSuccessfulTime", description = "When the last backup succeeded"),
-    printcolumn(name = "Purge-After", type_ = "date", json_path = ".status.purgeAfter", priority = 1, description = "When a decommissioned tenant's data is destroyed"),
+    printcolumn(name = "Purge-After", type_ = "string", json_path = ".status.purgeAfter", priority = 1, description = "When a decommissioned tenant's data is destroyed"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(
