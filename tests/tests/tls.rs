@@ -418,6 +418,40 @@ async fn private_keys_stay_out_of_tenant_namespaces_logs_and_events() -> Result<
                 && !text.contains(&serving_key)
         );
     }
+    // At rest, the CA, the certificate, the bundles and the policies cost no write.
+    let ours = |o: &Value| {
+        !matches!(o["resource"].as_str(), Some("tenants" | "events"))
+            && (o["namespace"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("tls-keys-"))
+                || o["name"] == "enclave-ca-tls-keys")
+    };
+    let before = eventually("writes settle", WAIT, || async {
+        let before = env().operator_writes(ours)?.len();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Ok((env().operator_writes(ours)?.len() == before).then_some(before))
+    })
+    .await?;
+    assert!(before > 0, "the audit log shows the operator's writes");
+    let reconciles = env().metrics.reconciles.get();
+    tenants
+        .patch(
+            "tls-keys",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"test.enclave.dev/poke": "1"}}})),
+        )
+        .await?;
+    eventually("another reconcile", WAIT, || async {
+        Ok((env().metrics.reconciles.get() > reconciles).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env().operator_writes(ours)?.len(),
+        before,
+        "no write at rest"
+    );
+
     let log = logs();
     assert!(log.contains("tls-keys"), "the operator's log was captured");
     assert!(!log.contains("PRIVATE KEY") && !log.contains(&ca_key) && !log.contains(&serving_key));
