@@ -98,3 +98,16 @@ fn committed_crd_yaml_is_current() {
         "charts/crds/tenants.enclave.dev.yaml is stale: run `cargo run -p enclave-crds --bin crdgen > charts/crds/tenants.enclave.dev.yaml`"
     );
 }
+
+#[test]
+fn example_requests_parse() {
+    let restore: TenantRestore =
+        serde_yaml::from_str(include_str!("../../examples/requests/restore.yaml"))
+            .expect("restore example");
+    assert_eq!(restore.spec.volumes, ["db"]);
+    assert_eq!(restore.spec.snapshot, "latest");
+    let export: TenantExport =
+        serde_yaml::from_str(include_str!("../../examples/requests/export.yaml"))
+            .expect("export example");
+    assert_eq!(export.spec.tenant, "acme");
+}
