@@ -110,12 +110,7 @@ fn done(status: Option<&RequestStatus>) -> bool {
 /// else Running.
 fn from_jobs(jobs: &[Job]) -> RequestStatus {
     let finished = |job: &Job, type_: &str| {
-        job.status
-            .as_ref()?
-            .conditions
-            .as_ref()?
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == "True")
+        crate::status::job_ended(job, type_)
             .map(|c| (c.last_transition_time.clone(), c.message.clone()))
     };
     let names = jobs
@@ -169,8 +164,33 @@ fn from_jobs(jobs: &[Job]) -> RequestStatus {
     }
 }
 
-async fn tenant(client: &Client, name: &str) -> Result<Option<Tenant>> {
-    Ok(Api::<Tenant>::all(client.clone()).get_opt(name).await?)
+/// The tenant a request is about; or, as `Err`, what to do instead: nothing more for a request
+/// already done, look again later (status `Pending`) while the tenant does not exist.
+async fn subject<K>(
+    client: &Client,
+    request: &K,
+    status: Option<&RequestStatus>,
+    tenant: &str,
+) -> Result<std::result::Result<(Tenant, Identity), Action>>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    if done(status) {
+        return Ok(Err(Action::await_change()));
+    }
+    let Some(found) = Api::<Tenant>::all(client.clone()).get_opt(tenant).await? else {
+        write_status(
+            client,
+            request,
+            &pending(format!("tenant {tenant} not found")),
+        )
+        .await?;
+        return Ok(Err(Action::requeue(Duration::from_secs(10))));
+    };
+    match Identity::of(&found) {
+        Ok(identity) => Ok(Ok((found, identity))),
+        Err(_) => Ok(Err(Action::await_change())),
+    }
 }
 
 async fn write_status<K>(client: &Client, request: &K, status: &RequestStatus) -> Result<()>
@@ -224,18 +244,18 @@ async fn ensure_jobs(client: &Client, desired: &[Job]) -> Result<Vec<Job>> {
 }
 
 async fn reconcile_restore(request: Arc<TenantRestore>, ctx: Arc<Context>) -> Result<Action> {
-    if done(request.status.as_ref()) {
-        return Ok(Action::await_change());
-    }
+    let (tenant, identity) = match subject(
+        &ctx.client,
+        &*request,
+        request.status.as_ref(),
+        &request.spec.tenant,
+    )
+    .await?
+    {
+        Ok(subject) => subject,
+        Err(action) => return Ok(action),
+    };
     let config = ctx.config.borrow().clone();
-    let Some(tenant) = tenant(&ctx.client, &request.spec.tenant).await? else {
-        let status = pending(format!("tenant {} not found", request.spec.tenant));
-        write_status(&ctx.client, &*request, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(10)));
-    };
-    let Ok(identity) = Identity::of(&tenant) else {
-        return Ok(Action::await_change());
-    };
     let status = match restore_jobs(
         &request,
         &tenant,
@@ -259,18 +279,18 @@ async fn reconcile_restore(request: Arc<TenantRestore>, ctx: Arc<Context>) -> Re
 }
 
 async fn reconcile_export(request: Arc<TenantExport>, ctx: Arc<Context>) -> Result<Action> {
-    if done(request.status.as_ref()) {
-        return Ok(Action::await_change());
-    }
+    let (tenant, identity) = match subject(
+        &ctx.client,
+        &*request,
+        request.status.as_ref(),
+        &request.spec.tenant,
+    )
+    .await?
+    {
+        Ok(subject) => subject,
+        Err(action) => return Ok(action),
+    };
     let config = ctx.config.borrow().clone();
-    let Some(tenant) = tenant(&ctx.client, &request.spec.tenant).await? else {
-        let status = pending(format!("tenant {} not found", request.spec.tenant));
-        write_status(&ctx.client, &*request, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(10)));
-    };
-    let Ok(identity) = Identity::of(&tenant) else {
-        return Ok(Action::await_change());
-    };
     let name = request.name_any();
     let job = match export_job(
         &request,

@@ -326,16 +326,34 @@ pub fn with_redundancy(
     if redundancy.total == 0 {
         return;
     }
+    let ok = redundancy.reason == "Redundant";
+    degrading_condition(
+        status,
+        WORKLOADS_REDUNDANT,
+        (ok, redundancy.reason, &redundancy.message),
+        previous,
+        now,
+    );
+}
+
+/// Adds the condition `type_` as `(ok, reason, message)` says; a ready tenant for which it is
+/// false is `Degraded`.
+fn degrading_condition(
+    status: &mut TenantStatus,
+    type_: &str,
+    (ok, reason, message): (bool, &str, &str),
+    previous: Option<&TenantStatus>,
+    now: Timestamp,
+) {
     let previous_conditions = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let ok = redundancy.reason == "Redundant";
     let generation = status.observed_generation;
     status.conditions.push(condition(
-        WORKLOADS_REDUNDANT,
+        type_,
         ok,
-        redundancy.reason,
-        redundancy.message.clone(),
+        reason,
+        message.to_string(),
         generation,
         previous_conditions,
         now,
@@ -369,13 +387,11 @@ pub fn with_certificate(
     previous: Option<&TenantStatus>,
     now: Timestamp,
 ) {
-    let previous_conditions = previous
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
     let Some(report) = report else {
         status.conditions.extend(
-            previous_conditions
+            previous
                 .iter()
+                .flat_map(|s| s.conditions.iter())
                 .filter(|c| c.type_ == CERTIFICATE_READY)
                 .cloned(),
         );
@@ -384,19 +400,27 @@ pub fn with_certificate(
     if report.certificate.is_some() || !report.ready {
         status.certificate.clone_from(&report.certificate);
     }
-    let generation = status.observed_generation;
-    status.conditions.push(condition(
+    degrading_condition(
+        status,
         CERTIFICATE_READY,
-        report.ready,
-        report.reason,
-        report.message.clone(),
-        generation,
-        previous_conditions,
+        (report.ready, report.reason, &report.message),
+        previous,
         now,
-    ));
-    if !report.ready && status.phase == Some(Phase::Ready) {
-        status.phase = Some(Phase::Degraded);
-    }
+    );
+}
+
+/// The condition `type_` (`Complete` or `Failed`) of a Job, when it holds.
+#[must_use]
+pub fn job_ended<'a>(
+    job: &'a k8s_openapi::api::batch::v1::Job,
+    type_: &str,
+) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
 }
 
 /// The `BackupHealthy` condition type.
@@ -492,22 +516,13 @@ pub fn with_backup(
     now: Timestamp,
 ) {
     status.backup = Some(report.status.clone());
-    let previous_conditions = previous
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    let generation = status.observed_generation;
-    status.conditions.push(condition(
+    degrading_condition(
+        status,
         BACKUP_HEALTHY,
-        report.healthy,
-        report.reason,
-        report.message.clone(),
-        generation,
-        previous_conditions,
+        (report.healthy, report.reason, &report.message),
+        previous,
         now,
-    ));
-    if !report.healthy && status.phase == Some(Phase::Ready) {
-        status.phase = Some(Phase::Degraded);
-    }
+    );
 }
 
 /// The `StorageReplicated` condition type.
@@ -610,22 +625,13 @@ pub fn with_storage(
     let Some(replication) = replication else {
         return;
     };
-    let previous_conditions = previous
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    let generation = status.observed_generation;
-    status.conditions.push(condition(
+    degrading_condition(
+        status,
         STORAGE_REPLICATED,
-        replication.ok,
-        replication.reason,
-        replication.message.clone(),
-        generation,
-        previous_conditions,
+        (replication.ok, replication.reason, &replication.message),
+        previous,
         now,
-    ));
-    if !replication.ok && status.phase == Some(Phase::Ready) {
-        status.phase = Some(Phase::Degraded);
-    }
+    );
 }
 
 /// Tenant-wide usage from the quotas of its namespaces: `used/hard` per resource.

@@ -126,6 +126,15 @@ impl Metrics {
             .inc();
     }
 
+    /// Records when a tenant's serving certificate expires.
+    pub fn certificate_expires(&self, tenant: &str, not_after: k8s_openapi::jiff::Timestamp) {
+        self.certificate_expiry
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .set(not_after.as_second());
+    }
+
     /// Counts a write.
     pub fn write(&self, resource: &str, action: &str) {
         self.writes

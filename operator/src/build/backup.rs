@@ -9,10 +9,10 @@ use crate::config::BackupConfig;
 use enclave_crds::{Backup, Tenant};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ProjectedVolumeSource, SeccompProfile, SecurityContext, ServiceAccount,
-    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    ProjectedVolumeSource, SeccompProfile, ServiceAccount, ServiceAccountTokenProjection, Volume,
+    VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -182,15 +182,7 @@ pub fn restic_pod(
         service_account_name: Some(NAME.into()),
         automount_service_account_token: Some(false),
         restart_policy: Some("Never".into()),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(65_532),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..SeccompProfile::default()
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(pod_security()),
         init_containers: Some(vec![Container {
             name: "credentials".into(),
             image: Some(config.credentials_image.clone()),
@@ -210,7 +202,7 @@ pub fn restic_pod(
                 mount("token", "/var/run/secrets/enclave", true),
                 mount("operator-ca", "/var/run/secrets/enclave-ca", true),
             ]),
-            security_context: Some(restricted()),
+            security_context: Some(super::restricted_container()),
             ..Container::default()
         }]),
         containers: vec![Container {
@@ -219,7 +211,7 @@ pub fn restic_pod(
             command: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
             env: Some(env),
             volume_mounts: Some(data_mounts),
-            security_context: Some(restricted()),
+            security_context: Some(super::restricted_container()),
             ..Container::default()
         }],
         volumes: Some(volumes),
@@ -238,16 +230,16 @@ pub fn credentials_url(config: &BackupConfig, broker_url: Option<&str>) -> Strin
         .to_string()
 }
 
-fn restricted() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
+/// The restricted pod security context of every restic pod: a fixed non-root user.
+pub(crate) fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
         run_as_non_root: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Capabilities::default()
+        run_as_user: Some(65_532),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
         }),
-        ..SecurityContext::default()
+        ..PodSecurityContext::default()
     }
 }
 

@@ -99,6 +99,23 @@ pub fn desired(tenant: &Tenant, config: &Config) -> Result<Desired, Invalid> {
     })
 }
 
+/// The restricted container security context (Pod Security `restricted`) of every container the
+/// operator runs: non-root, read-only root filesystem, no privilege escalation, no capability.
+#[must_use]
+pub fn restricted_container() -> k8s_openapi::api::core::v1::SecurityContext {
+    use k8s_openapi::api::core::v1::{Capabilities, SecurityContext};
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
 /// What ties objects to a tenant: its name for people, its uid for selection.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Identity {

@@ -365,31 +365,14 @@ fn repository_job(
     let pod = PodSpec {
         automount_service_account_token: Some(false),
         restart_policy: Some("Never".into()),
-        security_context: Some(k8s_openapi::api::core::v1::PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(65_532),
-            seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(backup::pod_security()),
         containers: vec![Container {
             name: "restic".into(),
             image: Some(config.image.clone()),
             command: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
             env: Some(all_env),
             volume_mounts: Some(mounts),
-            security_context: Some(k8s_openapi::api::core::v1::SecurityContext {
-                allow_privilege_escalation: Some(false),
-                read_only_root_filesystem: Some(true),
-                run_as_non_root: Some(true),
-                capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
-                    drop: Some(vec!["ALL".into()]),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            security_context: Some(super::restricted_container()),
             ..Container::default()
         }],
         volumes: Some(volumes),

@@ -721,11 +721,7 @@ impl Reconcile<'_> {
             return Ok(Some("backup repository purge started".into()));
         };
         let condition = |type_: &str| {
-            live.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|c| c.iter().find(|c| c.type_ == type_ && c.status == "True"))
-                .map(|c| c.message.clone().unwrap_or_default())
+            crate::status::job_ended(&live, type_).map(|c| c.message.clone().unwrap_or_default())
         };
         if condition("Complete").is_some() {
             jobs.delete(&name, &DeleteParams::background()).await?;
@@ -1474,12 +1470,7 @@ impl Reconcile<'_> {
             )))
             .await?;
         let finished = |job: &k8s_openapi::api::batch::v1::Job, type_: &str| {
-            job.status
-                .as_ref()?
-                .conditions
-                .as_ref()?
-                .iter()
-                .find(|c| c.type_ == type_ && c.status == "True")
+            crate::status::job_ended(job, type_)
                 .and_then(|c| c.last_transition_time.as_ref())
                 .map(|t| t.0)
         };

@@ -5,7 +5,6 @@ use super::{Reconcile, until};
 use crate::apply::{Change, apply, is_subset};
 use crate::build::Identity;
 use crate::status::TlsReport;
-use crate::telemetry::TenantLabels;
 use crate::tls::objects::{self, SERVING_SECRET};
 use crate::tls::{self, CaPlan, Pem, Policy};
 use crate::{Error, Result};
@@ -200,11 +199,7 @@ impl Reconcile<'_> {
         let ca_renewal = tls::renewal_time(ca_info.not_before, ca_info.not_after, None);
         self.ctx
             .metrics
-            .certificate_expiry
-            .get_or_create(&TenantLabels {
-                tenant: identity.name.clone(),
-            })
-            .set(info.not_after.as_second());
+            .certificate_expires(&identity.name, info.not_after);
         Ok(TlsOutcome {
             report: Some(TlsReport {
                 certificate: Some(certificate_status(
@@ -373,11 +368,7 @@ impl Reconcile<'_> {
                 next = Some(until(Timestamp::now(), renewal));
                 self.ctx
                     .metrics
-                    .certificate_expiry
-                    .get_or_create(&TenantLabels {
-                        tenant: identity.name.clone(),
-                    })
-                    .set(info.not_after.as_second());
+                    .certificate_expires(&identity.name, info.not_after);
                 // The issuer's CA, as cert-manager puts it in the Secret, is the bundle.
                 if let Some(ca) = secret
                     .as_ref()
