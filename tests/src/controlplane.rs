@@ -71,34 +71,34 @@ pub struct ControlPlane {
 /// # Errors
 /// When the build fails.
 pub fn binaries() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("ENCLAVE_BIN_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    let script = repo_root().join("hack/build-controlplane.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !output.status.success() {
-        bail!("{} failed", script.display());
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let dir = stdout.lines().last().unwrap_or_default().trim();
-    Ok(PathBuf::from(dir))
+    built("ENCLAVE_BIN_DIR", "hack/build-controlplane.sh")
 }
 
 /// The directory holding cert-manager's controller (`bin/controller`) and CRDs (`crds/`):
-/// `$ENCLAVE_CERT_MANAGER_DIR`, or what `hack/build-cert-manager.sh` builds (at once when
-/// cached).
+/// `$ENCLAVE_CERT_MANAGER_DIR`, or what `hack/build-cert-manager.sh` builds.
 ///
 /// # Errors
 /// When the build fails.
 pub fn cert_manager() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("ENCLAVE_CERT_MANAGER_DIR") {
+    built("ENCLAVE_CERT_MANAGER_DIR", "hack/build-cert-manager.sh")
+}
+
+/// The directory holding restic (`bin/restic`): `$ENCLAVE_RESTIC_DIR`, or what
+/// `hack/build-restic.sh` builds.
+///
+/// # Errors
+/// When the build fails.
+pub fn restic() -> anyhow::Result<PathBuf> {
+    built("ENCLAVE_RESTIC_DIR", "hack/build-restic.sh")
+}
+
+/// `$variable` when set (`hack/test.sh` builds everything first), else the directory the
+/// build `script` prints on its last line (at once when cached).
+fn built(variable: &str, script: &str) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(variable) {
         return Ok(PathBuf::from(dir));
     }
-    let script = repo_root().join("hack/build-cert-manager.sh");
+    let script = repo_root().join(script);
     let output = Command::new("bash")
         .arg(&script)
         .stderr(Stdio::inherit())

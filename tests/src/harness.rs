@@ -171,6 +171,51 @@ impl Env {
         cmd
     }
 
+    /// Makes the operator reconcile `tenant` once more, with a metadata change that leaves its
+    /// spec as is, and waits until it has.
+    ///
+    /// # Errors
+    /// When the patch fails or no reconcile comes within a minute.
+    pub async fn reconcile_again(&self, client: &Client, tenant: &str) -> anyhow::Result<()> {
+        let reconciles = self.metrics.reconciles.get();
+        let poke = serde_json::json!({"metadata": {"annotations": {"test.enclave.dev/poke": chrono::Utc::now().to_rfc3339()}}});
+        kube::Api::<enclave_crds::Tenant>::all(client.clone())
+            .patch(
+                tenant,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&poke),
+            )
+            .await?;
+        eventually("another reconcile", Duration::from_secs(60), || async {
+            Ok((self.metrics.reconciles.get() > reconciles).then_some(()))
+        })
+        .await
+    }
+
+    /// The operator's writes to the objects `ours` names while it reconciles the unchanged
+    /// `tenant` again, once its earlier writes have settled (none for 3 s): empty at rest. Also
+    /// how many writes came before, for tests to check they saw any.
+    ///
+    /// # Errors
+    /// When the audit log cannot be read or the tenant not reconciled.
+    pub async fn writes_at_rest(
+        &self,
+        client: &Client,
+        tenant: &str,
+        ours: impl Fn(&Value) -> bool + Copy,
+    ) -> anyhow::Result<(usize, Vec<Value>)> {
+        let before = eventually("writes settle", Duration::from_secs(90), || async {
+            let before = self.operator_writes(ours)?.len();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Ok((self.operator_writes(ours)?.len() == before).then_some(before))
+        })
+        .await?;
+        self.reconcile_again(client, tenant).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut after = self.operator_writes(ours)?;
+        Ok((before, after.split_off(before.min(after.len()))))
+    }
+
     /// The operator's writes recorded in the API server's audit log whose object is named
     /// by `matches` (`objectRef` of each audit event).
     ///

@@ -197,35 +197,9 @@ async fn backup_jobs_are_reported_and_credentials_reach_only_the_backup_pods() -
             && (o["namespace"] == "bk-data"
                 || o["name"].as_str().is_some_and(|n| n.ends_with("-bk")))
     };
-    let settled = eventually("writes settle", WAIT, || async {
-        let before = env().operator_writes(ours)?.len();
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        Ok((env().operator_writes(ours)?.len() == before).then_some(before))
-    })
-    .await?;
+    let (settled, at_rest) = env().writes_at_rest(&client, "bk", ours).await?;
     assert!(settled > 0, "the audit log shows the operator's writes");
-    let reconciles = env().metrics.reconciles.get();
-    Api::<Tenant>::all(client.clone())
-        .patch(
-            "bk",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(
-                json!({"metadata": {"annotations": {"test.enclave.dev/poke": "1"}}}),
-            ),
-        )
-        .await?;
-    eventually("another reconcile", WAIT, || async {
-        Ok((env().metrics.reconciles.get() > reconciles).then_some(()))
-    })
-    .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = env().operator_writes(ours)?;
-    assert_eq!(
-        after.len(),
-        settled,
-        "writes at rest: {:?}",
-        after.iter().skip(settled).collect::<Vec<_>>()
-    );
+    assert!(at_rest.is_empty(), "writes at rest: {at_rest:?}");
 
     let intruder: ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": "intruder"}}))?;

@@ -10,33 +10,11 @@ use enclave_operator::build::Identity;
 use enclave_operator::build::backup::{self, CREDENTIALS_DIR};
 use enclave_operator::build::requests;
 use enclave_operator::config::BackupConfig;
-use enclave_tests::controlplane::repo_root;
 use k8s_openapi::api::core::v1::Container;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-/// restic's directory: `$ENCLAVE_RESTIC_DIR`, or what `hack/build-restic.sh` builds.
-fn restic_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("ENCLAVE_RESTIC_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    let output = Command::new("bash")
-        .arg(repo_root().join("hack/build-restic.sh"))
-        .stderr(Stdio::inherit())
-        .output()?;
-    if !output.status.success() {
-        bail!("hack/build-restic.sh failed");
-    }
-    Ok(PathBuf::from(
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim(),
-    ))
-}
+use std::process::Command;
 
 fn acme() -> Result<Tenant> {
     let mut tenant: Tenant = serde_json::from_value(json!({
@@ -177,7 +155,7 @@ impl Sandbox {
         )?;
         Ok(Self {
             root,
-            restic: restic_dir()?.join("bin"),
+            restic: enclave_tests::controlplane::restic()?.join("bin"),
         })
     }
 

@@ -210,15 +210,7 @@ async fn unchanged_tenant_costs_zero_writes() -> Result<()> {
     );
 
     // Make the operator reconcile again: a metadata change that leaves the spec as is.
-    let reconciles_before = env().metrics.reconciles.get();
-    let poke = json!({"metadata": {"annotations": {"test.enclave.dev/poke": "1"}}});
-    Api::<Tenant>::all(client.clone())
-        .patch("found-quiet", &PatchParams::default(), &Patch::Merge(&poke))
-        .await?;
-    eventually("another reconcile", Duration::from_secs(20), || async {
-        Ok((env().metrics.reconciles.get() > reconciles_before).then_some(()))
-    })
-    .await?;
+    env().reconcile_again(&client, "found-quiet").await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = env().operator_writes(ours)?;
     let extra: Vec<_> = after[before.len()..]

@@ -489,13 +489,7 @@ async fn exposure_report_matches_the_spec_for_each_tenant_shape() -> Result<()> 
         .create(&PostParams::default(), &allow_all)
         .await?;
     let tenants = Api::<Tenant>::all(client.clone());
-    tenants
-        .patch(
-            "exp-single",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"test.enclave.dev/poke": "1"}}})),
-        )
-        .await?;
+    env().reconcile_again(&client, "exp-single").await?;
     let (_, reason, message) = eventually("Isolated false", Duration::from_secs(20), || async {
         let t = tenants.get("exp-single").await?;
         Ok(isolated(&t).filter(|(status, ..)| status == "False"))

@@ -426,31 +426,9 @@ async fn private_keys_stay_out_of_tenant_namespaces_logs_and_events() -> Result<
                 .is_some_and(|n| n.starts_with("tls-keys-"))
                 || o["name"] == "enclave-ca-tls-keys")
     };
-    let before = eventually("writes settle", WAIT, || async {
-        let before = env().operator_writes(ours)?.len();
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        Ok((env().operator_writes(ours)?.len() == before).then_some(before))
-    })
-    .await?;
+    let (before, at_rest) = env().writes_at_rest(&client, "tls-keys", ours).await?;
     assert!(before > 0, "the audit log shows the operator's writes");
-    let reconciles = env().metrics.reconciles.get();
-    tenants
-        .patch(
-            "tls-keys",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"test.enclave.dev/poke": "1"}}})),
-        )
-        .await?;
-    eventually("another reconcile", WAIT, || async {
-        Ok((env().metrics.reconciles.get() > reconciles).then_some(()))
-    })
-    .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        env().operator_writes(ours)?.len(),
-        before,
-        "no write at rest"
-    );
+    assert!(at_rest.is_empty(), "no write at rest: {at_rest:?}");
 
     let log = logs();
     assert!(log.contains("tls-keys"), "the operator's log was captured");

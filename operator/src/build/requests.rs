@@ -452,7 +452,17 @@ mod tests {
             .find_map(|v| v.persistent_volume_claim.as_ref())
             .expect("claim");
         assert_eq!((claim.claim_name.as_str(), claim.read_only), ("db", None));
-        let all = RestoreAll::all(&t, &identity);
+        let all = TenantRestore::new(
+            "all",
+            TenantRestoreSpec {
+                tenant: "acme".into(),
+                volumes: vec![],
+                snapshot: "latest".into(),
+            },
+        );
+        let all = restore_jobs(&all, &t, &identity, &BackupConfig::default(), None)
+            .expect("valid")
+            .len();
         assert_eq!(all, 2, "no volume named: every zone with volumes");
         let unknown = TenantRestore::new(
             "r2",
@@ -468,23 +478,6 @@ mod tests {
                 .reason,
             "UnknownVolume"
         );
-    }
-
-    struct RestoreAll;
-    impl RestoreAll {
-        fn all(t: &Tenant, identity: &Identity) -> usize {
-            let request = TenantRestore::new(
-                "all",
-                TenantRestoreSpec {
-                    tenant: "acme".into(),
-                    volumes: vec![],
-                    snapshot: "latest".into(),
-                },
-            );
-            restore_jobs(&request, t, identity, &BackupConfig::default(), None)
-                .expect("valid")
-                .len()
-        }
     }
 
     #[test]
