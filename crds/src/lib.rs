@@ -889,12 +889,39 @@ fn default_profile() -> String {
     "default".into()
 }
 
+/// A certificate's validity when `spec.tls.duration` is not set: 90 days.
+pub const DEFAULT_TLS_DURATION: &str = "2160h";
+/// How long data outlives a decommissioning request when `lifecycle.retention` is not set.
+pub const DEFAULT_RETENTION: &str = "7d";
+
 fn default_tls_duration() -> String {
-    "2160h".into()
+    DEFAULT_TLS_DURATION.into()
 }
 
 fn default_retention() -> String {
-    "7d".into()
+    DEFAULT_RETENTION.into()
+}
+
+impl Lifecycle {
+    /// The retention window, clamped to the policy's 30 days; the default when the text does
+    /// not parse (the schema refuses such text, so only an object written around it has one).
+    #[must_use]
+    pub fn retention(&self) -> std::time::Duration {
+        let max = std::time::Duration::from_secs(MAX_RETENTION_SECONDS);
+        duration::parse(&self.retention)
+            .or_else(|| duration::parse(DEFAULT_RETENTION))
+            .map_or(max, |d| d.min(max))
+    }
+}
+
+impl Tls {
+    /// The certificates' validity; the default when the text does not parse.
+    #[must_use]
+    pub fn validity(&self) -> std::time::Duration {
+        duration::parse(&self.duration)
+            .or_else(|| duration::parse(DEFAULT_TLS_DURATION))
+            .unwrap_or_default()
+    }
 }
 
 impl Tenant {

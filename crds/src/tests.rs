@@ -119,3 +119,24 @@ fn example_requests_parse() {
             .expect("export example");
     assert_eq!(export.spec.tenant, "acme");
 }
+
+#[test]
+fn retention_and_validity_come_from_one_default() {
+    use std::time::Duration;
+    let mut lifecycle: Lifecycle = serde_json::from_value(serde_json::json!({})).expect("defaults");
+    assert_eq!(lifecycle.retention, DEFAULT_RETENTION);
+    assert_eq!(lifecycle.retention(), Duration::from_secs(7 * 86_400));
+    lifecycle.retention = "45d".into();
+    assert_eq!(
+        lifecycle.retention(),
+        Duration::from_secs(MAX_RETENTION_SECONDS),
+        "clamped to the policy's 30 days"
+    );
+    lifecycle.retention = "90s".into();
+    assert_eq!(lifecycle.retention(), Duration::from_secs(90));
+    lifecycle.retention = "nonsense".into();
+    assert_eq!(lifecycle.retention(), Duration::from_secs(7 * 86_400));
+    let tls: Tls =
+        serde_json::from_value(serde_json::json!({"dnsNames": ["a.example"]})).expect("defaults");
+    assert_eq!(tls.validity(), Duration::from_secs(90 * 86_400));
+}

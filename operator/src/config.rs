@@ -212,7 +212,7 @@ impl Default for Config {
             concurrency: 8,
             resync: Duration::from_secs(300),
             poll: Duration::from_secs(2),
-            reporter: crate::build::MANAGER.to_string(),
+            reporter: crate::labels::MANAGER.to_string(),
             network: NetworkConfig::default(),
             images: BTreeMap::new(),
             storage_profiles: BTreeMap::new(),

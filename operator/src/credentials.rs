@@ -2,19 +2,19 @@
 //! object store's credentials without either ever being stored in a tenant namespace.
 //!
 //! The pod presents a short-lived service account token bound to the audience
-//! [`AUDIENCE`](crate::build::backup::AUDIENCE); the operator has the API server review it
+//! [`AUDIENCE`](crate::desired::backup::AUDIENCE); the operator has the API server review it
 //! (TokenReview), checks that it is the `enclave-backup` service account of a tenant's zone
 //! namespace, and answers with that tenant's secrets only. The pod writes them to memory.
 
-use crate::build::backup::{ACCESS_KEY_FILE, AUDIENCE, NAME, PASSWORD_FILE, SECRET_KEY_FILE};
-use crate::build::labels;
+use crate::desired::backup::{ACCESS_KEY_FILE, AUDIENCE, NAME, PASSWORD_FILE, SECRET_KEY_FILE};
+use crate::desired::labels;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use enclave_crds::Tenant;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -79,10 +79,9 @@ pub async fn handle(
         ..TokenReview::default()
     };
     let unavailable = |e: kube::Error| refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-    let reviewed = Api::<TokenReview>::all(broker.client.clone())
-        .create(&PostParams::default(), &review)
+    let reviewed = crate::cluster::Gateway::review_token(&broker.client, &review)
         .await
-        .map_err(unavailable)?;
+        .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let status = reviewed.status.unwrap_or_default();
     let audience_ok = status
         .audiences
@@ -137,7 +136,7 @@ pub async fn handle(
             .and_then(|s| s.data.as_ref()?.get(key))
             .and_then(|v| String::from_utf8(v.0.clone()).ok())
     };
-    let password_name = crate::build::backup::password_secret_name(&name);
+    let password_name = crate::desired::backup::password_secret_name(&name);
     let password = secrets.get_opt(&password_name).await.map_err(unavailable)?;
     let store = secrets
         .get_opt(&backup.destination.credentials_secret)

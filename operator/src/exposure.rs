@@ -5,9 +5,9 @@
 //! builders that wrote them, so a bug in one is caught by the other: `Isolated` is true only
 //! when what the policies allow is exactly what the spec asks ([`expected`]).
 
-use crate::build::cidr::Cidr;
-use crate::build::labels;
 use crate::config::{NetworkConfig, PeerSelector};
+use crate::desired::cidr::Cidr;
+use crate::desired::labels;
 use enclave_crds::{Exposure, ExposureEntry, Protocol, Tenant};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -292,15 +292,15 @@ pub fn differences(actual: &[ExposureEntry], expected: &[ExposureEntry]) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::tenant;
-    use crate::build::{Identity, network};
+    use crate::desired::fixtures::tenant;
+    use crate::desired::{Identity, network};
     use enclave_crds::{Firewall, Port};
 
     fn report(t: &Tenant) -> Vec<ExposureEntry> {
         let identity = Identity::of(t).expect("identity");
         let config = NetworkConfig::default();
         let policies = network::zone_policies(t, &identity, &config);
-        let namespaces = crate::build::namespaces::zone_namespaces(t, &identity);
+        let namespaces = crate::desired::namespaces::zone_namespaces(t, &identity);
         let zones: Vec<ZoneNamespace<'_>> = t
             .spec
             .zones

@@ -189,7 +189,8 @@ async fn main() -> anyhow::Result<()> {
                 )?,
                 None => tokio::sync::watch::channel(base).1,
             };
-            enclave_operator::controller::run(client, configs, health, wait(stopped)).await?;
+            enclave_operator::controllers::tenant::run(client, configs, health, wait(stopped))
+                .await?;
             admin.await.context("admin server task")??;
         }
     }

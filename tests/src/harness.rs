@@ -377,9 +377,13 @@ pub fn spawn_operator(
                 health.clone(),
                 until_stopped(stopped.clone()),
             ));
-            if let Err(error) =
-                enclave_operator::controller::run(client, configs, health, until_stopped(stopped))
-                    .await
+            if let Err(error) = enclave_operator::controllers::tenant::run(
+                client,
+                configs,
+                health,
+                until_stopped(stopped),
+            )
+            .await
             {
                 eprintln!("operator stopped: {error}");
             }

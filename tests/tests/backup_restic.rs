@@ -6,10 +6,10 @@
 
 use anyhow::{Context as _, Result, bail};
 use enclave_crds::{Tenant, TenantExport, TenantExportSpec, TenantRestore, TenantRestoreSpec};
-use enclave_operator::build::Identity;
-use enclave_operator::build::backup::{self, CREDENTIALS_DIR};
-use enclave_operator::build::requests;
 use enclave_operator::config::BackupConfig;
+use enclave_operator::desired::Identity;
+use enclave_operator::desired::backup::{self, CREDENTIALS_DIR};
+use enclave_operator::desired::requests;
 use k8s_openapi::api::core::v1::Container;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

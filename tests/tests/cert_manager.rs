@@ -6,7 +6,7 @@
 
 use anyhow::{Context as _, Result};
 use enclave_crds::{Phase, Tenant};
-use enclave_operator::tls;
+use enclave_operator::pki as tls;
 use enclave_tests::controlplane::{cert_manager, kubectl_output};
 use enclave_tests::harness::{env, eventually};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
@@ -156,7 +156,7 @@ async fn cert_manager_issues_when_named_and_its_absence_is_reported() -> Result<
     let secret = Api::<Secret>::namespaced(client.clone(), "cm-dmz")
         .get("enclave-tls")
         .await?;
-    let pem = tls::objects::pem_of(&secret).context("tls.crt")?;
+    let pem = enclave_operator::desired::tls::pem_of(&secret).context("tls.crt")?;
     let info = tls::parse(&pem.cert)?;
     assert_eq!(certificate.serial.as_deref(), Some(info.serial.as_str()));
     assert!(info.dns_names.contains("cm.example"));

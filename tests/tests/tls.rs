@@ -6,7 +6,7 @@
 
 use anyhow::{Context as _, Result};
 use enclave_crds::{Tenant, TlsVersion};
-use enclave_operator::tls::{self, Pem, Policy};
+use enclave_operator::pki::{self as tls, Pem, Policy};
 use enclave_tests::harness::{OPERATOR_NAMESPACE, env, eventually, logs};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
@@ -50,7 +50,7 @@ async fn serving(client: &kube::Client, namespace: &str) -> Result<Pem> {
     let secret = Api::<Secret>::namespaced(client.clone(), namespace)
         .get("enclave-tls")
         .await?;
-    tls::objects::pem_of(&secret).context("tls.crt and tls.key")
+    enclave_operator::desired::tls::pem_of(&secret).context("tls.crt and tls.key")
 }
 
 async fn bundle(client: &kube::Client, namespace: &str) -> Result<String> {
@@ -324,7 +324,7 @@ async fn certificates_renew_before_expiry_and_are_reissued_when_tampered_with() 
         let Some(secret) = secrets.get_opt("enclave-tls").await? else {
             return Ok(None);
         };
-        let serial = tls::objects::pem_of(&secret)
+        let serial = enclave_operator::desired::tls::pem_of(&secret)
             .and_then(|p| tls::parse(&p.cert).ok())
             .map(|i| i.serial);
         Ok(serial.filter(|s| *s != before_delete).map(|_| ()))
@@ -364,7 +364,7 @@ async fn private_keys_stay_out_of_tenant_namespaces_logs_and_events() -> Result<
     let ca = Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE)
         .get("enclave-ca-tls-keys")
         .await?;
-    let ca_pem = tls::objects::pem_of(&ca).context("CA")?;
+    let ca_pem = enclave_operator::desired::tls::pem_of(&ca).context("CA")?;
     let serving_pem = serving(&client, "tls-keys-dmz").await?;
     // The base64 body of a PEM key, without its armour: what a leak would contain.
     let body = |pem: &str| -> String {

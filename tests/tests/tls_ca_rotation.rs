@@ -6,7 +6,7 @@
 
 use anyhow::{Context as _, Result};
 use enclave_crds::Tenant;
-use enclave_operator::tls;
+use enclave_operator::pki as tls;
 use enclave_tests::harness::{OPERATOR_NAMESPACE, env, eventually};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
 use kube::api::{Api, ListParams, PostParams};
@@ -34,7 +34,7 @@ async fn the_ca_rotates_with_both_cas_trusted_during_the_overlap() -> Result<()>
         .create(&PostParams::default(), &tenant)
         .await?;
     let cas = Api::<Secret>::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let ca_of = |secret: &Secret| tls::objects::pem_of(secret).context("CA");
+    let ca_of = |secret: &Secret| enclave_operator::desired::tls::pem_of(secret).context("CA");
     let first = eventually("the CA", Duration::from_secs(60), || async {
         Ok(cas.get_opt("enclave-ca-rot-ca").await?)
     })
@@ -59,7 +59,7 @@ async fn the_ca_rotates_with_both_cas_trusted_during_the_overlap() -> Result<()>
         "rotated before the old CA expired"
     );
     assert_eq!(
-        tls::objects::previous_of(&rotated.0).map(|p| p.trim().to_string()),
+        enclave_operator::desired::tls::previous_of(&rotated.0).map(|p| p.trim().to_string()),
         Some(first.cert.trim().to_string())
     );
     let new_serial = tls::parse(&rotated.1.cert)?.serial;
@@ -89,7 +89,7 @@ async fn the_ca_rotates_with_both_cas_trusted_during_the_overlap() -> Result<()>
             let secret = Api::<Secret>::namespaced(client.clone(), "rot-ca-dmz")
                 .get("enclave-tls")
                 .await?;
-            let pem = tls::objects::pem_of(&secret).context("serving")?;
+            let pem = enclave_operator::desired::tls::pem_of(&secret).context("serving")?;
             Ok(tls::signed_by(&pem.cert, &rotated.1.cert).then_some(pem))
         },
     )

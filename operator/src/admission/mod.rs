@@ -15,8 +15,9 @@
 //!   what they miss as a condition, so GitOps is not blocked by an operator restart;
 //! - a 5 second timeout, well inside the API server's own request deadline.
 
-use crate::build::{MANAGER, labels, network};
 use crate::config::NetworkConfig;
+use crate::desired::network;
+use crate::labels::{self, MANAGER};
 use crate::telemetry::Metrics;
 use axum::Json;
 use axum::Router;
@@ -522,6 +523,7 @@ pub async fn start(
 ) -> crate::Result<Started> {
     let certificate = ServingCertificate::generate(&config.names)
         .map_err(|e| crate::Error::Certificate(e.to_string()))?;
+    let gateway = crate::cluster::Gateway::new(client.clone(), recorder.clone(), metrics.clone());
     let state = GuardState {
         guard: Arc::new(config.guard.clone()),
         recorder,
@@ -545,9 +547,19 @@ pub async fn start(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let desired = webhook_configuration(config.client_config, &ca_pem, &config.guard);
-    let api = kube::Api::<ValidatingWebhookConfiguration>::all(client);
-    let live = api.get_opt(WEBHOOK_CONFIGURATION).await?;
-    crate::apply::apply(&api, &desired, live.as_ref()).await?;
+    let live = kube::Api::<ValidatingWebhookConfiguration>::all(client)
+        .get_opt(WEBHOOK_CONFIGURATION)
+        .await
+        .map_err(crate::error::api(
+            crate::error::Phase::Start,
+            "get",
+            "ValidatingWebhookConfiguration",
+            WEBHOOK_CONFIGURATION,
+        ))?;
+    gateway
+        .writer(crate::error::Phase::Start, None)
+        .apply(&desired, live.as_ref())
+        .await?;
     tracing::info!("admission guard configured");
     Ok(Started { server, ca_pem })
 }

@@ -2,8 +2,8 @@
 //! serving certificate's Secret in each internet-facing zone, and in every zone the CA bundle
 //! and the TLS policy as ConfigMaps.
 
-use super::{Pem, Policy, TLS12_OPENSSL};
-use crate::build::Identity;
+use crate::desired::Identity;
+use crate::pki::{Pem, Policy, TLS12_OPENSSL};
 use enclave_crds::{Exposure, Tenant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -84,6 +84,110 @@ fn bytes(text: &str) -> ByteString {
     ByteString(text.as_bytes().to_vec())
 }
 
+/// Every TLS object the operator keeps for a tenant: what the applier applies, and sweeps once
+/// `spec.tls` no longer asks for it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TlsObjects {
+    /// The TLS policy, in every zone (published with or without `spec.tls`).
+    pub policies: Vec<ConfigMap>,
+    /// The CA bundle, in every zone.
+    pub bundles: Vec<ConfigMap>,
+    /// The CA (operator's namespace) and the serving certificates (serving zones) of the
+    /// built-in issuer.
+    pub secrets: Vec<Secret>,
+    /// cert-manager `Certificate`s, as JSON (the kind is not compiled in).
+    pub certificates: Vec<serde_json::Value>,
+    /// Secrets written by cert-manager for those Certificates, `(namespace, name)`: kept, not
+    /// applied.
+    pub issued_elsewhere: Vec<(String, String)>,
+}
+
+impl TlsObjects {
+    /// Adds `other`'s objects to these.
+    pub fn merge(&mut self, other: TlsObjects) {
+        let TlsObjects {
+            policies,
+            bundles,
+            secrets,
+            certificates,
+            issued_elsewhere,
+        } = other;
+        self.policies.extend(policies);
+        self.bundles.extend(bundles);
+        self.secrets.extend(secrets);
+        self.certificates.extend(certificates);
+        self.issued_elsewhere.extend(issued_elsewhere);
+    }
+}
+
+/// The cert-manager `Certificate` of the serving zone `zone`, issued by `spec.issuer` for
+/// `names` into the Secret [`SERVING_SECRET`]; `None` without an issuer.
+#[must_use]
+pub fn certificate(
+    tenant: &Tenant,
+    identity: &Identity,
+    zone: &str,
+    spec: &enclave_crds::Tls,
+    names: &[String],
+) -> Option<serde_json::Value> {
+    use enclave_crds::{IssuerKind, KeyAlgorithm};
+    let issuer = spec.issuer.as_ref()?;
+    let kind = match issuer.kind {
+        IssuerKind::Issuer => "Issuer",
+        IssuerKind::ClusterIssuer => "ClusterIssuer",
+    };
+    let (algorithm, size) = match spec.key_algorithm {
+        KeyAlgorithm::EcdsaP256 => ("ECDSA", 256),
+        KeyAlgorithm::Rsa2048 => ("RSA", 2048),
+        KeyAlgorithm::Rsa3072 => ("RSA", 3072),
+        KeyAlgorithm::Rsa4096 => ("RSA", 4096),
+    };
+    let meta = identity.zone_object(tenant, zone, SERVING_SECRET);
+    let mut certificate_spec = serde_json::json!({
+        "secretName": SERVING_SECRET,
+        "dnsNames": names,
+        "duration": go_duration(&spec.duration),
+        "privateKey": {"algorithm": algorithm, "size": size, "rotationPolicy": "Always"},
+        "issuerRef": {"name": issuer.name, "kind": kind, "group": "cert-manager.io"},
+        // The tenant's uid and the TLS part, not Enclave's managed-by label: cert-manager must
+        // be free to write the Secret, which the guard would refuse on managed objects.
+        "secretTemplate": {"labels": {crate::labels::TENANT_UID: identity.uid, PART: PART_TLS}},
+    });
+    if let Some(renew) = &spec.renew_before {
+        certificate_spec["renewBefore"] = serde_json::json!(go_duration(renew));
+    }
+    Some(serde_json::json!({
+        "metadata": {"name": SERVING_SECRET, "namespace": meta.namespace, "labels": meta.labels, "ownerReferences": meta.owner_references},
+        "spec": certificate_spec,
+    }))
+}
+
+/// A duration as Go (and so cert-manager) reads it: days become seconds.
+fn go_duration(text: &str) -> String {
+    enclave_crds::duration::parse(text)
+        .map_or_else(|| text.to_string(), |d| format!("{}s", d.as_secs()))
+}
+
+/// The cert-manager `Certificate` kind, which is not compiled in.
+#[must_use]
+pub fn certificate_resource() -> kube::api::ApiResource {
+    kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "cert-manager.io",
+        "v1",
+        "Certificate",
+    ))
+}
+
+/// Label telling a TLS Secret (swept with `spec.tls`) from a key Secret (kept until the purge).
+pub const PART: &str = "enclave.dev/part";
+/// Value of [`PART`] on TLS Secrets.
+pub const PART_TLS: &str = "tls";
+
+fn tls_labels(mut labels: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    labels.insert(PART.into(), PART_TLS.into());
+    labels
+}
+
 /// The CA Secret, in the operator's namespace (the protected zone), never the tenant's.
 #[must_use]
 pub fn ca_secret(identity: &Identity, namespace: &str, ca: &Pem, previous: Option<&str>) -> Secret {
@@ -98,7 +202,7 @@ pub fn ca_secret(identity: &Identity, namespace: &str, ca: &Pem, previous: Optio
         metadata: ObjectMeta {
             name: Some(ca_secret_name(&identity.name)),
             namespace: Some(namespace.into()),
-            labels: Some(identity.labels()),
+            labels: Some(tls_labels(identity.labels())),
             ..ObjectMeta::default()
         },
         type_: Some("kubernetes.io/tls".into()),
@@ -116,8 +220,10 @@ pub fn serving_secret(
     serving: &Pem,
     bundle: &str,
 ) -> Secret {
+    let mut metadata = identity.zone_object(tenant, zone, SERVING_SECRET);
+    metadata.labels = metadata.labels.map(tls_labels);
     Secret {
-        metadata: identity.zone_object(tenant, zone, SERVING_SECRET),
+        metadata,
         type_: Some("kubernetes.io/tls".into()),
         data: Some(BTreeMap::from([
             ("tls.crt".to_string(), bytes(&serving.cert)),

@@ -1,12 +1,13 @@
 //! The controllers of on-demand requests (R12): `TenantRestore` and `TenantExport` each run
-//! Jobs (see `build::requests`) and report them in their own status.
+//! Jobs (see `desired::requests`) and report them in their own status.
 
-use crate::build::requests::{
+use crate::cluster::{Gateway, Note, Writer};
+use crate::config::Config;
+use crate::desired::requests::{
     REQUEST, export_job, export_location, export_objects_name, export_password_name, restore_jobs,
 };
-use crate::build::{self, Identity, storage::KeySecret};
-use crate::config::Config;
-use crate::{Error, Result};
+use crate::desired::{Identity, storage::KeySecret};
+use crate::error::{Error, Phase, Result, api};
 use enclave_crds::{RequestPhase, RequestStatus, Tenant, TenantExport, TenantRestore};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -15,7 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -31,20 +32,23 @@ use tracing::warn;
 
 struct Context {
     client: Client,
+    gateway: Gateway,
     config: tokio::sync::watch::Receiver<Config>,
 }
 
 /// Runs both request controllers until `shutdown` resolves.
 pub async fn run(
-    client: Client,
+    gateway: Gateway,
     config: tokio::sync::watch::Receiver<Config>,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
+    let client = gateway.client().clone();
     let ctx = Arc::new(Context {
         client: client.clone(),
+        gateway,
         config,
     });
-    let managed = format!("{}={}", build::labels::MANAGED_BY, build::labels::MANAGER);
+    let managed = crate::labels::managed_selector();
     let jobs = || Api::<Job>::all(client.clone());
     let restores = Controller::new(
         Api::<TenantRestore>::all(client.clone()),
@@ -168,44 +172,34 @@ fn from_jobs(jobs: &[Job]) -> RequestStatus {
 /// already done, look again later (status `Pending`) while the tenant does not exist.
 async fn subject<K>(
     client: &Client,
+    writer: &Writer<'_>,
     request: &K,
     status: Option<&RequestStatus>,
     tenant: &str,
 ) -> Result<std::result::Result<(Tenant, Identity), Action>>
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>,
 {
     if done(status) {
         return Ok(Err(Action::await_change()));
     }
-    let Some(found) = Api::<Tenant>::all(client.clone()).get_opt(tenant).await? else {
-        write_status(
-            client,
-            request,
-            &pending(format!("tenant {tenant} not found")),
-        )
-        .await?;
+    let Some(found) = Api::<Tenant>::all(client.clone())
+        .get_opt(tenant)
+        .await
+        .map_err(api(Phase::Request, "get", "Tenant", tenant))?
+    else {
+        writer
+            .write_status::<K, _>(
+                &request.name_any(),
+                &pending(format!("tenant {tenant} not found")),
+            )
+            .await?;
         return Ok(Err(Action::requeue(Duration::from_secs(10))));
     };
     match Identity::of(&found) {
         Ok(identity) => Ok(Ok((found, identity))),
         Err(_) => Ok(Err(Action::await_change())),
     }
-}
-
-async fn write_status<K>(client: &Client, request: &K, status: &RequestStatus) -> Result<()>
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
-{
-    let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
-    Api::<K>::all(client.clone())
-        .patch_status(
-            &request.name_any(),
-            &PatchParams::apply(build::MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    Ok(())
 }
 
 fn pending(message: String) -> RequestStatus {
@@ -226,26 +220,37 @@ fn failed(message: String) -> RequestStatus {
 }
 
 /// Creates each Job unless it exists, and returns them as the API server holds them.
-async fn ensure_jobs(client: &Client, desired: &[Job]) -> Result<Vec<Job>> {
+async fn ensure_jobs(client: &Client, writer: &Writer<'_>, desired: &[Job]) -> Result<Vec<Job>> {
     let mut live = Vec::new();
     for job in desired {
-        let api = Api::<Job>::namespaced(client.clone(), &job.namespace().unwrap_or_default());
-        let current = match api.get_opt(&job.name_any()).await? {
-            Some(current) => current,
-            None => match api.create(&PostParams::default(), job).await {
-                Ok(created) => created,
-                Err(kube::Error::Api(e)) if e.code == 409 => api.get(&job.name_any()).await?,
-                Err(e) => return Err(e.into()),
-            },
-        };
-        live.push(current);
+        let namespace = job.namespace().unwrap_or_default();
+        let name = job.name_any();
+        let api_ = Api::<Job>::namespaced(client.clone(), &namespace);
+        let failed = |verb| api(Phase::Request, verb, "Job", format!("{namespace}/{name}"));
+        if api_.get_opt(&name).await.map_err(failed("get"))?.is_none() {
+            writer
+                .create(
+                    job,
+                    Note::normal(
+                        "JobCreated",
+                        "Create",
+                        format!("created Job {namespace}/{name}"),
+                    ),
+                )
+                .await?;
+        }
+        live.push(api_.get(&name).await.map_err(failed("get"))?);
     }
     Ok(live)
 }
 
 async fn reconcile_restore(request: Arc<TenantRestore>, ctx: Arc<Context>) -> Result<Action> {
+    let writer = ctx
+        .gateway
+        .writer(Phase::Request, Some(request.object_ref(&())));
     let (tenant, identity) = match subject(
         &ctx.client,
+        &writer,
         &*request,
         request.status.as_ref(),
         &request.spec.tenant,
@@ -269,18 +274,24 @@ async fn reconcile_restore(request: Arc<TenantRestore>, ctx: Arc<Context>) -> Re
             for job in &mut desired {
                 job.metadata.owner_references = request.controller_owner_ref(&()).map(|o| vec![o]);
             }
-            from_jobs(&ensure_jobs(&ctx.client, &desired).await?)
+            from_jobs(&ensure_jobs(&ctx.client, &writer, &desired).await?)
         }
     };
     if request.status.as_ref() != Some(&status) {
-        write_status(&ctx.client, &*request, &status).await?;
+        writer
+            .write_status::<TenantRestore, _>(&request.name_any(), &status)
+            .await?;
     }
     Ok(Action::requeue(Duration::from_secs(30)))
 }
 
 async fn reconcile_export(request: Arc<TenantExport>, ctx: Arc<Context>) -> Result<Action> {
+    let writer = ctx
+        .gateway
+        .writer(Phase::Request, Some(request.object_ref(&())));
     let (tenant, identity) = match subject(
         &ctx.client,
+        &writer,
         &*request,
         request.status.as_ref(),
         &request.spec.tenant,
@@ -301,7 +312,9 @@ async fn reconcile_export(request: Arc<TenantExport>, ctx: Arc<Context>) -> Resu
     ) {
         Err(invalid) => {
             let status = failed(format!("{}: {}", invalid.reason, invalid.message));
-            write_status(&ctx.client, &*request, &status).await?;
+            writer
+                .write_status::<TenantExport, _>(&request.name_any(), &status)
+                .await?;
             return Ok(Action::await_change());
         }
         Ok(mut job) => {
@@ -326,11 +339,17 @@ async fn reconcile_export(request: Arc<TenantExport>, ctx: Arc<Context>) -> Resu
         },
         key_fields: ["password".to_string()].into(),
     };
-    crate::controller::create_once(&ctx.client, &password).await?;
-    let objects = Api::<Secret>::namespaced(ctx.client.clone(), &config.namespace);
-    if objects
-        .get_metadata_opt(&export_objects_name(&name))
-        .await?
+    crate::cluster::applier::create_key(&writer, &ctx.client, &password).await?;
+    let objects_name = export_objects_name(&name);
+    if Api::<Secret>::namespaced(ctx.client.clone(), &config.namespace)
+        .get_metadata_opt(&objects_name)
+        .await
+        .map_err(api(
+            Phase::Request,
+            "get",
+            "Secret",
+            format!("{}/{objects_name}", config.namespace),
+        ))?
         .is_none()
     {
         let yaml = tenant_objects(&ctx.client, &tenant).await?;
@@ -345,13 +364,21 @@ async fn reconcile_export(request: Arc<TenantExport>, ctx: Arc<Context>) -> Resu
             string_data: Some([("objects.yaml".to_string(), yaml)].into()),
             ..Secret::default()
         };
-        match objects.create(&PostParams::default(), &secret).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
+        writer
+            .create(
+                &secret,
+                Note::normal(
+                    "Created",
+                    "Create",
+                    format!(
+                        "created Secret {}/{objects_name}: the tenant's objects",
+                        config.namespace
+                    ),
+                ),
+            )
+            .await?;
     }
-    let live = ensure_jobs(&ctx.client, std::slice::from_ref(&job)).await?;
+    let live = ensure_jobs(&ctx.client, &writer, std::slice::from_ref(&job)).await?;
     let mut status = from_jobs(&live);
     if status.phase == Some(RequestPhase::Succeeded) {
         status.location = export_location(&tenant, &identity.uid, &name).ok();
@@ -363,7 +390,9 @@ async fn reconcile_export(request: Arc<TenantExport>, ctx: Arc<Context>) -> Resu
         }
     }
     if request.status.as_ref() != Some(&status) {
-        write_status(&ctx.client, &*request, &status).await?;
+        writer
+            .write_status::<TenantExport, _>(&request.name_any(), &status)
+            .await?;
     }
     Ok(Action::requeue(Duration::from_secs(30)))
 }
@@ -372,7 +401,13 @@ async fn reconcile_export(request: Arc<TenantExport>, ctx: Arc<Context>) -> Resu
 async fn reported_sha256(client: &Client, job: &Job) -> Result<Option<String>> {
     let pods = Api::<Pod>::namespaced(client.clone(), &job.namespace().unwrap_or_default())
         .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
-        .await?;
+        .await
+        .map_err(api(
+            Phase::Request,
+            "list",
+            "Pod",
+            format!("job-name={}", job.name_any()),
+        ))?;
     Ok(pods
         .items
         .iter()
@@ -413,18 +448,32 @@ async fn tenant_objects(client: &Client, tenant: &Tenant) -> Result<String> {
     {
         for object in Api::<K>::namespaced(client.clone(), namespace)
             .list(&ListParams::default())
-            .await?
+            .await
+            .map_err(api(Phase::Request, "list", K::kind(&()), namespace))?
         {
-            let mut value = serde_json::to_value(&object)?;
+            let mut value =
+                serde_json::to_value(&object).map_err(|source| Error::Serialization {
+                    kind: K::kind(&()).to_string(),
+                    source,
+                })?;
             value["apiVersion"] = json!(K::api_version(&()));
             value["kind"] = json!(K::kind(&()));
             out.push(clean(value));
         }
         Ok(())
     }
-    let mut documents = vec![clean(serde_json::to_value(tenant)?)];
-    for zone in &tenant.spec.zones {
-        let namespace = tenant.zone_namespace(&zone.name);
+    let namespaces: Vec<String> = tenant
+        .spec
+        .zones
+        .iter()
+        .map(|zone| tenant.zone_namespace(&zone.name))
+        .collect();
+    let tenant = serde_json::to_value(tenant).map_err(|source| Error::Serialization {
+        kind: "Tenant".into(),
+        source,
+    })?;
+    let mut documents = vec![clean(tenant)];
+    for namespace in namespaces {
         all::<Deployment>(client, &namespace, &mut documents).await?;
         all::<StatefulSet>(client, &namespace, &mut documents).await?;
         all::<Service>(client, &namespace, &mut documents).await?;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::build::fixtures::tenant;
+use crate::desired::fixtures::tenant;
 use enclave_crds::{EgressRule, Firewall};
 
 fn three_zones() -> Tenant {

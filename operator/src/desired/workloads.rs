@@ -4,7 +4,7 @@
 //! restricted security context.
 
 use super::{Identity, Invalid, storage};
-use crate::build::network::protocol;
+use crate::desired::network::protocol;
 use enclave_crds::{Tenant, Workload};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
@@ -45,10 +45,10 @@ pub struct WorkloadObjects {
 }
 
 /// Mounts the serving certificate's Secret into every workload of `namespaces` (at
-/// [`crate::tls::objects::MOUNT_PATH`], read-only) and stamps its serial on the pod template, so
+/// [`crate::desired::tls::MOUNT_PATH`], read-only) and stamps its serial on the pod template, so
 /// that a renewed certificate rolls the workload one pod at a time, like any other change.
 pub fn mount_certificate(objects: &mut WorkloadObjects, namespaces: &[String], serial: &str) {
-    use crate::tls::objects::{MOUNT_PATH, SERIAL_ANNOTATION, SERVING_SECRET};
+    use crate::desired::tls::{MOUNT_PATH, SERIAL_ANNOTATION, SERVING_SECRET};
     let templates = objects
         .deployments
         .iter_mut()
@@ -425,7 +425,7 @@ fn pod_spec(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::tenant;
+    use crate::desired::fixtures::tenant;
     use enclave_crds::{Port, Protocol};
 
     fn with_workload(image: &str) -> Tenant {
@@ -670,7 +670,7 @@ mod tests {
                 .metadata
                 .as_ref()
                 .and_then(|m| m.annotations.as_ref())
-                .expect("annotations")[crate::tls::objects::SERIAL_ANNOTATION],
+                .expect("annotations")[crate::desired::tls::SERIAL_ANNOTATION],
             "0abc"
         );
         let pod = template.spec.as_ref().expect("pod");

@@ -411,7 +411,7 @@ pub fn backup_objects(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::tenant;
+    use crate::desired::fixtures::tenant;
     use enclave_crds::{BackupDestination, BackupRetention, LifecycleState, Volume};
 
     fn backed_up() -> Tenant {

@@ -384,7 +384,7 @@ fn repository_job(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::tenant;
+    use crate::desired::fixtures::tenant;
     use enclave_crds::{Backup, BackupDestination, TenantExportSpec, TenantRestoreSpec, Volume};
 
     fn backed_up() -> Tenant {

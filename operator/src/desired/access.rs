@@ -205,7 +205,7 @@ fn rbac_subject(subject: &Subject) -> RbacSubject {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::tenant;
+    use crate::desired::fixtures::tenant;
     use enclave_crds::Access;
 
     fn allows(role: &ClusterRole, group: &str, resource: &str, verb: &str) -> bool {

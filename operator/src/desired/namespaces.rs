@@ -46,7 +46,7 @@ pub fn zone_namespaces(tenant: &Tenant, identity: &Identity) -> Vec<Namespace> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::{TenantFixture, tenant};
+    use crate::desired::fixtures::{TenantFixture, tenant};
 
     #[test]
     fn one_namespace_per_zone_named_after_tenant_and_zone() {

@@ -270,8 +270,8 @@ pub fn storage_objects(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::tenant;
     use crate::config::{EncryptionParameters, ReplicasParameter};
+    use crate::desired::fixtures::tenant;
     use enclave_crds::{VolumeMount, Workload};
 
     fn longhorn() -> StorageProfile {

@@ -1,8 +1,6 @@
 //! TLS for every tenant (R1, R9): a CA per tenant, serving certificates it issues, when to
 //! renew them, and the TLS policy front services apply. Pure: no client; the controller keeps
-//! the results in Secrets and ConfigMaps (see [`objects`]).
-
-pub mod objects;
+//! the results in Secrets and ConfigMaps (see `desired::tls`).
 
 use enclave_crds::{KeyAlgorithm, TlsVersion};
 use k8s_openapi::jiff::Timestamp;

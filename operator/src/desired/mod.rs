@@ -9,6 +9,7 @@ pub mod network;
 pub mod quota;
 pub mod requests;
 pub mod storage;
+pub mod tls;
 pub mod workloads;
 
 use crate::config::Config;
@@ -19,26 +20,9 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
-/// The one field manager of every server-side apply the operator makes.
-pub const MANAGER: &str = "enclave-operator";
-/// Finalizer holding a deleted Tenant while its data is retained.
-pub const FINALIZER: &str = "enclave.dev/retain-data";
+pub use crate::labels::{FINALIZER, MANAGER};
 
-/// Labels and annotations every managed object carries.
-pub mod labels {
-    /// Standard label naming the manager.
-    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-    /// Value of [`MANAGED_BY`].
-    pub const MANAGER: &str = super::MANAGER;
-    /// The tenant's name, for people; never trusted for selection.
-    pub const TENANT: &str = "enclave.dev/tenant";
-    /// The tenant's uid: what ties an object to its tenant, since a name can be reused.
-    pub const TENANT_UID: &str = "enclave.dev/tenant-uid";
-    /// The zone a namespace implements.
-    pub const ZONE: &str = "enclave.dev/zone";
-    /// Set on a namespace whose zone left the spec: when its retained data is purged.
-    pub const PURGE_AFTER: &str = "enclave.dev/purge-after";
-}
+pub use crate::labels;
 
 /// Why a Tenant cannot be built, for the Ready condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +52,9 @@ pub struct Desired {
     pub storage: storage::StorageObjects,
     /// Backup CronJobs and what they run as.
     pub backup: backup::BackupObjects,
+    /// The TLS policy here; the certificates, which need the live CA, are added by the TLS
+    /// step before the apply.
+    pub tls: tls::TlsObjects,
 }
 
 /// Validates what the schema cannot, then builds the tenant's objects.
@@ -85,17 +72,27 @@ pub fn desired(tenant: &Tenant, config: &Config) -> Result<Desired, Invalid> {
         &config.namespace,
         (config.operator_ca.as_deref(), config.broker_url.as_deref()),
     )?;
-    let mut network_policies = network::zone_policies(tenant, &identity, &config.network);
-    network_policies.extend(backup.network_policies.iter().cloned());
+    let policy = crate::pki::Policy {
+        min_version: tenant
+            .spec
+            .tls
+            .as_ref()
+            .map(|t| t.min_version)
+            .unwrap_or_default(),
+    };
     Ok(Desired {
         namespaces: namespaces::zone_namespaces(tenant, &identity),
-        network_policies,
+        network_policies: network::zone_policies(tenant, &identity, &config.network),
         role_bindings: access::role_bindings(tenant, &identity),
         resource_quotas: quota::resource_quotas(tenant, &identity),
         limit_ranges: quota::limit_ranges(tenant, &identity),
         workloads: workloads::workload_objects(tenant, &identity, &config.images)?,
         storage: storage::storage_objects(tenant, &identity, config)?,
         backup,
+        tls: tls::TlsObjects {
+            policies: tls::policies(tenant, &identity, policy),
+            ..tls::TlsObjects::default()
+        },
     })
 }
 

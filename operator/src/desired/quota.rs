@@ -78,7 +78,7 @@ pub fn limit_ranges(tenant: &Tenant, identity: &Identity) -> Vec<LimitRange> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::tenant;
+    use crate::desired::fixtures::tenant;
     use enclave_crds::Quota;
 
     #[test]

@@ -1,0 +1,765 @@
+//! Applies a tenant's whole desired set, in order, then sweeps what it did not apply: one list
+//! for both, so nothing is ever applied that is never swept.
+//!
+//! Each kind the applier is handed is registered for the sweep even when the list is empty
+//! (a tenant whose `spec.tls` was removed hands no Certificate, and its Certificate must go).
+//! Data kinds go through retention instead of deletion ([`super::retention`]): a namespace or
+//! claim that leaves the spec is marked, kept until its deadline, then destroyed.
+
+use super::retention::{Sweep, plan_sweep, purge_after};
+use super::{Note, Writer, display_name};
+use crate::desired::backup::BackupObjects;
+use crate::desired::storage::{KeySecret, RETAINED, StorageObjects};
+use crate::desired::tls::{PART, PART_TLS, TlsObjects};
+use crate::desired::workloads::WorkloadObjects;
+use crate::desired::{Desired, Identity};
+use crate::error::{Phase, Result, api};
+use crate::labels;
+use crate::units::{shortest, until};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::time::Duration;
+
+/// A kind handed to the applier, with what of it was applied: the rest, carrying the tenant's
+/// labels (and `selector`), is swept.
+struct Registration {
+    resource: ApiResource,
+    /// Labels besides the tenant's uid that select what may be swept.
+    selector: String,
+    wanted: BTreeSet<(String, String)>,
+}
+
+/// One tenant's apply and sweep.
+pub struct Applier<'a> {
+    writer: Writer<'a>,
+    client: Client,
+    identity: &'a Identity,
+    /// The operator's namespace, where key Secrets live.
+    operator_namespace: &'a str,
+    retention: Duration,
+    now: Timestamp,
+    registered: Vec<Registration>,
+    /// Namespaces and claims wanted, `(namespace, name)` (namespace empty for a Namespace).
+    wanted_namespaces: BTreeSet<String>,
+    wanted_claims: BTreeSet<(String, String)>,
+}
+
+impl<'a> Applier<'a> {
+    /// An applier writing through `writer`, keeping data out of the spec for `retention`.
+    #[must_use]
+    pub fn new(
+        writer: &Writer<'a>,
+        client: Client,
+        identity: &'a Identity,
+        operator_namespace: &'a str,
+        retention: Duration,
+    ) -> Self {
+        Self {
+            writer: writer.during(Phase::Apply),
+            client,
+            identity,
+            operator_namespace,
+            retention,
+            now: Timestamp::now(),
+            registered: Vec::new(),
+            wanted_namespaces: BTreeSet::new(),
+            wanted_claims: BTreeSet::new(),
+        }
+    }
+
+    /// Applies every object of `desired`, isolation first (a zone's default-deny stands before
+    /// anything runs in it), certificates before the workloads that mount them, the backup
+    /// password before the CronJobs that need it. Destructured whole: a new field does not
+    /// compile until it is applied here, and so swept.
+    ///
+    /// # Errors
+    /// The first write the API server refuses.
+    pub async fn apply(&mut self, desired: Desired) -> Result<()> {
+        let Desired {
+            namespaces,
+            network_policies,
+            role_bindings,
+            resource_quotas,
+            limit_ranges,
+            workloads:
+                WorkloadObjects {
+                    deployments,
+                    stateful_sets,
+                    disruption_budgets,
+                    services,
+                },
+            storage:
+                StorageObjects {
+                    storage_classes,
+                    claims,
+                    keys,
+                },
+            backup:
+                BackupObjects {
+                    service_accounts,
+                    cron_jobs,
+                    operator_ca,
+                    password,
+                    network_policies: backup_policies,
+                },
+            tls:
+                TlsObjects {
+                    policies,
+                    bundles,
+                    secrets,
+                    certificates,
+                    issued_elsewhere,
+                },
+        } = desired;
+        self.namespaces(&namespaces).await?;
+        self.apply_kind(&network_policies, "").await?;
+        self.apply_kind(&backup_policies, "").await?;
+        self.apply_kind(&resource_quotas, "").await?;
+        self.apply_kind(&limit_ranges, "").await?;
+        self.apply_kind(&role_bindings, "").await?;
+        // Shared by every tenant asking for the same class: never swept by one of them.
+        for class in &storage_classes {
+            let live = self.live(class).await?;
+            self.writer.apply(class, live.as_ref()).await?;
+        }
+        for key in keys.iter().chain(&password) {
+            self.create_key(key).await?;
+        }
+        self.claims(&claims).await?;
+        // TLS Secrets are told from key Secrets by a label: only they are swept.
+        let tls_secrets = format!("{PART}={PART_TLS}");
+        self.apply_kind(&secrets, &tls_secrets).await?;
+        for (namespace, name) in issued_elsewhere {
+            self.register(&ApiResource::erase::<Secret>(&()), &tls_secrets)
+                .insert((namespace, name));
+        }
+        self.apply_kind(&bundles, "").await?;
+        self.apply_kind(&policies, "").await?;
+        self.certificates(certificates).await?;
+        self.apply_kind(&services, "").await?;
+        self.apply_kind(&disruption_budgets, "").await?;
+        self.apply_kind(&deployments, "").await?;
+        self.stateful_sets(&stateful_sets).await?;
+        self.apply_kind(&service_accounts, "").await?;
+        self.apply_kind(&operator_ca, "").await?;
+        self.apply_kind(&cron_jobs, "").await
+    }
+
+    /// Deletes what carries the tenant's labels but was not applied, and puts the data kinds
+    /// through retention. Returns how soon the next retention deadline falls.
+    ///
+    /// # Errors
+    /// The first read or delete the API server refuses.
+    pub async fn sweep(&self) -> Result<Option<Duration>> {
+        let writer = self.writer.during(Phase::Sweep);
+        for registration in &self.registered {
+            let selector = match registration.selector.as_str() {
+                "" => format!(
+                    "{},{}",
+                    self.identity.selector(),
+                    labels::managed_selector()
+                ),
+                extra => format!("{},{extra}", self.identity.selector()),
+            };
+            let kind = &registration.resource.kind;
+            let listed =
+                Api::<DynamicObject>::all_with(self.client.clone(), &registration.resource)
+                    .list_metadata(&ListParams::default().labels(&selector))
+                    .await;
+            let owned = match listed {
+                Ok(list) => list.items,
+                // A kind whose CRD is not installed (cert-manager's) has nothing to sweep.
+                Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                Err(error) => return Err(api(Phase::Sweep, "list", kind, &selector)(error)),
+            };
+            for meta in owned {
+                let key = (meta.namespace().unwrap_or_default(), meta.name_any());
+                if registration.wanted.contains(&key) || meta.metadata.deletion_timestamp.is_some()
+                {
+                    continue;
+                }
+                let object = display_name(Some(&key.0), &key.1);
+                writer
+                    .delete(
+                        &registration.resource,
+                        Some(&key.0),
+                        &key.1,
+                        Note::normal(
+                            "Deleted",
+                            "Delete",
+                            format!("deleted {kind} {object}: no longer in the spec"),
+                        ),
+                    )
+                    .await?;
+            }
+        }
+        let claims = self.sweep_claims(&writer).await?;
+        let namespaces = self.sweep_namespaces(&writer).await?;
+        Ok([claims, namespaces].into_iter().flatten().min())
+    }
+
+    /// The live object `desired` names, if any.
+    async fn live<K>(&self, desired: &K) -> Result<Option<K>>
+    where
+        K: Resource<DynamicType = ()> + DeserializeOwned,
+    {
+        let resource = ApiResource::erase::<K>(&());
+        let namespace = desired.meta().namespace.clone();
+        let name = desired.meta().name.clone().unwrap_or_default();
+        let failed = || {
+            api(
+                Phase::Apply,
+                "get",
+                &resource.kind,
+                display_name(namespace.as_deref(), &name),
+            )
+        };
+        let api_ = match namespace.as_deref() {
+            Some(namespace) => {
+                Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &resource)
+            }
+            None => Api::<DynamicObject>::all_with(self.client.clone(), &resource),
+        };
+        let Some(live) = api_.get_opt(&name).await.map_err(failed())? else {
+            return Ok(None);
+        };
+        serde_json::to_value(live)
+            .and_then(serde_json::from_value)
+            .map(Some)
+            .map_err(|source| crate::Error::Serialization {
+                kind: resource.kind.clone(),
+                source,
+            })
+    }
+
+    fn register(
+        &mut self,
+        resource: &ApiResource,
+        selector: &str,
+    ) -> &mut BTreeSet<(String, String)> {
+        let index = match self
+            .registered
+            .iter()
+            .position(|r| r.resource.kind == resource.kind && r.selector == selector)
+        {
+            Some(index) => index,
+            None => {
+                self.registered.push(Registration {
+                    resource: resource.clone(),
+                    selector: selector.to_string(),
+                    wanted: BTreeSet::new(),
+                });
+                self.registered.len() - 1
+            }
+        };
+        &mut self.registered[index].wanted
+    }
+
+    /// Applies objects of a kind that holds no data, each unless it already matches, and
+    /// registers the kind for the sweep (`selector`: labels besides the tenant's that what
+    /// may be swept carries; empty for the managed-by label).
+    ///
+    /// # Errors
+    /// The first read or write the API server refuses.
+    pub async fn apply_kind<K>(&mut self, objects: &[K], selector: &str) -> Result<()>
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+    {
+        let resource = ApiResource::erase::<K>(&());
+        self.register(&resource, selector);
+        for object in objects {
+            let live = self.live(object).await?;
+            self.writer.apply(object, live.as_ref()).await?;
+            self.register(&resource, selector)
+                .insert((object.namespace().unwrap_or_default(), object.name_any()));
+        }
+        Ok(())
+    }
+
+    /// Creates a key Secret with fresh random keys, unless it exists: a key is never
+    /// rewritten, or the data it encrypts would be lost. Keys are never swept; they go with
+    /// the data they protect (a zone's purge, the tenant's purge).
+    async fn create_key(&self, key: &KeySecret) -> Result<()> {
+        create_key(&self.writer, &self.client, key)
+            .await
+            .map(|_| ())
+    }
+
+    /// Zone namespaces; a retained one wanted again loses its mark.
+    async fn namespaces(&mut self, namespaces: &[Namespace]) -> Result<()> {
+        for namespace in namespaces {
+            let name = namespace.name_any();
+            let live = self.live(namespace).await?;
+            if live
+                .as_ref()
+                .and_then(|ns| purge_after(&ns.metadata))
+                .is_some()
+            {
+                self.writer
+                    .unmark::<Namespace>(
+                        None,
+                        &name,
+                        &[],
+                        Note::normal(
+                            "Restored",
+                            "Update",
+                            format!(
+                                "zone namespace {name} is wanted again: retention mark removed"
+                            ),
+                        ),
+                    )
+                    .await?;
+            }
+            self.writer.apply(namespace, live.as_ref()).await?;
+            self.wanted_namespaces.insert(name);
+        }
+        Ok(())
+    }
+
+    /// Claims: grown when the spec grows (only once bound: Kubernetes refuses to resize an
+    /// unbound claim, and the binding, watched, brings the growth); a retained claim wanted
+    /// again loses its mark.
+    async fn claims(&mut self, claims: &[PersistentVolumeClaim]) -> Result<()> {
+        for claim in claims {
+            let namespace = claim.namespace().unwrap_or_default();
+            let name = claim.name_any();
+            let live = self.live(claim).await?;
+            if live
+                .as_ref()
+                .and_then(|c| purge_after(&c.metadata))
+                .is_some()
+            {
+                self.writer
+                    .unmark::<PersistentVolumeClaim>(
+                        Some(&namespace),
+                        &name,
+                        &[RETAINED],
+                        Note::normal(
+                            "Restored",
+                            "Update",
+                            format!("volume claim {namespace}/{name} is wanted again: retention mark removed"),
+                        ),
+                    )
+                    .await?;
+            }
+            let mut claim = claim.clone();
+            if let (Some(live), Some(spec)) = (&live, claim.spec.as_mut())
+                && live.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound")
+            {
+                spec.resources = live.spec.as_ref().and_then(|s| s.resources.clone());
+            }
+            self.writer.apply(&claim, live.as_ref()).await?;
+            self.wanted_claims.insert((namespace, name));
+        }
+        Ok(())
+    }
+
+    /// StatefulSets. Their claim templates cannot change once created, and need not: the
+    /// claims exist before the StatefulSet and grow on their own, so the live templates stay.
+    ///
+    /// # Errors
+    /// The first read or write the API server refuses.
+    pub async fn stateful_sets(&mut self, sets: &[StatefulSet]) -> Result<()> {
+        let sets: Vec<StatefulSet> = {
+            let mut adjusted = Vec::with_capacity(sets.len());
+            for set in sets {
+                let live = self.live(set).await?;
+                adjusted.push(keep_claim_templates(set, live.as_ref()));
+            }
+            adjusted
+        };
+        self.apply_kind(&sets, "").await
+    }
+
+    /// cert-manager `Certificate`s, known only as JSON.
+    async fn certificates(&mut self, certificates: Vec<Value>) -> Result<()> {
+        let resource = crate::desired::tls::certificate_resource();
+        self.register(&resource, "");
+        for certificate in certificates {
+            let namespace = certificate["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let name = certificate["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let live =
+                Api::<DynamicObject>::namespaced_with(self.client.clone(), &namespace, &resource)
+                    .get_opt(&name)
+                    .await
+                    .map_err(api(
+                        Phase::Apply,
+                        "get",
+                        &resource.kind,
+                        display_name(Some(&namespace), &name),
+                    ))?
+                    .map(|live| serde_json::to_value(live).unwrap_or_default());
+            self.writer
+                .apply_json(&resource, certificate, live.as_ref())
+                .await?;
+            self.register(&resource, "").insert((namespace, name));
+        }
+        Ok(())
+    }
+
+    /// Marks, keeps or purges the claims the spec no longer wants.
+    async fn sweep_claims(&self, writer: &Writer<'_>) -> Result<Option<Duration>> {
+        let selector = self.identity.selector();
+        let owned = Api::<PersistentVolumeClaim>::all(self.client.clone())
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await
+            .map_err(api(
+                Phase::Sweep,
+                "list",
+                "PersistentVolumeClaim",
+                &selector,
+            ))?;
+        let mut by_namespace: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+        for claim in owned.items {
+            by_namespace
+                .entry(claim.namespace().unwrap_or_default())
+                .or_default()
+                .push(claim.metadata);
+        }
+        let mut next = None;
+        for (namespace, metas) in by_namespace {
+            let wanted: BTreeSet<String> = self
+                .wanted_claims
+                .iter()
+                .filter(|(n, _)| *n == namespace)
+                .map(|(_, name)| name.clone())
+                .collect();
+            for step in plan_sweep(&metas, &wanted, self.now, self.retention) {
+                match step {
+                    Sweep::Unmark(_) => {} // done by the apply
+                    Sweep::Mark { name, purge_after } => {
+                        writer
+                            .mark_retained::<PersistentVolumeClaim>(
+                                Some(&namespace),
+                                &name,
+                                &[RETAINED],
+                                purge_after,
+                                Note::normal("Retained", "Retain", format!("volume claim {namespace}/{name} left the spec; its data is kept until {purge_after}")),
+                            )
+                            .await?;
+                        next = Some(shortest(next, until(self.now, purge_after)));
+                    }
+                    Sweep::Purge(name) => {
+                        purge_claim(writer, &self.client, &namespace, &name).await?;
+                    }
+                    Sweep::Wait(deadline) => next = Some(shortest(next, until(self.now, deadline))),
+                }
+            }
+        }
+        Ok(next)
+    }
+
+    /// Marks, keeps or purges the zone namespaces the spec no longer wants; a purged zone's
+    /// volumes are released and its keys deleted with it.
+    async fn sweep_namespaces(&self, writer: &Writer<'_>) -> Result<Option<Duration>> {
+        let selector = self.identity.selector();
+        let owned = Api::<Namespace>::all(self.client.clone())
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await
+            .map_err(api(Phase::Sweep, "list", "Namespace", &selector))?;
+        let metas: Vec<_> = owned.items.into_iter().map(|o| o.metadata).collect();
+        let mut next = None;
+        for step in plan_sweep(&metas, &self.wanted_namespaces, self.now, self.retention) {
+            match step {
+                Sweep::Unmark(_) => {} // done before the apply
+                Sweep::Mark { name, purge_after } => {
+                    writer
+                        .mark_retained::<Namespace>(
+                            None,
+                            &name,
+                            &[],
+                            purge_after,
+                            Note::normal("Retained", "Retain", format!("zone namespace {name} left the spec; its data is kept until {purge_after}")),
+                        )
+                        .await?;
+                    next = Some(shortest(next, until(self.now, purge_after)));
+                }
+                Sweep::Purge(name) => {
+                    release_volumes(writer, &self.client, &selector, Some(&name)).await?;
+                    let zone = metas
+                        .iter()
+                        .find(|m| m.name.as_deref() == Some(name.as_str()))
+                        .and_then(|m| m.labels.as_ref()?.get(labels::ZONE).cloned())
+                        .unwrap_or_default();
+                    delete_keys(
+                        writer,
+                        &self.client,
+                        self.operator_namespace,
+                        &format!("{selector},{}={zone}", labels::ZONE),
+                    )
+                    .await?;
+                    writer
+                        .delete(
+                            &ApiResource::erase::<Namespace>(&()),
+                            None,
+                            &name,
+                            Note::normal(
+                                "Purged",
+                                "Delete",
+                                format!(
+                                    "deleted namespace {name}: its retention window has passed"
+                                ),
+                            ),
+                        )
+                        .await?;
+                }
+                Sweep::Wait(deadline) => next = Some(shortest(next, until(self.now, deadline))),
+            }
+        }
+        Ok(next)
+    }
+}
+
+/// The StatefulSet to apply: `desired` with the live claim templates, which cannot change.
+#[must_use]
+pub fn keep_claim_templates(desired: &StatefulSet, live: Option<&StatefulSet>) -> StatefulSet {
+    let mut set = desired.clone();
+    if let (Some(spec), Some(live_spec)) = (set.spec.as_mut(), live.and_then(|l| l.spec.as_ref())) {
+        spec.volume_claim_templates = live_spec.volume_claim_templates.clone().map(|templates| {
+            templates
+                .into_iter()
+                .map(|t| PersistentVolumeClaim {
+                    metadata: ObjectMeta {
+                        name: t.metadata.name,
+                        labels: t.metadata.labels,
+                        ..ObjectMeta::default()
+                    },
+                    spec: t.spec,
+                    ..PersistentVolumeClaim::default()
+                })
+                .collect()
+        });
+    }
+    set
+}
+
+/// Creates a Secret with fresh random keys in `key.key_fields`, unless it exists. True when it
+/// was created now.
+///
+/// # Errors
+/// When the API server refuses, or the system has no randomness.
+pub async fn create_key(writer: &Writer<'_>, client: &Client, key: &KeySecret) -> Result<bool> {
+    let namespace = key.secret.namespace().unwrap_or_default();
+    let name = key.secret.name_any();
+    if Api::<Secret>::namespaced(client.clone(), &namespace)
+        .get_metadata_opt(&name)
+        .await
+        .map_err(api(
+            Phase::Apply,
+            "get",
+            "Secret",
+            display_name(Some(&namespace), &name),
+        ))?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    let mut secret = key.secret.clone();
+    let data = secret.string_data.get_or_insert_with(Default::default);
+    for field in &key.key_fields {
+        data.insert(field.clone(), random_key()?);
+    }
+    // The Event names the Secret, never its content.
+    writer
+        .create(
+            &secret,
+            Note::normal(
+                "Created",
+                "Apply",
+                format!("created Secret {namespace}/{name}"),
+            ),
+        )
+        .await
+}
+
+/// 256 random bits from the operating system, as 64 hex digits.
+fn random_key() -> Result<String> {
+    let mut bytes = [0_u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| crate::Error::Key(e.to_string()))?;
+    Ok(bytes.iter().fold(String::with_capacity(64), |mut hex, b| {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+        hex
+    }))
+}
+
+/// Destroys a claim's data: its volume is switched to `Delete` (classes retain by default) so
+/// that the provisioner erases it, then the claim is deleted.
+///
+/// # Errors
+/// The first request the API server refuses.
+pub async fn purge_claim(
+    writer: &Writer<'_>,
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<()> {
+    let claim = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(api(
+            Phase::Sweep,
+            "get",
+            "PersistentVolumeClaim",
+            display_name(Some(namespace), name),
+        ))?;
+    if let Some(volume) = claim
+        .as_ref()
+        .and_then(|c| c.spec.as_ref()?.volume_name.clone())
+    {
+        release_volume(writer, client, &volume).await?;
+    }
+    writer
+        .delete(
+            &ApiResource::erase::<PersistentVolumeClaim>(&()),
+            Some(namespace),
+            name,
+            Note::normal("Purged", "Delete", format!("deleted volume claim {namespace}/{name} and its volume: its retention window has passed")),
+        )
+        .await
+}
+
+/// Switches the volumes bound to the tenant's claims (in `namespace`, or everywhere) to
+/// `Delete`, so that deleting the claims destroys the data rather than leave it on disk.
+///
+/// # Errors
+/// The first request the API server refuses.
+pub async fn release_volumes(
+    writer: &Writer<'_>,
+    client: &Client,
+    selector: &str,
+    namespace: Option<&str>,
+) -> Result<()> {
+    let claims = match namespace {
+        Some(namespace) => Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace),
+        None => Api::<PersistentVolumeClaim>::all(client.clone()),
+    };
+    let claims = claims
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(api(writer.phase, "list", "PersistentVolumeClaim", selector))?;
+    for claim in claims {
+        if let Some(volume) = claim.spec.and_then(|s| s.volume_name) {
+            release_volume(writer, client, &volume).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Switches one volume to `Delete`, unless it is gone or already so.
+async fn release_volume(writer: &Writer<'_>, client: &Client, volume: &str) -> Result<()> {
+    let live = Api::<PersistentVolume>::all(client.clone())
+        .get_opt(volume)
+        .await
+        .map_err(api(writer.phase, "get", "PersistentVolume", volume))?;
+    if live
+        .as_ref()
+        .and_then(|v| v.spec.as_ref()?.persistent_volume_reclaim_policy.as_deref())
+        .is_none_or(|policy| policy == "Delete")
+    {
+        return Ok(());
+    }
+    writer.release_volume(volume).await
+}
+
+/// Deletes the key Secrets matching `selector` in the operator's namespace; returns how many
+/// there were.
+///
+/// # Errors
+/// The first request the API server refuses.
+pub async fn delete_keys(
+    writer: &Writer<'_>,
+    client: &Client,
+    operator_namespace: &str,
+    selector: &str,
+) -> Result<usize> {
+    let keys = Api::<Secret>::namespaced(client.clone(), operator_namespace)
+        .list_metadata(&ListParams::default().labels(selector))
+        .await
+        .map_err(api(writer.phase, "list", "Secret", selector))?;
+    for key in keys
+        .items
+        .iter()
+        .filter(|k| k.metadata.deletion_timestamp.is_none())
+    {
+        let name = key.name_any();
+        writer
+            .delete(
+                &ApiResource::erase::<Secret>(&()),
+                Some(operator_namespace),
+                &name,
+                Note::normal(
+                    "Purged",
+                    "Delete",
+                    format!(
+                        "deleted key {operator_namespace}/{name}: the data it protected is purged"
+                    ),
+                ),
+            )
+            .await?;
+    }
+    Ok(keys.items.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::StatefulSetSpec;
+    use k8s_openapi::api::core::v1::PersistentVolumeClaimSpec;
+
+    fn set(template: &str) -> StatefulSet {
+        StatefulSet {
+            spec: Some(StatefulSetSpec {
+                volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                    metadata: ObjectMeta {
+                        name: Some(template.into()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(PersistentVolumeClaimSpec::default()),
+                    ..PersistentVolumeClaim::default()
+                }]),
+                ..StatefulSetSpec::default()
+            }),
+            ..StatefulSet::default()
+        }
+    }
+
+    #[test]
+    fn a_stateful_set_keeps_its_live_claim_templates() {
+        let kept = keep_claim_templates(&set("new"), Some(&set("old")));
+        let templates = kept
+            .spec
+            .and_then(|s| s.volume_claim_templates)
+            .unwrap_or_default();
+        assert_eq!(templates[0].metadata.name.as_deref(), Some("old"));
+        let first = keep_claim_templates(&set("new"), None);
+        let templates = first
+            .spec
+            .and_then(|s| s.volume_claim_templates)
+            .unwrap_or_default();
+        assert_eq!(templates[0].metadata.name.as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn random_keys_are_256_bits_and_differ() {
+        let (a, b) = (random_key().expect("key"), random_key().expect("key"));
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,303 @@
+//! The Tenant controller: its watches and their mappers, the error policy, and the entry to
+//! the pipeline ([`reconcile`]).
+//!
+//! ```text
+//! identity -> lifecycle gate -> desired (pure) -> preflight (pure) -> TLS -> apply + sweep
+//!          -> observe -> status (pure compute, then one write)
+//! ```
+
+use crate::cluster::Gateway;
+use crate::config::Config;
+use crate::desired::{self, labels};
+use crate::error::{Error, Phase, Result, api};
+use crate::telemetry::{Health, Metrics};
+use enclave_crds::Tenant;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service,
+    ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use kube::api::Api;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tracing::{info, instrument, warn};
+
+mod lifecycle;
+mod observe;
+mod preflight;
+mod purge;
+mod reconcile;
+mod tls;
+
+/// What every reconcile shares, built once.
+pub struct Context {
+    /// Client of the API server, for reads.
+    pub client: Client,
+    /// The one way to write to the API server.
+    pub gateway: Gateway,
+    /// The operator's configuration, as last loaded: a change re-reconciles every tenant.
+    pub config: tokio::sync::watch::Receiver<Config>,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs the Tenant controller until `shutdown` resolves.
+///
+/// # Errors
+/// Never at present: failures of single reconciles are logged, counted and retried.
+pub async fn run(
+    client: Client,
+    configs: tokio::sync::watch::Receiver<Config>,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<()> {
+    let config = configs.borrow().clone();
+    // Restores and exports run beside the Tenant controller, stopped by the same signal.
+    let shutdown = futures::FutureExt::shared(shutdown);
+    let requests_gateway = Gateway::new(
+        client.clone(),
+        Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: config.reporter.clone(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        ),
+        health.metrics.clone(),
+    );
+    let requests = tokio::spawn(crate::controllers::requests::run(
+        requests_gateway,
+        configs.clone(),
+        shutdown.clone(),
+    ));
+    let reporter = Reporter {
+        controller: config.reporter.clone(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let gateway = Gateway::new(
+        client.clone(),
+        Recorder::new(client.clone(), reporter),
+        health.metrics.clone(),
+    );
+    // The tenant roles are shared by every tenant: kept once per start, before any binding.
+    let roles = Api::<ClusterRole>::all(client.clone());
+    let writer = gateway.writer(Phase::Start, None);
+    for role in desired::access::cluster_roles() {
+        let live = roles.get_opt(&role.name_any()).await.map_err(api(
+            Phase::Start,
+            "get",
+            "ClusterRole",
+            role.name_any(),
+        ))?;
+        writer.apply(&role, live.as_ref()).await?;
+    }
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        gateway,
+        config: configs.clone(),
+        metrics: health.metrics.clone(),
+    });
+    // A new configuration (a default image bumped, say) is rolled out to every tenant.
+    let reloads = futures::stream::unfold(configs, |mut configs| async move {
+        configs.changed().await.ok()?;
+        info!("configuration changed: reconciling every tenant");
+        Some(((), configs))
+    });
+    let managed = labels::managed_selector();
+    let controller = Controller::new(
+        Api::<Tenant>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let tenants = controller.store();
+    let controller = controller
+        // Only the namespaces the operator manages are watched, never every namespace; they
+        // carry no owner reference (see build::namespaces), so they are mapped by label.
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            by_tenant_label,
+        )
+        // Every NetworkPolicy, Enclave's or not: any of them changes what a zone exposes, and
+        // the exposure report must follow every network change.
+        .watches(
+            Api::<NetworkPolicy>::all(client.clone()),
+            watcher::Config::default(),
+            move |policy| {
+                let namespace = policy.namespace()?;
+                tenants
+                    .state()
+                    .iter()
+                    .find(|t| {
+                        t.spec
+                            .zones
+                            .iter()
+                            .any(|z| t.zone_namespace(&z.name) == namespace)
+                    })
+                    .map(|t| ObjectRef::from_obj(&**t))
+            },
+        )
+        .watches(
+            Api::<RoleBinding>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            owning_tenant,
+        )
+        .watches(
+            Api::<ResourceQuota>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            owning_tenant,
+        )
+        .watches(
+            Api::<LimitRange>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            owning_tenant,
+        )
+        .watches(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            owning_tenant,
+        )
+        .watches(
+            Api::<StatefulSet>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            owning_tenant,
+        )
+        // Claims carry no owner reference (data is never left to the garbage collector): they
+        // are mapped to their tenant by label.
+        .watches(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            by_tenant_label,
+        )
+        // Certificates and their ConfigMaps (the CA's Secret lives in the operator's namespace,
+        // without owner): mapped by label, so an edited or deleted one is re-issued at once.
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            by_tenant_label,
+        )
+        .watches(
+            Api::<CronJob>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            owning_tenant,
+        )
+        // Backup Jobs (owned by their CronJob) carry the tenant's labels: their outcome is
+        // the tenant's backup status.
+        .watches(
+            Api::<Job>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            by_tenant_label,
+        )
+        // The backup service accounts: a deleted one is made again at once.
+        .watches(
+            Api::<ServiceAccount>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            owning_tenant,
+        )
+        .watches(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            owning_tenant,
+        )
+        .watches(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default().labels(&managed),
+            owning_tenant,
+        )
+        .reconcile_all_on(reloads)
+        .with_config(controller::Config::default().concurrency(config.concurrency))
+        .graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    let ready = health.ready.clone();
+    tokio::spawn(async move {
+        // The store wakes only one of several waiters (the controller is another), so look
+        // again now and then rather than wait for a wake-up that may never come.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    ready.store(true, Ordering::Relaxed);
+                    info!("tenant cache synced");
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
+        }
+    });
+    controller
+        .run(reconcile_tenant, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                // One bad Tenant is logged and retried; the others go on.
+                warn!(%error, "reconcile failed");
+            }
+        })
+        .await;
+    let _ = requests.await;
+    info!("controller stopped");
+    Ok(())
+}
+
+/// Backs off a failed tenant; others are not held up.
+#[allow(clippy::needless_pass_by_value)] // the signature kube-runtime's Controller::run asks for
+fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(error);
+    warn!(tenant = %tenant.name_any(), %error, kind = error.metric_label(), "reconcile error, retrying");
+    // A conflict means our view was stale: retry at once rather than back off.
+    if error.is_conflict() {
+        Action::requeue(Duration::from_millis(200))
+    } else {
+        Action::requeue(Duration::from_secs(5))
+    }
+}
+
+#[instrument(skip(tenant, ctx), fields(tenant = %tenant.name_any()))]
+async fn reconcile_tenant(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics.reconciles.inc();
+    let started = Instant::now();
+    let config = ctx.config.borrow().clone();
+    let result = Box::pin(reconcile::run(&tenant, &ctx, &config)).await;
+    ctx.metrics.observe(started.elapsed());
+    result
+}
+
+/// The Tenant owning a namespaced child. `Controller::owns` would look for the owner in the
+/// child's namespace, giving one cluster-scoped Tenant a key per namespace, and so
+/// reconciles of the same tenant running side by side.
+#[allow(clippy::needless_pass_by_value)] // the mapper signature `Controller::watches` asks for
+fn owning_tenant<K: Resource>(child: K) -> Option<ObjectRef<Tenant>> {
+    child
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == "Tenant" && o.api_version.starts_with(enclave_crds::GROUP))
+        .map(|o| ObjectRef::new(&o.name))
+}
+
+/// The Tenant named by an object's tenant label, for objects without owner reference.
+#[allow(clippy::needless_pass_by_value)] // the mapper signature `Controller::watches` asks for
+fn by_tenant_label<K: Resource>(object: K) -> Option<ObjectRef<Tenant>> {
+    object
+        .meta()
+        .labels
+        .as_ref()?
+        .get(labels::TENANT)
+        .map(|name| ObjectRef::new(name))
+}

@@ -1,0 +1,173 @@
+//! One snapshot of the live state per reconcile, for the pure status compute: the status the
+//! API server holds, the tenant's namespaces, quotas, workloads, claims, backup Jobs, and the
+//! NetworkPolicies of its namespaces (for the exposure report).
+
+use super::reconcile::Reconcile;
+use crate::desired::labels;
+use crate::error::{Phase, Result, api};
+use crate::exposure::{self, ZoneNamespace};
+use crate::status::{NetworkReport, Observed, Snapshot, job_ended};
+use enclave_crds::{Tenant, TenantStatus};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, ListParams};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+
+impl Reconcile<'_> {
+    /// The status the API server holds now. The cached Tenant can lag behind a status this
+    /// operator has just written; comparing against it would write (and announce) it again.
+    pub(super) async fn live_status(&self) -> Result<Option<TenantStatus>> {
+        Ok(Api::<Tenant>::all(self.ctx.client.clone())
+            .get_status(&self.identity.name)
+            .await
+            .map_err(api(
+                Phase::Observe,
+                "get status of",
+                "Tenant",
+                &self.identity.name,
+            ))?
+            .status)
+    }
+
+    /// The live namespaces of these names, for the preflight.
+    pub(super) async fn namespaces(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, Option<Namespace>)>> {
+        let api_ = Api::<Namespace>::all(self.ctx.client.clone());
+        let mut live = Vec::with_capacity(names.len());
+        for name in names {
+            let namespace = api_.get_opt(name).await.map_err(api(
+                Phase::Preflight,
+                "get",
+                "Namespace",
+                name,
+            ))?;
+            live.push((name.clone(), namespace));
+        }
+        Ok(live)
+    }
+
+    /// The names of the namespaces labelled with the tenant's uid.
+    pub(super) async fn owned_namespaces(&self) -> Result<Vec<String>> {
+        Ok(self
+            .list::<Namespace>(&self.identity.selector())
+            .await?
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect())
+    }
+
+    async fn list<K>(&self, selector: &str) -> Result<Vec<K>>
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    {
+        Ok(Api::<K>::all(self.ctx.client.clone())
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(api(Phase::Observe, "list", K::kind(&()), selector))?
+            .items)
+    }
+
+    /// Everything the status is computed from; the exposure report only when `network`.
+    pub(super) async fn snapshot(
+        &self,
+        previous: Option<TenantStatus>,
+        network: bool,
+    ) -> Result<Snapshot> {
+        let selector = self.identity.selector();
+        let namespace_objects = self.list::<Namespace>(&selector).await?;
+        let namespaces: Vec<String> = namespace_objects
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+        let workloads = self
+            .list::<Deployment>(&selector)
+            .await?
+            .iter()
+            .map(Observed::of_deployment)
+            .chain(
+                self.list::<StatefulSet>(&selector)
+                    .await?
+                    .iter()
+                    .map(Observed::of_stateful_set),
+            )
+            .collect();
+        let classes = if self.tenant.spec.volumes.is_empty() {
+            vec![]
+        } else {
+            self.list::<StorageClass>(&labels::managed_selector())
+                .await?
+        };
+        let backup_runs = if self.tenant.spec.backup.is_some() {
+            let jobs = self
+                .list::<Job>(&format!(
+                    "{selector},{}=true",
+                    crate::desired::backup::BACKUP
+                ))
+                .await?;
+            let finished = |job: &Job, type_: &str| {
+                job_ended(job, type_)
+                    .and_then(|c| c.last_transition_time.as_ref())
+                    .map(|t| t.0)
+            };
+            jobs.iter()
+                .map(|job| (finished(job, "Complete"), finished(job, "Failed")))
+                .collect()
+        } else {
+            vec![]
+        };
+        let network = if network {
+            Some(self.network_report(&namespace_objects).await?)
+        } else {
+            None
+        };
+        Ok(Snapshot {
+            previous,
+            namespaces,
+            quotas: self.list::<ResourceQuota>(&selector).await?,
+            workloads,
+            claims: self.list::<PersistentVolumeClaim>(&selector).await?,
+            classes,
+            backup_runs,
+            network,
+        })
+    }
+
+    /// The exposure report, from every NetworkPolicy in the tenant's namespaces (Enclave's or
+    /// anyone's: any of them can open a port) and the namespaces' labels.
+    async fn network_report(&self, namespaces: &[Namespace]) -> Result<NetworkReport> {
+        let mut policies = Vec::new();
+        for name in namespaces.iter().map(ResourceExt::name_any) {
+            policies.extend(
+                Api::<NetworkPolicy>::namespaced(self.ctx.client.clone(), &name)
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(api(Phase::Observe, "list", "NetworkPolicy", &name))?
+                    .items,
+            );
+        }
+        let zones: Vec<ZoneNamespace<'_>> = namespaces
+            .iter()
+            .filter_map(|ns| {
+                let labels = ns.metadata.labels.as_ref()?;
+                Some(ZoneNamespace {
+                    zone: labels.get(labels::ZONE)?,
+                    namespace: ns.metadata.name.as_deref()?,
+                    labels,
+                })
+            })
+            .collect();
+        let exposure = exposure::evaluate(&zones, &policies, &self.config.network);
+        let differences = exposure::differences(&exposure, &exposure::expected(self.tenant));
+        Ok(NetworkReport {
+            exposure,
+            differences,
+        })
+    }
+}

@@ -1,0 +1,221 @@
+//! The pipeline, read top to bottom: identity -> lifecycle gate -> desired (pure) -> preflight
+//! (pure) -> TLS -> apply + sweep -> observe -> status (pure compute, then one write).
+
+use super::Context;
+use super::lifecycle::{self, Gate};
+use super::preflight;
+use super::purge::Purge;
+use crate::cluster::Note;
+use crate::cluster::Writer;
+use crate::cluster::applier::Applier;
+use crate::config::Config;
+use crate::desired::{self, Identity};
+use crate::error::{Phase, Result};
+use crate::status::{self, Outcome, Reconciled, TlsReport};
+use crate::units::{shortest, until};
+use enclave_crds::{Tenant, TenantStatus};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// One reconcile of one tenant: what every step shares.
+pub(super) struct Reconcile<'a> {
+    pub tenant: &'a Tenant,
+    pub identity: Identity,
+    pub ctx: &'a Context,
+    /// The configuration this reconcile works from, whatever reloads happen meanwhile.
+    pub config: &'a Config,
+    /// Writes on behalf of this tenant; its Events go to the Tenant.
+    pub writer: Writer<'a>,
+    /// The retention window, from the spec (clamped to 30 days).
+    pub retention: Duration,
+    pub now: Timestamp,
+}
+
+/// Runs the pipeline for `tenant`.
+pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Result<Action> {
+    let identity = match Identity::of(tenant) {
+        Ok(identity) => identity,
+        Err(invalid) => {
+            warn!(reason = invalid.reason, "{}", invalid.message);
+            return Ok(Action::await_change());
+        }
+    };
+    let step = Reconcile {
+        tenant,
+        identity,
+        ctx,
+        config,
+        writer: ctx
+            .gateway
+            .writer(Phase::Apply, Some(tenant.object_ref(&()))),
+        retention: tenant.spec.lifecycle.retention(),
+        now: Timestamp::now(),
+    };
+    let previous = step.live_status().await?;
+    let deadline = match lifecycle::gate(tenant, previous.as_ref(), step.retention, step.now) {
+        Gate::Released | Gate::Purged => return Ok(Action::await_change()),
+        Gate::Deleted { purge_after } => return step.deleted(purge_after, previous).await,
+        Gate::Purge { purge_after } => {
+            return step.purge_decommissioned(purge_after, previous).await;
+        }
+        Gate::Run { deadline } => deadline,
+    };
+    step.ensure_finalizer().await?;
+    let mut desired = match desired::desired(tenant, config) {
+        Ok(desired) => desired,
+        Err(invalid) => {
+            let blocked = Outcome::Blocked {
+                reason: invalid.reason,
+                message: invalid.message,
+            };
+            step.conclude(&blocked, previous, None, None).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let names: Vec<String> = desired
+        .namespaces
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    if let Some(outcome) = preflight::check(&step.identity, &step.namespaces(&names).await?) {
+        let wait = match outcome {
+            Outcome::Blocked { .. } => config.resync,
+            _ => config.poll,
+        };
+        let names = matches!(outcome, Outcome::Progressing { .. }).then_some(names);
+        step.conclude(&outcome, previous, None, names).await?;
+        return Ok(Action::requeue(wait));
+    }
+    // Certificates before the workloads that mount them.
+    let tls = step.certificates().await?;
+    desired.tls.merge(tls.objects);
+    if let Some(serial) = &tls.serial {
+        let namespaces: Vec<String> = desired::tls::serving_zones(tenant)
+            .iter()
+            .map(|z| tenant.zone_namespace(z))
+            .collect();
+        desired::workloads::mount_certificate(&mut desired.workloads, &namespaces, serial);
+    }
+    let mut applier = Applier::new(
+        &step.writer,
+        ctx.client.clone(),
+        &step.identity,
+        &config.namespace,
+        step.retention,
+    );
+    applier.apply(desired).await?;
+    let swept = applier.sweep().await?;
+    step.conclude(
+        &lifecycle::outcome(tenant, deadline),
+        previous,
+        tls.report.as_ref(),
+        Some(names),
+    )
+    .await?;
+    let next = [swept, tls.next, deadline.map(|d| until(step.now, d))]
+        .into_iter()
+        .flatten()
+        .min();
+    Ok(Action::requeue(shortest(next, config.resync)))
+}
+
+impl Reconcile<'_> {
+    /// A deleted tenant: stopped and closed at once, everything kept until `purge_after`, then
+    /// purged, the purge verified, and the Tenant released.
+    async fn deleted(
+        &self,
+        purge_after: Timestamp,
+        previous: Option<TenantStatus>,
+    ) -> Result<Action> {
+        let decommissioning = Outcome::Decommissioning { purge_after };
+        let purged = previous.as_ref().is_some_and(|s| s.purged_at.is_some());
+        if self.now < purge_after && !purged {
+            self.stop(&self.owned_namespaces().await?).await?;
+            self.conclude(&decommissioning, previous, None, None)
+                .await?;
+            info!(%purge_after, "tenant deleted: data retained until the deadline");
+            return Ok(Action::requeue(
+                until(self.now, purge_after).min(self.config.resync),
+            ));
+        }
+        if let Purge::Remaining(what) = self.purge().await? {
+            self.conclude(&decommissioning, previous, None, None)
+                .await?;
+            info!(remaining = %what, "purge in progress");
+            return Ok(Action::requeue(self.config.poll));
+        }
+        self.release().await?;
+        info!("tenant purged and verified: finalizer removed");
+        Ok(Action::await_change())
+    }
+
+    /// A decommissioned tenant past its deadline: purged, then `Purged`.
+    async fn purge_decommissioned(
+        &self,
+        purge_after: Timestamp,
+        previous: Option<TenantStatus>,
+    ) -> Result<Action> {
+        match self.purge().await? {
+            Purge::Remaining(_) => {
+                self.conclude(
+                    &Outcome::Decommissioning { purge_after },
+                    previous,
+                    None,
+                    None,
+                )
+                .await?;
+                Ok(Action::requeue(self.config.poll))
+            }
+            Purge::Done => {
+                self.conclude(&Outcome::Purged, previous, None, None)
+                    .await?;
+                Ok(Action::await_change())
+            }
+        }
+    }
+
+    /// Observe, compute the status (pure), write it when it differs from what the API server
+    /// holds, and announce the conditions that changed. `namespaces` overrides the observed
+    /// list with the zones the spec asks for.
+    async fn conclude(
+        &self,
+        outcome: &Outcome,
+        previous: Option<TenantStatus>,
+        certificate: Option<&TlsReport>,
+        namespaces: Option<Vec<String>>,
+    ) -> Result<()> {
+        let network = matches!(outcome, Outcome::Ready | Outcome::Suspended)
+            || matches!(outcome, Outcome::Decommissioning { .. })
+                && self.tenant.metadata.deletion_timestamp.is_none();
+        let mut snapshot = self.snapshot(previous, network).await?;
+        if let Some(namespaces) = namespaces {
+            snapshot.namespaces = namespaces;
+        }
+        let reconciled = Reconciled {
+            outcome,
+            certificate,
+            retention: self.retention,
+        };
+        let status = status::compute(self.tenant, &reconciled, &snapshot, Timestamp::now());
+        let previous = snapshot.previous.as_ref();
+        if previous == Some(&status) {
+            return Ok(());
+        }
+        self.writer
+            .during(Phase::Status)
+            .write_status::<Tenant, _>(&self.identity.name, &status)
+            .await?;
+        for event in status::announcements(previous, &status, outcome) {
+            let note = if event.warning {
+                Note::warning(&event.reason, "Reconcile", event.message)
+            } else {
+                Note::normal(&event.reason, "Reconcile", event.message)
+            };
+            self.writer.publish(note).await;
+        }
+        Ok(())
+    }
+}
