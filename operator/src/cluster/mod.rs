@@ -8,6 +8,7 @@
 
 pub mod applier;
 pub mod apply;
+pub mod data;
 pub mod retention;
 
 use crate::error::{Error, Phase, Result, api};

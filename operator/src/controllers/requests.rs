@@ -339,7 +339,7 @@ async fn reconcile_export(request: Arc<TenantExport>, ctx: Arc<Context>) -> Resu
         },
         key_fields: ["password".to_string()].into(),
     };
-    crate::cluster::applier::create_key(&writer, &ctx.client, &password).await?;
+    crate::cluster::data::create_key(&writer, &ctx.client, &password).await?;
     let objects_name = export_objects_name(&name);
     if Api::<Secret>::namespaced(ctx.client.clone(), &config.namespace)
         .get_metadata_opt(&objects_name)

@@ -4,7 +4,7 @@
 //! bound to one of its namespaces. Repeated until that holds; an Event says what was destroyed.
 
 use super::reconcile::Reconcile;
-use crate::cluster::applier::{delete_keys, release_volumes};
+use crate::cluster::data::{delete_keys, release_volumes};
 use crate::cluster::{Note, Writer};
 use crate::desired;
 use crate::error::{Phase, Result, api};

@@ -1,0 +1,472 @@
+use super::*;
+
+fn at(second: i64) -> Timestamp {
+    Timestamp::from_second(second).expect("timestamp")
+}
+
+#[test]
+fn ready_outcome_gives_ready_phase_and_true_condition() {
+    let s = tenant_status(
+        Some(3),
+        &Outcome::Ready,
+        &["dmz".to_string(), "app".to_string()],
+        vec!["a-dmz".into()],
+        None,
+        None,
+        at(100),
+    );
+    assert_eq!(s.phase, Some(Phase::Ready));
+    assert_eq!(s.observed_generation, Some(3));
+    assert_eq!(s.conditions[0].status, "True");
+    assert_eq!(s.conditions[0].observed_generation, Some(3));
+    assert_eq!(s.namespaces, ["a-dmz"]);
+    assert_eq!(s.zones.as_deref(), Some("dmz,app"));
+}
+
+#[test]
+fn blocked_outcome_names_reason() {
+    let outcome = Outcome::Blocked {
+        reason: "NamespaceConflict",
+        message: "x exists".into(),
+    };
+    let s = tenant_status(Some(1), &outcome, &[], vec![], None, None, at(100));
+    assert_eq!(s.phase, Some(Phase::Blocked));
+    assert_eq!(s.conditions[0].reason, "NamespaceConflict");
+    assert_eq!(s.conditions[0].status, "False");
+}
+
+#[test]
+fn unchanged_outcome_gives_identical_status() {
+    let first = tenant_status(Some(1), &Outcome::Ready, &[], vec![], None, None, at(100));
+    let second = tenant_status(
+        Some(1),
+        &Outcome::Ready,
+        &[],
+        vec![],
+        None,
+        Some(&first),
+        at(500),
+    );
+    assert_eq!(
+        first, second,
+        "a steady tenant must not cause a status write"
+    );
+}
+
+#[test]
+fn transition_time_moves_when_status_changes() {
+    let first = tenant_status(Some(1), &Outcome::Ready, &[], vec![], None, None, at(100));
+    let outcome = Outcome::Progressing {
+        reason: "NamespaceTerminating",
+        message: String::new(),
+    };
+    let second = tenant_status(Some(1), &outcome, &[], vec![], None, Some(&first), at(200));
+    assert_eq!(second.conditions[0].last_transition_time, Time(at(200)));
+}
+
+#[test]
+fn isolated_follows_the_network_report() {
+    let clean = NetworkReport {
+        exposure: vec![],
+        differences: vec![],
+    };
+    let s = tenant_status(
+        Some(1),
+        &Outcome::Ready,
+        &[],
+        vec![],
+        Some(&clean),
+        None,
+        at(100),
+    );
+    let isolated = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ISOLATED)
+        .expect("Isolated");
+    assert_eq!(
+        (isolated.status.as_str(), isolated.reason.as_str()),
+        ("True", "ExposureMatchesSpec")
+    );
+    let leaky = NetworkReport {
+        exposure: vec![],
+        differences: vec!["open but not declared: app:22".into()],
+    };
+    let s = tenant_status(
+        Some(1),
+        &Outcome::Ready,
+        &[],
+        vec![],
+        Some(&leaky),
+        Some(&s),
+        at(200),
+    );
+    let isolated = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ISOLATED)
+        .expect("Isolated");
+    assert_eq!(
+        (isolated.status.as_str(), isolated.reason.as_str()),
+        ("False", "UnexpectedExposure")
+    );
+    assert!(isolated.message.contains("app:22"));
+    // A blocked reconcile keeps the last report.
+    let blocked = Outcome::Blocked {
+        reason: "X",
+        message: String::new(),
+    };
+    let s2 = tenant_status(Some(1), &blocked, &[], vec![], None, Some(&s), at(300));
+    assert_eq!(
+        s2.conditions.iter().filter(|c| c.type_ == ISOLATED).count(),
+        1
+    );
+}
+
+#[test]
+fn usage_sums_quotas_over_zones() {
+    let quota = |used: &[(&str, &str)], hard: &[(&str, &str)]| -> ResourceQuota {
+        let map = |pairs: &[(&str, &str)]| {
+            serde_json::Value::Object(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), serde_json::json!(v)))
+                    .collect(),
+            )
+        };
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "q"}, "status": {"used": map(used), "hard": map(hard)}})).expect("quota")
+    };
+    let quotas = [
+        quota(
+            &[
+                ("limits.cpu", "500m"),
+                ("limits.memory", "512Mi"),
+                ("pods", "1"),
+            ],
+            &[
+                ("limits.cpu", "4"),
+                ("limits.memory", "8Gi"),
+                ("pods", "20"),
+            ],
+        ),
+        quota(
+            &[("limits.cpu", "1"), ("limits.memory", "1Gi"), ("pods", "2")],
+            &[
+                ("limits.cpu", "4"),
+                ("limits.memory", "8Gi"),
+                ("pods", "20"),
+            ],
+        ),
+    ];
+    let u = usage(&quotas);
+    assert_eq!(u["limits.cpu"], "1500m/8");
+    assert_eq!(u["limits.memory"], "1536Mi/16Gi");
+    assert_eq!(u["pods"], "3/40");
+}
+
+#[test]
+fn redundancy_distinguishes_n_plus_one_n_and_below() {
+    let workload = |name: &str, capacity: i32| enclave_crds::Workload {
+        name: name.into(),
+        zone: "app".into(),
+        capacity,
+        ..Default::default()
+    };
+    let deployment = |name: &str, available: i32| -> Observed {
+        Observed::of_deployment(&serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": "acme-app"}, "status": {"availableReplicas": available}})).expect("deployment"))
+    };
+    let workloads = [workload("web", 2), workload("api", 1)];
+    let r = redundancy(&workloads, &[deployment("web", 3), deployment("api", 2)]);
+    assert_eq!((r.reason, r.redundant, r.total), ("Redundant", 2, 2));
+    let r = redundancy(&workloads, &[deployment("web", 2), deployment("api", 2)]);
+    assert_eq!((r.reason, r.redundant), ("RedundancyLost", 1));
+    assert!(r.message.contains("web: 2 available of 3"), "{}", r.message);
+    let r = redundancy(&workloads, &[deployment("web", 1), deployment("api", 2)]);
+    assert_eq!(r.reason, "Unavailable");
+    let mut status = tenant_status(Some(1), &Outcome::Ready, &[], vec![], None, None, at(1));
+    with_redundancy(&mut status, &r, None, at(1));
+    assert_eq!(status.phase, Some(Phase::Degraded));
+    assert_eq!(status.ready_workloads.as_deref(), Some("1/2"));
+}
+
+#[test]
+fn decommissioning_shows_purge_deadline() {
+    let outcome = Outcome::Decommissioning {
+        purge_after: at(1_000),
+    };
+    let s = tenant_status(Some(1), &outcome, &[], vec![], None, None, at(100));
+    assert_eq!(s.phase, Some(Phase::Decommissioning));
+    assert_eq!(s.purge_after, Some(Time(at(1_000))));
+}
+
+#[test]
+fn storage_replicated_needs_every_claim_bound_on_enough_replicas() {
+    let claim = |name: &str, phase: &str, class: &str| -> PersistentVolumeClaim {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": "acme-data"}, "spec": {"storageClassName": class}, "status": {"phase": phase}})).expect("claim")
+    };
+    let class = |name: &str, replicas: i32| -> StorageClass {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": {"enclave.dev/replicas": replicas.to_string()}}, "provisioner": "x"})).expect("class")
+    };
+    let classes = [class("enclave-default-r3", 3), class("foreign", 1)];
+    let wanted = [
+        ("acme-data".to_string(), "db".to_string(), 3),
+        ("acme-data".to_string(), "files".to_string(), 3),
+    ];
+    let r = replication(
+        &wanted,
+        &[
+            claim("db", "Bound", "enclave-default-r3"),
+            claim("files", "Bound", "enclave-default-r3"),
+        ],
+        &classes,
+    );
+    assert_eq!((r.ok, r.reason), (true, "Replicated"));
+    let r = replication(
+        &wanted,
+        &[
+            claim("db", "Bound", "enclave-default-r3"),
+            claim("files", "Pending", "enclave-default-r3"),
+        ],
+        &classes,
+    );
+    assert_eq!((r.ok, r.reason), (false, "Pending"));
+    assert!(r.message.contains("acme-data/files"), "{}", r.message);
+    let r = replication(
+        &wanted,
+        &[
+            claim("db", "Bound", "enclave-default-r3"),
+            claim("files", "Bound", "foreign"),
+        ],
+        &classes,
+    );
+    assert_eq!((r.ok, r.reason), (false, "WrongClass"));
+    assert!(
+        r.message.contains("gives 1 replicas, 3 required"),
+        "{}",
+        r.message
+    );
+    let mut status = tenant_status(Some(1), &Outcome::Ready, &[], vec![], None, None, at(1));
+    with_storage(&mut status, Some(&r), vec![], None, at(1));
+    assert_eq!(status.phase, Some(Phase::Degraded));
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == STORAGE_REPLICATED && c.status == "False")
+    );
+}
+
+#[test]
+fn workload_status_names_the_image_and_counts() {
+    let workloads = [enclave_crds::Workload {
+        name: "web".into(),
+        zone: "app".into(),
+        capacity: 2,
+        ..Default::default()
+    }];
+    let d: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "acme-app"},
+        "spec": {"replicas": 3, "selector": {}, "template": {"spec": {"containers": [{"name": "web", "image": "nginx:2"}]}}},
+        "status": {"updatedReplicas": 1, "availableReplicas": 3}
+    })).expect("deployment");
+    let s = workload_statuses(&workloads, &[Observed::of_deployment(&d)]);
+    assert_eq!(
+        s,
+        [WorkloadStatus {
+            name: "web".into(),
+            zone: "app".into(),
+            image: "nginx:2".into(),
+            desired: 3,
+            updated: 1,
+            available: 3
+        }]
+    );
+}
+
+#[test]
+fn schedule_fires_are_found_looking_back() {
+    let now: Timestamp = "2026-11-28T10:30:30Z".parse().expect("time");
+    let (latest, before) = recent_fires("0 2 * * *", now).expect("fires");
+    assert_eq!(latest.to_string(), "2026-11-28T02:00:00Z");
+    assert_eq!(before.to_string(), "2026-11-27T02:00:00Z");
+    let (latest, before) = recent_fires("* * * * *", now).expect("fires");
+    assert_eq!(
+        (latest.to_string(), before.to_string()),
+        ("2026-11-28T10:30:00Z".into(), "2026-11-28T10:29:00Z".into())
+    );
+    assert!(
+        recent_fires("0 0 1 1 *", now).is_some(),
+        "yearly looks back far enough"
+    );
+    assert!(recent_fires("not a schedule", now).is_none());
+}
+
+#[test]
+fn backups_are_healthy_while_the_last_success_is_recent() {
+    let now: Timestamp = "2026-11-28T10:30:00Z".parse().expect("time");
+    let t = |s: &str| Some(s.parse::<Timestamp>().expect("time"));
+    let created = "2026-01-01T00:00:00Z".parse().expect("time");
+    let daily = "0 2 * * *";
+    // Last night's run succeeded.
+    let r = backup_health(daily, &[(t("2026-11-28T02:05:00Z"), None)], created, now);
+    assert_eq!((r.healthy, r.reason), (true, "Recent"));
+    // Last night's failed, the night before succeeded: one miss tolerated.
+    let r = backup_health(
+        daily,
+        &[
+            (t("2026-11-27T02:05:00Z"), None),
+            (None, t("2026-11-28T02:03:00Z")),
+        ],
+        created,
+        now,
+    );
+    assert_eq!((r.healthy, r.reason), (true, "Recent"));
+    assert_eq!(
+        r.status
+            .last_failure_time
+            .map(|t| t.0.to_string())
+            .as_deref(),
+        Some("2026-11-28T02:03:00Z")
+    );
+    // Two nights without success: overdue.
+    let r = backup_health(daily, &[(t("2026-11-26T02:05:00Z"), None)], created, now);
+    assert_eq!((r.healthy, r.reason), (false, "Overdue"));
+    assert!(r.message.contains("2026-11-26T02:05:00Z"), "{}", r.message);
+    // Never succeeded: fine for a tenant created since, overdue for an older one.
+    let r = backup_health(
+        daily,
+        &[],
+        "2026-11-28T01:00:00Z".parse().expect("time"),
+        now,
+    );
+    assert_eq!((r.healthy, r.reason), (true, "NotDueYet"));
+    let r = backup_health(daily, &[], created, now);
+    assert_eq!((r.healthy, r.reason), (false, "Overdue"));
+    let mut status = tenant_status(Some(1), &Outcome::Ready, &[], vec![], None, None, now);
+    with_backup(&mut status, &r, None, now);
+    assert_eq!(status.phase, Some(Phase::Degraded));
+}
+
+fn tenant_with_workload() -> enclave_crds::Tenant {
+    let mut t = crate::desired::fixtures::tenant("acme");
+    t.spec.workloads = vec![
+        serde_json::from_value(serde_json::json!({
+            "name": "web", "zone": "dmz", "image": "nginx", "capacity": 2
+        }))
+        .expect("workload"),
+    ];
+    t
+}
+
+fn observed(available: i32) -> Observed {
+    Observed {
+        namespace: "acme-dmz".into(),
+        name: "web".into(),
+        image: "nginx".into(),
+        desired: 3,
+        updated: 3,
+        available,
+    }
+}
+
+#[test]
+fn compute_degrades_a_ready_tenant_short_of_n_plus_one_and_announces_it_once() {
+    let tenant = tenant_with_workload();
+    let reconciled = Reconciled {
+        outcome: &Outcome::Ready,
+        certificate: None,
+        retention: std::time::Duration::from_secs(60),
+    };
+    let healthy = Snapshot {
+        namespaces: vec!["acme-dmz".into()],
+        workloads: vec![observed(3)],
+        ..Snapshot::default()
+    };
+    let ready = compute(&tenant, &reconciled, &healthy, at(100));
+    assert_eq!(ready.phase, Some(Phase::Ready));
+    assert_eq!(ready.ready_workloads.as_deref(), Some("1/1"));
+    // First status: Ready is announced, nothing is short.
+    let events = announcements(None, &ready, &Outcome::Ready);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].reason, "Reconciled");
+    assert!(!events[0].warning);
+
+    let short = Snapshot {
+        previous: Some(ready.clone()),
+        workloads: vec![observed(2)],
+        ..healthy
+    };
+    let degraded = compute(&tenant, &reconciled, &short, at(200));
+    assert_eq!(degraded.phase, Some(Phase::Degraded));
+    let events = announcements(Some(&ready), &degraded, &Outcome::Ready);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].warning);
+    assert_eq!(events[0].reason, "RedundancyLost");
+    // Still short on the next look: no second warning.
+    assert!(announcements(Some(&degraded), &degraded, &Outcome::Ready).is_empty());
+}
+
+#[test]
+fn compute_derives_decommissioned_at_from_the_deadline_and_keeps_purged_at() {
+    let mut tenant = crate::desired::fixtures::tenant("acme");
+    tenant.spec.lifecycle.state = enclave_crds::LifecycleState::Decommissioned;
+    let retention = std::time::Duration::from_secs(3600);
+    let outcome = Outcome::Decommissioning {
+        purge_after: at(10_000),
+    };
+    let reconciled = Reconciled {
+        outcome: &outcome,
+        certificate: None,
+        retention,
+    };
+    let status = compute(&tenant, &reconciled, &Snapshot::default(), at(100));
+    assert_eq!(status.phase, Some(Phase::Decommissioning));
+    assert_eq!(status.decommissioned_at, Some(Time(at(10_000 - 3600))));
+    assert_eq!(status.purge_after, Some(Time(at(10_000))));
+    assert_eq!(status.ready_workloads.as_deref(), Some("stopped"));
+
+    let purged = Reconciled {
+        outcome: &Outcome::Purged,
+        ..reconciled
+    };
+    let first = compute(&tenant, &purged, &Snapshot::default(), at(20_000));
+    assert_eq!(first.purged_at, Some(Time(at(20_000))));
+    assert!(first.namespaces.is_empty());
+    let again = Snapshot {
+        previous: Some(first.clone()),
+        ..Snapshot::default()
+    };
+    let later = compute(&tenant, &purged, &again, at(30_000));
+    assert_eq!(
+        later.purged_at, first.purged_at,
+        "the purge time never moves"
+    );
+}
+
+#[test]
+fn compute_drops_what_the_spec_no_longer_asks() {
+    let tenant = crate::desired::fixtures::tenant("acme");
+    let previous = TenantStatus {
+        certificate: Some(enclave_crds::CertificateStatus::default()),
+        backup: Some(enclave_crds::BackupStatus::default()),
+        ..TenantStatus::default()
+    };
+    let reconciled = Reconciled {
+        outcome: &Outcome::Ready,
+        certificate: None,
+        retention: std::time::Duration::from_secs(60),
+    };
+    let snapshot = Snapshot {
+        previous: Some(previous),
+        ..Snapshot::default()
+    };
+    let status = compute(&tenant, &reconciled, &snapshot, at(100));
+    assert_eq!(status.certificate, None, "no spec.tls, no certificate");
+    assert_eq!(status.backup, None, "no spec.backup, no backup status");
+    assert!(
+        !status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == CERTIFICATE_READY || c.type_ == BACKUP_HEALTHY)
+    );
+}

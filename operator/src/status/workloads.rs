@@ -1,0 +1,175 @@
+//! `WorkloadsRedundant` and `status.workloads`: each workload's replicas against N+1 (R15).
+
+use super::{
+    Deployment, PodTemplateSpec, StatefulSet, TenantStatus, Timestamp, WorkloadStatus,
+    degrading_condition,
+};
+/// The `WorkloadsRedundant` condition type.
+pub const WORKLOADS_REDUNDANT: &str = "WorkloadsRedundant";
+
+/// How the workloads stand against N+1 (R15).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redundancy {
+    /// Workloads with N+1 replicas available.
+    pub redundant: usize,
+    /// Workloads declared.
+    pub total: usize,
+    /// `Redundant`, `RedundancyLost` (some at N: still serving) or `Unavailable` (some below N).
+    pub reason: &'static str,
+    /// Which workloads are short, and by how much.
+    pub message: String,
+}
+
+/// What the API server reports of the controller running one workload (a Deployment or a
+/// StatefulSet).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name: the workload's.
+    pub name: String,
+    /// The image of its pod template.
+    pub image: String,
+    /// Replicas wanted.
+    pub desired: i32,
+    /// Replicas running the current template.
+    pub updated: i32,
+    /// Replicas available.
+    pub available: i32,
+}
+
+fn template_image(template: &PodTemplateSpec) -> String {
+    template
+        .spec
+        .as_ref()
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+impl Observed {
+    /// From a Deployment.
+    #[must_use]
+    pub fn of_deployment(d: &Deployment) -> Self {
+        let status = d.status.clone().unwrap_or_default();
+        let spec = d.spec.as_ref();
+        Self {
+            namespace: d.metadata.namespace.clone().unwrap_or_default(),
+            name: d.metadata.name.clone().unwrap_or_default(),
+            image: spec
+                .map(|s| template_image(&s.template))
+                .unwrap_or_default(),
+            desired: spec.and_then(|s| s.replicas).unwrap_or(1),
+            updated: status.updated_replicas.unwrap_or(0),
+            available: status.available_replicas.unwrap_or(0),
+        }
+    }
+
+    /// From a StatefulSet.
+    #[must_use]
+    pub fn of_stateful_set(s: &StatefulSet) -> Self {
+        let status = s.status.clone().unwrap_or_default();
+        let spec = s.spec.as_ref();
+        Self {
+            namespace: s.metadata.namespace.clone().unwrap_or_default(),
+            name: s.metadata.name.clone().unwrap_or_default(),
+            image: spec
+                .map(|s| template_image(&s.template))
+                .unwrap_or_default(),
+            desired: spec.and_then(|s| s.replicas).unwrap_or(1),
+            updated: status.updated_replicas.unwrap_or(0),
+            available: status.available_replicas.unwrap_or(0),
+        }
+    }
+
+    fn runs(&self, workload: &enclave_crds::Workload) -> bool {
+        self.name == workload.name && self.namespace.ends_with(&format!("-{}", workload.zone))
+    }
+}
+
+/// The image and replica counts of each declared workload.
+#[must_use]
+pub fn workload_statuses(
+    workloads: &[enclave_crds::Workload],
+    observed: &[Observed],
+) -> Vec<WorkloadStatus> {
+    workloads
+        .iter()
+        .filter_map(|w| {
+            let o = observed.iter().find(|o| o.runs(w))?;
+            Some(WorkloadStatus {
+                name: w.name.clone(),
+                zone: w.zone.clone(),
+                image: o.image.clone(),
+                desired: o.desired,
+                updated: o.updated,
+                available: o.available,
+            })
+        })
+        .collect()
+}
+
+/// Compares each workload's available replicas with its capacity N.
+#[must_use]
+pub fn redundancy(workloads: &[enclave_crds::Workload], observed: &[Observed]) -> Redundancy {
+    let mut short = Vec::new();
+    let mut below = false;
+    let mut redundant = 0;
+    for workload in workloads {
+        let available = observed
+            .iter()
+            .find(|o| o.runs(workload))
+            .map_or(0, |o| o.available);
+        if available > workload.capacity {
+            redundant += 1;
+        } else {
+            below |= available < workload.capacity;
+            short.push(format!(
+                "{}: {available} available of {} (capacity {})",
+                workload.name,
+                workload.capacity + 1,
+                workload.capacity
+            ));
+        }
+    }
+    let reason = if short.is_empty() {
+        "Redundant"
+    } else if below {
+        "Unavailable"
+    } else {
+        "RedundancyLost"
+    };
+    let message = if short.is_empty() {
+        format!("{redundant} workload(s) run N+1")
+    } else {
+        short.join("; ")
+    };
+    Redundancy {
+        redundant,
+        total: workloads.len(),
+        reason,
+        message,
+    }
+}
+
+/// Adds the `WorkloadsRedundant` condition and the ready count; a ready tenant whose workloads
+/// are short is `Degraded`.
+pub fn with_redundancy(
+    status: &mut TenantStatus,
+    redundancy: &Redundancy,
+    previous: Option<&TenantStatus>,
+    now: Timestamp,
+) {
+    status.ready_workloads = Some(format!("{}/{}", redundancy.redundant, redundancy.total));
+    if redundancy.total == 0 {
+        return;
+    }
+    let ok = redundancy.reason == "Redundant";
+    degrading_condition(
+        status,
+        WORKLOADS_REDUNDANT,
+        (ok, redundancy.reason, &redundancy.message),
+        previous,
+        now,
+    );
+}
