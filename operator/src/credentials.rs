@@ -4,7 +4,10 @@
 //! The pod presents a short-lived service account token bound to the audience
 //! [`AUDIENCE`](crate::desired::backup::AUDIENCE); the operator has the API server review it
 //! (TokenReview), checks that it is the `enclave-backup` service account of a tenant's zone
-//! namespace, and answers with that tenant's secrets only. The pod writes them to memory.
+//! namespace, that the token is bound to a pod of a Job the operator made (a restore) or its
+//! backup CronJob made (nobody else may make such a Job or such a pod: the guard), and that
+//! the tenant is active, and answers with that tenant's secrets only. The pod writes them to
+//! memory.
 
 use crate::desired::backup::{ACCESS_KEY_FILE, AUDIENCE, NAME, PASSWORD_FILE, SECRET_KEY_FILE};
 use crate::desired::labels;
@@ -93,7 +96,15 @@ pub async fn handle(
             format!("the token is not valid for the audience {AUDIENCE}"),
         ));
     }
-    let username = status.user.and_then(|u| u.username).unwrap_or_default();
+    let user = status.user.unwrap_or_default();
+    let bound = |key: &str| {
+        user.extra
+            .as_ref()
+            .and_then(|extra| extra.get(key)?.first().cloned())
+    };
+    let pod = bound("authentication.kubernetes.io/pod-name")
+        .zip(bound("authentication.kubernetes.io/pod-uid"));
+    let username = user.username.clone().unwrap_or_default();
     let namespace = username
         .strip_prefix("system:serviceaccount:")
         .and_then(|rest| rest.strip_suffix(&format!(":{NAME}")))
@@ -123,6 +134,21 @@ pub async fn handle(
         .find(|t| t.metadata.uid.as_deref() == Some(uid.as_str()))
         .ok_or_else(|| refuse(StatusCode::FORBIDDEN, "no tenant owns this namespace"))?;
     let name = tenant.metadata.name.clone().unwrap_or_default();
+    let Some((pod, pod_uid)) = pod else {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "the token is not bound to a pod: only the pods of Enclave's backup and restore Jobs get credentials",
+        ));
+    };
+    let run = job_of(&broker.client, namespace, &pod, &pod_uid, &uid).await?;
+    let stopped = tenant.metadata.deletion_timestamp.is_some()
+        || tenant.spec.lifecycle.state == enclave_crds::LifecycleState::Decommissioned;
+    if stopped || run == Run::Backup && !tenant.is_running() {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            format!("tenant {name} is not active: its backups are suspended"),
+        ));
+    }
     let backup = tenant.spec.backup.as_ref().ok_or_else(|| {
         refuse(
             StatusCode::NOT_FOUND,
@@ -166,6 +192,77 @@ pub async fn handle(
     };
     tracing::info!(tenant = %name, %namespace, "backup credentials handed to a backup pod");
     Ok(Json(credentials))
+}
+
+/// What a pod asking for credentials runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Run {
+    /// A Job of the operator's backup CronJob.
+    Backup,
+    /// A Job of a `TenantRestore`.
+    Restore,
+}
+
+/// Follows the token's pod to the Job that made it and the Job to its owner: only a Job the
+/// operator made (a restore) or that its own CronJob made (a backup), carrying the tenant's
+/// labels, which nobody else may set (the guard), qualifies.
+async fn job_of(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &str,
+    pod_uid: &str,
+    tenant_uid: &str,
+) -> Result<Run, Refusal> {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Pod;
+    let unavailable = |e: kube::Error| refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    let forbidden = |why: &str| {
+        refuse(
+            StatusCode::FORBIDDEN,
+            format!("pod {namespace}/{pod}: {why}"),
+        )
+    };
+    let live = Api::<Pod>::namespaced(client.clone(), namespace)
+        .get_opt(pod)
+        .await
+        .map_err(unavailable)?
+        .filter(|p| p.metadata.uid.as_deref() == Some(pod_uid))
+        .ok_or_else(|| forbidden("not found"))?;
+    if live
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        != Some(NAME)
+    {
+        return Err(forbidden("does not run as the backup service account"));
+    }
+    let controller = |owners: Option<
+        &Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+    >| { owners?.iter().find(|o| o.controller == Some(true)).cloned() };
+    let owner = controller(live.metadata.owner_references.as_ref())
+        .filter(|o| o.kind == "Job")
+        .ok_or_else(|| forbidden("not made by a Job"))?;
+    let job = Api::<Job>::namespaced(client.clone(), namespace)
+        .get_opt(&owner.name)
+        .await
+        .map_err(unavailable)?
+        .filter(|j| j.metadata.uid.as_deref() == Some(owner.uid.as_str()))
+        .ok_or_else(|| forbidden("its Job is gone"))?;
+    let job_labels = job.metadata.labels.clone().unwrap_or_default();
+    if job_labels.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGER)
+        || job_labels.get(labels::TENANT_UID).map(String::as_str) != Some(tenant_uid)
+    {
+        return Err(forbidden("its Job is not Enclave's"));
+    }
+    match controller(job.metadata.owner_references.as_ref()) {
+        Some(o) if o.kind == "CronJob" && o.name == NAME => Ok(Run::Backup),
+        Some(o) if o.kind == "TenantRestore" && o.api_version.starts_with(enclave_crds::GROUP) => {
+            Ok(Run::Restore)
+        }
+        _ => Err(forbidden(
+            "its Job was made neither by Enclave's backup CronJob nor by a restore",
+        )),
+    }
 }
 
 /// Why the credentials could not be fetched.

@@ -14,6 +14,8 @@ pub const TENANT: &str = "enclave.dev/tenant";
 pub const TENANT_UID: &str = "enclave.dev/tenant-uid";
 /// The zone a namespace implements.
 pub const ZONE: &str = "enclave.dev/zone";
+/// On a zone namespace: `Internet` when the zone faces the internet, else `Internal`.
+pub const EXPOSURE: &str = "enclave.dev/exposure";
 /// Set on a namespace or claim that left the spec: when its retained data is purged.
 pub const PURGE_AFTER: &str = "enclave.dev/purge-after";
 

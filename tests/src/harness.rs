@@ -417,6 +417,8 @@ pub fn local_guard(exempt_groups: &[String]) -> anyhow::Result<GuardConfig> {
         names: vec![listen.ip().to_string()],
         guard: Guard {
             exempt_groups: exempt_groups.to_vec(),
+            // Tests wait out retention windows of seconds.
+            min_retention: Duration::from_secs(1),
             ..Guard::default()
         },
     })

@@ -59,8 +59,11 @@ async fn run_now(client: &kube::Client, namespace: &str, job: &str) -> Result<Cr
     })
     .await?;
     let template = cron.spec.clone().context("spec")?.job_template;
+    // Owned by the CronJob, as kubectl makes it: only its runs count as backups.
     let job: Job = serde_json::from_value(json!({
-        "metadata": {"name": job, "labels": template.metadata.and_then(|m| m.labels)},
+        "metadata": {"name": job, "labels": template.metadata.and_then(|m| m.labels),
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "enclave-backup",
+                "uid": cron.metadata.uid.clone().context("uid")?, "controller": true}]},
         "spec": template.spec,
     }))?;
     Api::<Job>::namespaced(client.clone(), namespace)
@@ -75,8 +78,22 @@ async fn token(
     account: &str,
     audience: &str,
 ) -> Result<String> {
+    bound_token(client, namespace, account, audience, None).await
+}
+
+/// A token of `account` for `audience`, bound to `pod` (`(name, uid)`) when given, as the
+/// kubelet makes it for a pod's projected volume.
+async fn bound_token(
+    client: &kube::Client,
+    namespace: &str,
+    account: &str,
+    audience: &str,
+    pod: Option<(&str, &str)>,
+) -> Result<String> {
+    let bound =
+        pod.map(|(name, uid)| json!({"kind": "Pod", "apiVersion": "v1", "name": name, "uid": uid}));
     let request: TokenRequest = serde_json::from_value(json!({
-        "spec": {"audiences": [audience], "expirationSeconds": 600}
+        "spec": {"audiences": [audience], "expirationSeconds": 600, "boundObjectRef": bound}
     }))?;
     let api = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
     let answer: TokenRequest = api
@@ -157,7 +174,40 @@ async fn backup_jobs_are_reported_and_credentials_reach_only_the_backup_pods() -
         .data
         .and_then(|d| d.get("ca.crt").cloned())
         .context("ca.crt")?;
-    let good = token(&client, "bk-data", "enclave-backup", "enclave-backup").await?;
+    // A token of the backup service account that no pod holds: refused.
+    let unbound = token(&client, "bk-data", "enclave-backup", "enclave-backup").await?;
+    let refused = credentials::fetch(&url, &unbound, &ca).await;
+    assert!(
+        matches!(
+            refused,
+            Err(credentials::FetchError::Refused { status: 403, .. })
+        ),
+        "{refused:?}"
+    );
+    // The token of the backup Job's pod, as the kubelet projects it.
+    let pod = eventually("the backup Job's pod", WAIT, || async {
+        Ok(
+            Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), "bk-data")
+                .list(&kube::api::ListParams::default().labels("job-name=bk-now"))
+                .await?
+                .items
+                .into_iter()
+                .next(),
+        )
+    })
+    .await?;
+    let (pod_name, pod_uid) = (
+        pod.metadata.name.context("name")?,
+        pod.metadata.uid.context("uid")?,
+    );
+    let good = bound_token(
+        &client,
+        "bk-data",
+        "enclave-backup",
+        "enclave-backup",
+        Some((&pod_name, &pod_uid)),
+    )
+    .await?;
     let got = credentials::fetch(&url, &good, &ca).await?;
     assert_eq!(got.restic_password, password);
     assert_eq!(

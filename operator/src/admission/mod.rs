@@ -16,14 +16,12 @@
 //! - a 5 second timeout, well inside the API server's own request deadline.
 
 use crate::config::NetworkConfig;
-use crate::desired::network;
 use crate::labels::{self, MANAGER};
 use crate::telemetry::Metrics;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
-use enclave_crds::Tenant;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration,
@@ -31,9 +29,8 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::runtime::events::{Event, EventType, Recorder};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -41,6 +38,25 @@ use std::sync::Arc;
 pub const WEBHOOK_CONFIGURATION: &str = "enclave-guard";
 /// Path the guard serves.
 pub const PATH: &str = "/validate";
+
+mod review;
+
+pub use review::{CONFIRM_DELETE, EXPOSURE, GRANTABLE_ROLES, Lookup, review, verb};
+
+/// The system controllers whose writes the guard never sees: they act for objects already
+/// admitted (a managed CronJob's Jobs, a managed Deployment's pods, claims being bound) and
+/// must keep working while the guard is down.
+pub const SYSTEM_CONTROLLERS: [&str; 9] = [
+    "generic-garbage-collector",
+    "namespace-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "statefulset-controller",
+    "job-controller",
+    "cronjob-controller",
+    "ttl-after-finished-controller",
+    "persistent-volume-binder",
+];
 
 /// Who the guard lets through, and what it checks Tenants against.
 #[derive(Clone, Debug)]
@@ -53,6 +69,8 @@ pub struct Guard {
     pub exempt_groups: Vec<String>,
     /// The network settings Tenants are validated against.
     pub network: NetworkConfig,
+    /// The shortest `lifecycle.retention` a Tenant may ask for.
+    pub min_retention: std::time::Duration,
 }
 
 impl Default for Guard {
@@ -62,12 +80,15 @@ impl Default for Guard {
                 MANAGER.to_string(),
                 format!("system:serviceaccount:enclave-system:{MANAGER}"),
             ],
-            exempt_users: vec![
-                "system:serviceaccount:kube-system:generic-garbage-collector".into(),
-                "system:serviceaccount:kube-system:namespace-controller".into(),
-            ],
+            exempt_users: SYSTEM_CONTROLLERS
+                .iter()
+                .map(|c| format!("system:serviceaccount:kube-system:{c}"))
+                // The controller manager without per-controller credentials.
+                .chain(["system:kube-controller-manager".to_string()])
+                .collect(),
             exempt_groups: vec![],
             network: NetworkConfig::default(),
+            min_retention: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -86,112 +107,6 @@ pub enum Verdict {
     },
 }
 
-/// Labels of a namespace that isolate its tenant: only the operator may change them.
-fn isolation_label(key: &str) -> bool {
-    key.starts_with("enclave.dev/")
-        || key.starts_with("pod-security.kubernetes.io/")
-        || key == labels::MANAGED_BY
-}
-
-fn object_labels(object: Option<&DynamicObject>) -> BTreeMap<String, String> {
-    object
-        .and_then(|o| o.metadata.labels.clone())
-        .unwrap_or_default()
-}
-
-/// Decides one admission request. Pure: no I/O.
-#[must_use]
-pub fn review(guard: &Guard, request: &AdmissionRequest<DynamicObject>) -> Verdict {
-    if request.kind.group == enclave_crds::GROUP && request.kind.kind == "Tenant" {
-        return review_tenant(guard, request);
-    }
-    let user = request.user_info.username.clone().unwrap_or_default();
-    let groups = request.user_info.groups.clone().unwrap_or_default();
-    let exempt = guard.operator_users.contains(&user)
-        || guard.exempt_users.contains(&user)
-        || groups.iter().any(|g| guard.exempt_groups.contains(g));
-    if exempt {
-        return Verdict::Allow;
-    }
-    let old = object_labels(request.old_object.as_ref());
-    let new = object_labels(request.object.as_ref());
-    let managed = |l: &BTreeMap<String, String>| {
-        l.get(labels::MANAGED_BY).map(String::as_str) == Some(MANAGER)
-    };
-    if !managed(&old) && !managed(&new) {
-        return Verdict::Allow;
-    }
-    let tenant = old
-        .get(labels::TENANT)
-        .or_else(|| new.get(labels::TENANT))
-        .cloned();
-    let what = format!(
-        "{} {}{}",
-        request.kind.kind,
-        request
-            .namespace
-            .as_ref()
-            .map(|n| format!("{n}/"))
-            .unwrap_or_default(),
-        request.name
-    );
-    if request.kind.kind == "Namespace" && request.operation == Operation::Update {
-        // A tenant namespace may change in other ways (controllers annotate it); only the labels
-        // that isolate it are the operator's alone.
-        let changed: Vec<&String> = old
-            .keys()
-            .chain(new.keys())
-            .filter(|k| isolation_label(k) && old.get(*k) != new.get(*k))
-            .collect();
-        if changed.is_empty() {
-            return Verdict::Allow;
-        }
-        let names: Vec<&str> = changed.iter().map(|k| k.as_str()).collect();
-        return Verdict::Deny {
-            message: format!(
-                "{what} is isolated by Enclave: only the operator may change its labels {}",
-                names.join(", ")
-            ),
-            tenant,
-        };
-    }
-    let whose = tenant
-        .as_deref()
-        .map_or_else(|| "tenants".to_string(), |t| format!("tenant {t}"));
-    Verdict::Deny {
-        message: format!(
-            "{what} is managed by Enclave and keeps {whose} isolated: only the operator may {} it; change the Tenant instead",
-            verb(&request.operation)
-        ),
-        tenant,
-    }
-}
-
-fn review_tenant(guard: &Guard, request: &AdmissionRequest<DynamicObject>) -> Verdict {
-    let Some(object) = &request.object else {
-        return Verdict::Allow;
-    };
-    let Ok(tenant) = serde_json::to_value(object).and_then(serde_json::from_value::<Tenant>) else {
-        return Verdict::Allow; // the schema refuses what does not parse
-    };
-    match network::validate(&tenant, &guard.network) {
-        Ok(()) => Verdict::Allow,
-        Err(invalid) => Verdict::Deny {
-            message: format!("spec.zones: {}", invalid.message),
-            tenant: None,
-        },
-    }
-}
-
-fn verb(operation: &Operation) -> &'static str {
-    match operation {
-        Operation::Create => "create",
-        Operation::Update => "update",
-        Operation::Delete => "delete",
-        Operation::Connect => "connect to",
-    }
-}
-
 /// What the guard's HTTP handler needs.
 #[derive(Clone)]
 pub struct GuardState {
@@ -201,6 +116,55 @@ pub struct GuardState {
     pub recorder: Recorder,
     /// Counts refused attempts.
     pub metrics: Arc<Metrics>,
+    /// Reads what a decision needs (the request's namespace, the pod of an exec).
+    pub client: Option<kube::Client>,
+}
+
+/// What [`review`] needs from the API server for `request`; a failed read leaves it out (the
+/// rules then fall back to what the request carries, and a subresource on an object not found
+/// is refused by the API server anyway).
+async fn look_up(
+    client: Option<&kube::Client>,
+    request: &AdmissionRequest<DynamicObject>,
+) -> Lookup {
+    use kube::api::{Api, ApiResource, GroupVersionKind};
+    let Some(client) = client else {
+        return Lookup::default();
+    };
+    let namespace_labels = match &request.namespace {
+        Some(namespace) => Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .get_metadata_opt(namespace)
+            .await
+            .ok()
+            .flatten()
+            .map(|n| n.metadata.labels.unwrap_or_default()),
+        None => None,
+    };
+    let parent = match (request.sub_resource.as_deref(), &request.namespace) {
+        (Some("scale" | "exec" | "attach" | "portforward"), Some(namespace)) => {
+            let (group, version, kind) = match request.resource.resource.as_str() {
+                "deployments" => ("apps", "v1", "Deployment"),
+                "statefulsets" => ("apps", "v1", "StatefulSet"),
+                "pods" => ("", "v1", "Pod"),
+                _ => ("", "", ""),
+            };
+            if kind.is_empty() {
+                None
+            } else {
+                let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+                Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
+                    .get_opt(&request.name)
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        }
+        _ => None,
+    };
+    Lookup {
+        namespace_labels,
+        parent,
+    }
 }
 
 async fn validate(
@@ -215,7 +179,8 @@ async fn validate(
         }
     };
     let response = AdmissionResponse::from(&request);
-    match review(&state.guard, &request) {
+    let lookup = look_up(state.client.as_ref(), &request).await;
+    match review(&state.guard, &request, &lookup) {
         Verdict::Allow => Json(response.into_review()),
         Verdict::Deny { message, tenant } => {
             let user = request.user_info.username.clone().unwrap_or_default();
@@ -415,9 +380,20 @@ pub fn webhook_configuration(
                 client_config: client_config.clone(),
                 rules: Some(vec![
                     rule(&[""], &["namespaces"], &["UPDATE", "DELETE"], "Cluster"),
+                    // Every namespaced kind the operator makes: none is created (with forged
+                    // labels), changed or deleted by anyone else. Claims are checked field by
+                    // field (the storage controllers bind them).
                     rule(
                         &[""],
-                        &["resourcequotas", "limitranges"],
+                        &[
+                            "resourcequotas",
+                            "limitranges",
+                            "secrets",
+                            "configmaps",
+                            "services",
+                            "serviceaccounts",
+                            "persistentvolumeclaims",
+                        ],
                         &all,
                         "Namespaced",
                     ),
@@ -439,27 +415,16 @@ pub fn webhook_configuration(
                         &all,
                         "Cluster",
                     ),
-                    // Certificates, CA bundles and TLS policies: re-issued by the operator,
-                    // never edited by hand.
                     rule(
-                        &[""],
-                        &["secrets", "configmaps"],
-                        &["UPDATE", "DELETE"],
+                        &["apps"],
+                        &["deployments", "statefulsets"],
+                        &all,
                         "Namespaced",
                     ),
-                    // A claim holds data: only the operator deletes it, at its deadline.
-                    rule(
-                        &[""],
-                        &["persistentvolumeclaims"],
-                        &["DELETE"],
-                        "Namespaced",
-                    ),
-                    rule(
-                        &["storage.k8s.io"],
-                        &["storageclasses"],
-                        &["UPDATE", "DELETE"],
-                        "Cluster",
-                    ),
+                    rule(&["policy"], &["poddisruptionbudgets"], &all, "Namespaced"),
+                    rule(&["batch"], &["cronjobs", "jobs"], &all, "Namespaced"),
+                    rule(&["cert-manager.io"], &["certificates"], &all, "Namespaced"),
+                    rule(&["storage.k8s.io"], &["storageclasses"], &all, "Cluster"),
                 ]),
                 object_selector: Some(managed),
                 match_conditions: Some(vec![not_trusted]),
@@ -469,6 +434,75 @@ pub fn webhook_configuration(
                 match_policy: Some("Equivalent".into()),
                 namespace_selector: Some(LabelSelector::default()),
             },
+            // In tenant namespaces, whatever the labels: the backup identity, the scale and
+            // exec subresources, Services and RoleBindings. Fails closed: while the guard is
+            // down a tenant cannot start pods by hand, which is what keeps the backup
+            // credentials theirs alone; their workloads' own pods come from the (trusted)
+            // controllers and keep coming.
+            ValidatingWebhook {
+                name: "tenant-namespaces.guard.enclave.dev".into(),
+                admission_review_versions: vec!["v1".into()],
+                client_config: client_config.clone(),
+                rules: Some(vec![
+                    rule(
+                        &[""],
+                        &["pods", "replicationcontrollers", "services"],
+                        &["CREATE", "UPDATE"],
+                        "Namespaced",
+                    ),
+                    rule(
+                        &[""],
+                        &["pods/ephemeralcontainers"],
+                        &["UPDATE"],
+                        "Namespaced",
+                    ),
+                    rule(
+                        &[""],
+                        &["pods/exec", "pods/attach", "pods/portforward"],
+                        &["CONNECT"],
+                        "Namespaced",
+                    ),
+                    rule(
+                        &["apps"],
+                        &["deployments", "replicasets", "statefulsets", "daemonsets"],
+                        &["CREATE", "UPDATE"],
+                        "Namespaced",
+                    ),
+                    rule(
+                        &["apps"],
+                        &["deployments/scale", "statefulsets/scale"],
+                        &["UPDATE"],
+                        "Namespaced",
+                    ),
+                    rule(
+                        &["batch"],
+                        &["jobs", "cronjobs"],
+                        &["CREATE", "UPDATE"],
+                        "Namespaced",
+                    ),
+                    rule(
+                        &["rbac.authorization.k8s.io"],
+                        &["rolebindings"],
+                        &["CREATE", "UPDATE"],
+                        "Namespaced",
+                    ),
+                ]),
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(
+                        [(labels::MANAGED_BY.to_string(), MANAGER.to_string())].into(),
+                    ),
+                    ..LabelSelector::default()
+                }),
+                object_selector: Some(LabelSelector::default()),
+                match_conditions: Some(vec![MatchCondition {
+                    name: "not-the-operator-or-system-controllers".into(),
+                    expression: format!("!(request.userInfo.username in [{}])", trusted.join(", ")),
+                }]),
+                failure_policy: Some("Fail".into()),
+                side_effects: "NoneOnDryRun".into(),
+                timeout_seconds: Some(5),
+                match_policy: Some("Equivalent".into()),
+            },
             ValidatingWebhook {
                 name: "tenants.guard.enclave.dev".into(),
                 admission_review_versions: vec!["v1".into()],
@@ -476,7 +510,7 @@ pub fn webhook_configuration(
                 rules: Some(vec![rule(
                     &[enclave_crds::GROUP],
                     &["tenants"],
-                    &["CREATE", "UPDATE"],
+                    &["CREATE", "UPDATE", "DELETE"],
                     "Cluster",
                 )]),
                 failure_policy: Some("Ignore".into()),
@@ -528,6 +562,7 @@ pub async fn start(
         guard: Arc::new(config.guard.clone()),
         recorder,
         metrics,
+        client: Some(client.clone()),
     };
     let ca_pem = certificate.ca_pem.clone();
     let listen = config.listen;

@@ -40,6 +40,32 @@ fn managed(extra: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "x", "labels": labels}})
 }
 
+/// The guard's decision, with what the handler looked up first.
+fn review(guard: &Guard, lookup: &Lookup, request: &AdmissionRequest<DynamicObject>) -> Verdict {
+    super::review(guard, request, lookup)
+}
+
+/// A request in one of acme's zone namespaces (`app`, internal).
+fn acme() -> Lookup {
+    zone_of("acme", "Internal")
+}
+
+fn zone_of(tenant: &str, exposure: &str) -> Lookup {
+    Lookup {
+        namespace_labels: Some(
+            [
+                ("app.kubernetes.io/managed-by", "enclave-operator"),
+                ("enclave.dev/tenant", tenant),
+                ("enclave.dev/exposure", exposure),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ),
+        parent: None,
+    }
+}
+
 const POLICY: (&str, &str) = ("networking.k8s.io", "NetworkPolicy");
 const NAMESPACE: (&str, &str) = ("", "Namespace");
 
@@ -49,6 +75,7 @@ fn tenant_admin_cannot_touch_managed_objects() {
     for op in ["UPDATE", "DELETE"] {
         let verdict = review(
             &guard,
+            &acme(),
             &request(
                 POLICY,
                 op,
@@ -76,6 +103,7 @@ fn tenant_admin_cannot_touch_managed_objects() {
 fn creating_an_object_disguised_as_managed_is_refused() {
     let verdict = review(
         &Guard::default(),
+        &acme(),
         &request(
             POLICY,
             "CREATE",
@@ -98,6 +126,7 @@ fn the_operator_and_system_controllers_pass() {
     ] {
         let verdict = review(
             &guard,
+            &acme(),
             &request(POLICY, "DELETE", user, &[], Some(managed(json!({}))), None),
         );
         assert_eq!(verdict, Verdict::Allow, "{user}");
@@ -115,14 +144,14 @@ fn break_glass_group_passes_only_when_configured() {
         None,
     );
     assert!(matches!(
-        review(&Guard::default(), &req),
+        review(&Guard::default(), &acme(), &req),
         Verdict::Deny { .. }
     ));
     let guard = Guard {
         exempt_groups: vec!["system:masters".into()],
         ..Guard::default()
     };
-    assert_eq!(review(&guard, &req), Verdict::Allow);
+    assert_eq!(review(&guard, &acme(), &req), Verdict::Allow);
 }
 
 #[test]
@@ -130,6 +159,7 @@ fn objects_enclave_does_not_manage_pass() {
     let theirs = json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "mine", "labels": {"app": "web"}}});
     let verdict = review(
         &Guard::default(),
+        &acme(),
         &request(POLICY, "DELETE", "alice", &[], Some(theirs), None),
     );
     assert_eq!(verdict, Verdict::Allow);
@@ -142,6 +172,7 @@ fn namespace_isolation_labels_are_the_operators_alone() {
     let relabelled = managed(json!({"pod-security.kubernetes.io/enforce": "privileged"}));
     match review(
         &guard,
+        &acme(),
         &request(
             NAMESPACE,
             "UPDATE",
@@ -162,6 +193,7 @@ fn namespace_isolation_labels_are_the_operators_alone() {
     assert_eq!(
         review(
             &guard,
+            &acme(),
             &request(
                 NAMESPACE,
                 "UPDATE",
@@ -178,6 +210,7 @@ fn namespace_isolation_labels_are_the_operators_alone() {
     assert!(matches!(
         review(
             &guard,
+            &acme(),
             &request(
                 NAMESPACE,
                 "UPDATE",
@@ -197,6 +230,7 @@ fn tenant_with_an_internet_port_outside_the_allowed_set_is_refused() {
         "spec": {"zones": [{"name": "dmz", "exposure": "Internet", "ports": [{"port": 443}, {"port": 22}]}]}});
     match review(
         &Guard::default(),
+        &acme(),
         &request(
             (enclave_crds::GROUP, "Tenant"),
             "CREATE",
@@ -239,9 +273,416 @@ fn webhook_configuration_excludes_trusted_users_and_scopes_to_managed_objects() 
         condition.contains("'enclave-operator'") && condition.contains("generic-garbage-collector"),
         "{condition}"
     );
-    assert_eq!(hooks[1].failure_policy.as_deref(), Some("Ignore"));
+    let tenant_namespaces = &hooks[1];
+    assert_eq!(tenant_namespaces.failure_policy.as_deref(), Some("Fail"));
+    assert!(
+        tenant_namespaces
+            .rules
+            .iter()
+            .flatten()
+            .any(|r| r.operations.as_deref() == Some(&["CONNECT".to_string()][..])),
+        "exec and port-forward are reviewed"
+    );
+    assert_eq!(hooks[2].failure_policy.as_deref(), Some("Ignore"));
     assert_eq!(
         managed.client_config.ca_bundle,
         Some(ByteString(b"CA".to_vec()))
     );
+}
+
+fn pod(labels: Value, account: Option<&str>) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": labels},
+        "spec": {"serviceAccountName": account, "containers": [{"name": "c", "image": "x"}]}})
+}
+
+#[test]
+fn nothing_a_tenant_makes_runs_as_the_backup_identity() {
+    let guard = Guard::default();
+    for (kind, object) in [
+        (("", "Pod"), pod(json!({}), Some("enclave-backup"))),
+        (
+            ("", "Pod"),
+            pod(json!({"enclave.dev/backup": "true"}), None),
+        ),
+        (
+            ("batch", "Job"),
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+                "spec": {"template": {"spec": {"serviceAccountName": "enclave-backup", "containers": []}}}}),
+        ),
+        (
+            ("batch", "CronJob"),
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "j"},
+                "spec": {"jobTemplate": {"spec": {"template": {"metadata": {"labels": {"enclave.dev/backup": "true"}}, "spec": {"containers": []}}}}}}),
+        ),
+    ] {
+        match review(
+            &guard,
+            &acme(),
+            &request(kind, "CREATE", "alice", &[], None, Some(object)),
+        ) {
+            Verdict::Deny { message, tenant } => {
+                assert!(message.contains("backup identity"), "{message}");
+                assert_eq!(tenant.as_deref(), Some("acme"));
+            }
+            Verdict::Allow => panic!("{kind:?} with the backup identity allowed"),
+        }
+    }
+    assert_eq!(
+        review(
+            &guard,
+            &acme(),
+            &request(
+                ("", "Pod"),
+                "CREATE",
+                "alice",
+                &[],
+                None,
+                Some(pod(json!({"app": "web"}), Some("default")))
+            )
+        ),
+        Verdict::Allow
+    );
+    // The job controller makes the pods of the operator's backup Jobs.
+    assert_eq!(
+        review(
+            &guard,
+            &acme(),
+            &request(
+                ("", "Pod"),
+                "CREATE",
+                "system:serviceaccount:kube-system:job-controller",
+                &[],
+                None,
+                Some(pod(
+                    json!({"enclave.dev/backup": "true"}),
+                    Some("enclave-backup")
+                ))
+            )
+        ),
+        Verdict::Allow
+    );
+}
+
+fn subresource(
+    kind: (&str, &str),
+    resource: &str,
+    sub: &str,
+    operation: &str,
+) -> AdmissionRequest<DynamicObject> {
+    let review: AdmissionReview<DynamicObject> = serde_json::from_value(json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "1",
+            "kind": {"group": kind.0, "version": "v1", "kind": kind.1},
+            "resource": {"group": "", "version": "v1", "resource": resource},
+            "subResource": sub,
+            "name": "target", "namespace": "acme-app", "operation": operation,
+            "userInfo": {"username": "alice", "groups": ["acme-admins"]},
+            "object": {"apiVersion": "v1", "kind": kind.1, "metadata": {"name": "target"}},
+            "dryRun": false
+        }
+    }))
+    .expect("review");
+    review.try_into().expect("request")
+}
+
+#[test]
+fn no_exec_into_a_backup_pod_and_no_scaling_a_managed_workload() {
+    let guard = Guard::default();
+    let backup: DynamicObject = serde_json::from_value(pod(
+        json!({"enclave.dev/backup": "true"}),
+        Some("enclave-backup"),
+    ))
+    .expect("pod");
+    let theirs: DynamicObject =
+        serde_json::from_value(pod(json!({"app": "web"}), None)).expect("pod");
+    for sub in ["exec", "attach", "portforward"] {
+        let request = subresource(("", "PodExecOptions"), "pods", sub, "CONNECT");
+        let on = |parent: &DynamicObject| Lookup {
+            parent: Some(parent.clone()),
+            ..acme()
+        };
+        assert!(
+            matches!(review(&guard, &on(&backup), &request), Verdict::Deny { .. }),
+            "{sub}"
+        );
+        assert_eq!(
+            review(&guard, &on(&theirs), &request),
+            Verdict::Allow,
+            "{sub}"
+        );
+    }
+    let scale = subresource(("autoscaling", "Scale"), "deployments", "scale", "UPDATE");
+    let deployment: DynamicObject = serde_json::from_value(managed(json!({}))).expect("deployment");
+    let on = Lookup {
+        parent: Some(deployment),
+        ..acme()
+    };
+    assert!(matches!(review(&guard, &on, &scale), Verdict::Deny { .. }));
+    assert_eq!(
+        review(
+            &guard,
+            &Lookup {
+                parent: Some(theirs),
+                ..acme()
+            },
+            &scale
+        ),
+        Verdict::Allow
+    );
+}
+
+#[test]
+fn a_managed_claim_keeps_its_labels_marks_owners_and_size() {
+    let guard = Guard::default();
+    let claim = |patch: Value| {
+        let mut c = managed(json!({}));
+        c["kind"] = json!("PersistentVolumeClaim");
+        c["spec"] = json!({"resources": {"requests": {"storage": "1Gi"}}});
+        if let (Some(c), Some(p)) = (c.as_object_mut(), patch.as_object()) {
+            for (k, v) in p {
+                if k == "metadata" {
+                    for (mk, mv) in v.as_object().expect("metadata") {
+                        c["metadata"][mk] = mv.clone();
+                    }
+                } else {
+                    c.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        c
+    };
+    let old = claim(json!({}));
+    let pvc = ("", "PersistentVolumeClaim");
+    for (what, new) in [
+        (
+            "ownerReferences",
+            claim(
+                json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "gone"}]}}),
+            ),
+        ),
+        (
+            "labels",
+            claim(json!({"metadata": {"labels": {"app": "mine"}}})),
+        ),
+        (
+            "enclave.dev/ annotations",
+            claim(
+                json!({"metadata": {"annotations": {"enclave.dev/purge-after": "2020-01-01T00:00:00Z"}}}),
+            ),
+        ),
+        (
+            "size",
+            claim(json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}})),
+        ),
+    ] {
+        match review(
+            &guard,
+            &acme(),
+            &request(pvc, "UPDATE", "alice", &[], Some(old.clone()), Some(new)),
+        ) {
+            Verdict::Deny { message, .. } => assert!(message.contains(what), "{what}: {message}"),
+            Verdict::Allow => panic!("{what} changed"),
+        }
+    }
+    // The scheduler and the binder write elsewhere: allowed.
+    let bound = claim(
+        json!({"metadata": {"annotations": {"volume.kubernetes.io/selected-node": "n1"}}, "spec": {"resources": {"requests": {"storage": "1Gi"}}, "volumeName": "pv-1"}}),
+    );
+    assert_eq!(
+        review(
+            &guard,
+            &acme(),
+            &request(pvc, "UPDATE", "alice", &[], Some(old.clone()), Some(bound))
+        ),
+        Verdict::Allow
+    );
+    assert!(matches!(
+        review(
+            &guard,
+            &acme(),
+            &request(pvc, "DELETE", "alice", &[], Some(old), None)
+        ),
+        Verdict::Deny { .. }
+    ));
+}
+
+#[test]
+fn a_tenants_services_and_bindings_stay_inside_it() {
+    let guard = Guard::default();
+    let service = |spec: Value| json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": spec});
+    let svc = ("", "Service");
+    for (spec, lookup) in [
+        (
+            json!({"type": "ExternalName", "externalName": "kubernetes.default"}),
+            zone_of("acme", "Internet"),
+        ),
+        (
+            json!({"externalIPs": ["10.0.0.1"], "ports": [{"port": 443}]}),
+            zone_of("acme", "Internet"),
+        ),
+        (
+            json!({"type": "NodePort", "ports": [{"port": 443}]}),
+            acme(),
+        ),
+        (
+            json!({"type": "LoadBalancer", "ports": [{"port": 443}]}),
+            acme(),
+        ),
+    ] {
+        assert!(
+            matches!(
+                review(
+                    &guard,
+                    &lookup,
+                    &request(
+                        svc,
+                        "CREATE",
+                        "alice",
+                        &[],
+                        None,
+                        Some(service(spec.clone()))
+                    )
+                ),
+                Verdict::Deny { .. }
+            ),
+            "{spec}"
+        );
+    }
+    for (spec, lookup) in [
+        (json!({"ports": [{"port": 443}]}), acme()),
+        (
+            json!({"type": "NodePort", "ports": [{"port": 443}]}),
+            zone_of("acme", "Internet"),
+        ),
+    ] {
+        assert_eq!(
+            review(
+                &guard,
+                &lookup,
+                &request(
+                    svc,
+                    "CREATE",
+                    "alice",
+                    &[],
+                    None,
+                    Some(service(spec.clone()))
+                )
+            ),
+            Verdict::Allow,
+            "{spec}"
+        );
+    }
+    let binding = |role: &str| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "b"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "Group", "name": "system:authenticated", "apiGroup": "rbac.authorization.k8s.io"}]})
+    };
+    let rb = ("rbac.authorization.k8s.io", "RoleBinding");
+    assert!(matches!(
+        review(
+            &guard,
+            &acme(),
+            &request(
+                rb,
+                "CREATE",
+                "alice",
+                &[],
+                None,
+                Some(binding("enclave-tenant-admin"))
+            )
+        ),
+        Verdict::Deny { .. }
+    ));
+    assert_eq!(
+        review(
+            &guard,
+            &acme(),
+            &request(
+                rb,
+                "CREATE",
+                "alice",
+                &[],
+                None,
+                Some(binding("enclave-tenant-viewer"))
+            )
+        ),
+        Verdict::Allow
+    );
+}
+
+#[test]
+fn the_tenant_on_record_is_the_namespaces_not_the_objects() {
+    let forged = managed(json!({"enclave.dev/tenant": "victim"}));
+    match review(
+        &Guard::default(),
+        &acme(),
+        &request(
+            ("", "ConfigMap"),
+            "CREATE",
+            "alice",
+            &[],
+            None,
+            Some(forged),
+        ),
+    ) {
+        Verdict::Deny { tenant, .. } => assert_eq!(tenant.as_deref(), Some("acme")),
+        Verdict::Allow => panic!("forged ConfigMap allowed"),
+    }
+}
+
+#[test]
+fn deleting_a_tenant_needs_its_confirmation_and_retention_a_minimum() {
+    let guard = Guard::default();
+    let tenant = |annotations: Value, retention: &str| {
+        json!({"apiVersion": "enclave.dev/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": "acme", "annotations": annotations}, "spec": {"lifecycle": {"retention": retention}}})
+    };
+    let kind = (enclave_crds::GROUP, "Tenant");
+    let mut delete = request(
+        kind,
+        "DELETE",
+        "platform",
+        &[],
+        Some(tenant(json!({}), "7d")),
+        None,
+    );
+    delete.name = "acme".into();
+    match review(&guard, &Lookup::default(), &delete) {
+        Verdict::Deny { message, .. } => assert!(
+            message.contains("enclave.dev/confirm-delete=acme"),
+            "{message}"
+        ),
+        Verdict::Allow => panic!("unconfirmed delete allowed"),
+    }
+    let mut confirmed = request(
+        kind,
+        "DELETE",
+        "platform",
+        &[],
+        Some(tenant(json!({"enclave.dev/confirm-delete": "acme"}), "7d")),
+        None,
+    );
+    confirmed.name = "acme".into();
+    assert_eq!(
+        review(&guard, &Lookup::default(), &confirmed),
+        Verdict::Allow
+    );
+    match review(
+        &guard,
+        &Lookup::default(),
+        &request(
+            kind,
+            "UPDATE",
+            "platform",
+            &[],
+            None,
+            Some(tenant(json!({}), "0s")),
+        ),
+    ) {
+        Verdict::Deny { message, .. } => {
+            assert!(message.starts_with("spec.lifecycle.retention"), "{message}");
+        }
+        Verdict::Allow => panic!("retention 0s allowed"),
+    }
 }

@@ -78,11 +78,22 @@ pub async fn purge_claim(
             "PersistentVolumeClaim",
             display_name(Some(namespace), name),
         ))?;
-    if let Some(volume) = claim
-        .as_ref()
-        .and_then(|c| c.spec.as_ref()?.volume_name.clone())
-    {
-        release_volume(writer, client, &volume).await?;
+    let managed = claim.as_ref().is_some_and(|c| {
+        c.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::labels::MANAGED_BY))
+            .map(String::as_str)
+            == Some(crate::labels::MANAGER)
+    });
+    if let (true, Some(volume), Some(uid)) = (
+        managed,
+        claim
+            .as_ref()
+            .and_then(|c| c.spec.as_ref()?.volume_name.clone()),
+        claim.as_ref().and_then(|c| c.metadata.uid.clone()),
+    ) {
+        release_volume(writer, client, &volume, &uid).await?;
     }
     writer
         .delete(
@@ -95,7 +106,10 @@ pub async fn purge_claim(
 }
 
 /// Switches the volumes bound to the tenant's claims (in `namespace`, or everywhere) to
-/// `Delete`, so that deleting the claims destroys the data rather than leave it on disk.
+/// `Delete`, so that deleting the claims destroys the data rather than leave it on disk. Only
+/// claims the operator made (the managed-by label, which nobody else may set), and only the
+/// volume bound to that very claim (its `claimRef.uid`): a claim naming another tenant's volume
+/// releases nothing.
 ///
 /// # Errors
 /// The first request the API server refuses.
@@ -109,29 +123,44 @@ pub async fn release_volumes(
         Some(namespace) => Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace),
         None => Api::<PersistentVolumeClaim>::all(client.clone()),
     };
+    let selector = format!("{selector},{}", crate::labels::managed_selector());
     let claims = claims
-        .list(&ListParams::default().labels(selector))
+        .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(api(writer.phase, "list", "PersistentVolumeClaim", selector))?;
+        .map_err(api(
+            writer.phase,
+            "list",
+            "PersistentVolumeClaim",
+            &selector,
+        ))?;
     for claim in claims {
-        if let Some(volume) = claim.spec.and_then(|s| s.volume_name) {
-            release_volume(writer, client, &volume).await?;
+        if let (Some(volume), Some(uid)) = (
+            claim.spec.as_ref().and_then(|s| s.volume_name.clone()),
+            claim.metadata.uid.as_deref(),
+        ) {
+            release_volume(writer, client, &volume, uid).await?;
         }
     }
     Ok(())
 }
 
-/// Switches one volume to `Delete`, unless it is gone or already so.
-async fn release_volume(writer: &Writer<'_>, client: &Client, volume: &str) -> Result<()> {
+/// Switches one volume to `Delete`, unless it is gone, already so, or bound to another claim
+/// than `claim_uid`.
+async fn release_volume(
+    writer: &Writer<'_>,
+    client: &Client,
+    volume: &str,
+    claim_uid: &str,
+) -> Result<()> {
     let live = Api::<PersistentVolume>::all(client.clone())
         .get_opt(volume)
         .await
         .map_err(api(writer.phase, "get", "PersistentVolume", volume))?;
-    if live
-        .as_ref()
-        .and_then(|v| v.spec.as_ref()?.persistent_volume_reclaim_policy.as_deref())
-        .is_none_or(|policy| policy == "Delete")
-    {
+    let Some(spec) = live.as_ref().and_then(|v| v.spec.as_ref()) else {
+        return Ok(());
+    };
+    let bound_here = spec.claim_ref.as_ref().and_then(|c| c.uid.as_deref()) == Some(claim_uid);
+    if !bound_here || spec.persistent_volume_reclaim_policy.as_deref() == Some("Delete") {
         return Ok(());
     }
     writer.release_volume(volume).await

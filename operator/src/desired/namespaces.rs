@@ -25,6 +25,12 @@ pub fn zone_namespaces(tenant: &Tenant, identity: &Identity) -> Vec<Namespace> {
         .map(|zone| {
             let mut labels = identity.labels();
             labels.insert(labels::ZONE.to_string(), zone.name.clone());
+            // The guard reads it: node ports and load balancers only in internet-facing zones.
+            let exposure = match zone.exposure {
+                enclave_crds::Exposure::Internet => "Internet",
+                enclave_crds::Exposure::Internal => "Internal",
+            };
+            labels.insert(labels::EXPOSURE.to_string(), exposure.to_string());
             for (key, value) in POD_SECURITY {
                 labels.insert(key.to_string(), value.to_string());
             }

@@ -38,7 +38,8 @@ pub enum Gate {
 
 /// The deadline of a deleted or decommissioned tenant, and what this reconcile must do. Pure:
 /// the deadline is computed here only. A decommissioned tenant's window starts when it was
-/// first seen so (`status.decommissionedAt`), a deleted one's at its deletion.
+/// first seen so (`status.decommissionedAt`), a deleted one's at its deletion; the deadline
+/// already promised in `status.purgeAfter` never moves earlier.
 #[must_use]
 pub fn gate(
     tenant: &Tenant,
@@ -46,7 +47,12 @@ pub fn gate(
     retention: Duration,
     now: Timestamp,
 ) -> Gate {
-    let deadline = |since: Timestamp| since.checked_add(retention).unwrap_or(since);
+    // Fixed when first computed: a retention shortened afterwards never brings it earlier.
+    let promised = previous.and_then(|s| s.purge_after.as_ref()).map(|t| t.0);
+    let deadline = |since: Timestamp| {
+        let computed = since.checked_add(retention).unwrap_or(since);
+        promised.map_or(computed, |p| p.max(computed))
+    };
     if let Some(deleted) = &tenant.metadata.deletion_timestamp {
         if !tenant.finalizers().iter().any(|f| f == FINALIZER) {
             return Gate::Released;
@@ -268,6 +274,43 @@ mod tests {
             gate(&t, None, WEEK, at("2026-12-02T00:00:00Z")),
             Gate::Deleted {
                 purge_after: at("2026-12-08T00:00:00Z")
+            }
+        );
+    }
+
+    #[test]
+    fn a_shortened_retention_never_brings_the_deadline_earlier() {
+        let mut t = tenant("acme");
+        t.metadata.deletion_timestamp = Some(Time(at("2026-12-01T00:00:00Z")));
+        t.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        let promised = TenantStatus {
+            purge_after: Some(Time(at("2026-12-08T00:00:00Z"))),
+            ..TenantStatus::default()
+        };
+        let now = at("2026-12-02T00:00:00Z");
+        assert_eq!(
+            gate(&t, Some(&promised), Duration::from_secs(1), now),
+            Gate::Deleted {
+                purge_after: at("2026-12-08T00:00:00Z")
+            }
+        );
+        // Lengthened, it moves later.
+        assert_eq!(
+            gate(&t, Some(&promised), 2 * WEEK, now),
+            Gate::Deleted {
+                purge_after: at("2026-12-15T00:00:00Z")
+            }
+        );
+        let mut d = tenant("acme");
+        d.spec.lifecycle.state = LifecycleState::Decommissioned;
+        let seen = TenantStatus {
+            decommissioned_at: Some(Time(at("2026-12-01T00:00:00Z"))),
+            ..promised
+        };
+        assert_eq!(
+            gate(&d, Some(&seen), Duration::from_secs(1), now),
+            Gate::Run {
+                deadline: Some(at("2026-12-08T00:00:00Z"))
             }
         );
     }

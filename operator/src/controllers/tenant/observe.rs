@@ -9,7 +9,7 @@ use crate::exposure::{self, ZoneNamespace};
 use crate::status::{NetworkReport, Observed, Snapshot, job_ended};
 use enclave_crds::{Tenant, TenantStatus};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -105,12 +105,29 @@ impl Reconcile<'_> {
                 .await?
         };
         let backup_runs = if self.tenant.spec.backup.is_some() {
-            let jobs = self
+            // Only the runs of the operator's own CronJobs count, told by their owner's uid: a
+            // Job carrying the backup labels proves nothing by itself.
+            let schedules: Vec<String> = self
+                .list::<CronJob>(&format!("{selector},{}", labels::managed_selector()))
+                .await?
+                .into_iter()
+                .filter_map(|c| c.metadata.uid)
+                .collect();
+            let jobs: Vec<Job> = self
                 .list::<Job>(&format!(
                     "{selector},{}=true",
                     crate::desired::backup::BACKUP
                 ))
-                .await?;
+                .await?
+                .into_iter()
+                .filter(|job| {
+                    job.metadata.owner_references.iter().flatten().any(|o| {
+                        o.controller == Some(true)
+                            && o.kind == "CronJob"
+                            && schedules.contains(&o.uid)
+                    })
+                })
+                .collect();
             let finished = |job: &Job, type_: &str| {
                 job_ended(job, type_)
                     .and_then(|c| c.last_transition_time.as_ref())
