@@ -10,14 +10,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
+log_tag=controlplane
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 
-cache_root=${ENCLAVE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/enclave}
 bin_dir="$cache_root/controlplane/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION/bin"
-export GOFLAGS=-mod=mod
-# An older Go fetches the toolchain the modules need through the module proxy.
-export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
-
-log() { printf '[controlplane] %s\n' "$*" >&2; }
 
 have_all() {
   for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok; do
@@ -31,37 +28,10 @@ if have_all; then
   exit 0
 fi
 
-command -v go >/dev/null || { log "Go toolchain not found: install Go 1.26 or newer"; exit 1; }
+need_go
 mkdir -p "$bin_dir"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-start=$SECONDS
-
-# go build -v names each package it compiles: count them against the dependency total so a
-# long first build shows how far it has got.
-progress() {
-  local what=$1 total=$2 n=0 last=0
-  while IFS= read -r line; do
-    case "$line" in
-      *" "*|"") printf '%s\n' "$line" >&2 ;; # errors and notes pass through
-      *) n=$((n + 1)) ;;
-    esac
-    if [ $((SECONDS - last)) -ge 10 ]; then
-      last=$SECONDS
-      log "$what: $n/$total packages compiled, $((SECONDS - start))s elapsed"
-    fi
-  done
-}
-
-build() { # build <name> <module dir> <output dir> <packages...>
-  local what=$1 dir=$2 out=$3; shift 3
-  local total
-  total=$(cd "$dir" && go list -deps "$@" 2>/dev/null | wc -l)
-  log "$what: building ($total packages)"
-  (cd "$dir" && go build -v -trimpath -ldflags='-s -w' -o "$out/" "$@" 2>&1) | progress "$what" "$total"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { log "$what: build failed"; exit 1; }
-  log "$what: done, $((SECONDS - start))s elapsed"
-}
 
 # Kubernetes: k8s.io/kubernetes pins its staging modules at v0.0.0 with local replaces, so a
 # wrapper module requires it and points each staging module at its published v0.X.Y.
@@ -90,8 +60,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
-  (cd "$work/k8s" && go mod tidy -e >/dev/null 2>&1 || true)
-  build "kubernetes $KUBERNETES_VERSION" "$work/k8s" "$work/out" \
+  (cd "$work/k8s" && go mod tidy -e >/dev/null 2>&1) || true
+  go_build "kubernetes $KUBERNETES_VERSION" "$work/k8s" -ldflags='-s -w' -o "$work/out/" -- \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
   mv "$work/out/"* "$bin_dir/"
@@ -112,8 +82,8 @@ package tools
 
 import _ "go.etcd.io/etcd/server/v3"
 GO
-  (cd "$work/etcd" && go mod tidy -e >/dev/null 2>&1 || true)
-  build "etcd $ETCD_VERSION" "$work/etcd" "$work/etcd-out" go.etcd.io/etcd/server/v3
+  (cd "$work/etcd" && go mod tidy -e >/dev/null 2>&1) || true
+  go_build "etcd $ETCD_VERSION" "$work/etcd" -ldflags='-s -w' -o "$work/etcd-out/" -- go.etcd.io/etcd/server/v3
   mv "$work/etcd-out/v3" "$bin_dir/etcd" 2>/dev/null || mv "$work/etcd-out/server" "$bin_dir/etcd" 2>/dev/null \
     || mv "$work/etcd-out/"* "$bin_dir/etcd"
 fi
@@ -132,8 +102,8 @@ package tools
 
 import _ "sigs.k8s.io/kwok/cmd/kwok"
 GO
-  (cd "$work/kwok" && go mod tidy -e >/dev/null 2>&1 || true)
-  build "kwok $KWOK_VERSION" "$work/kwok" "$work/kwok-out" sigs.k8s.io/kwok/cmd/kwok
+  (cd "$work/kwok" && go mod tidy -e >/dev/null 2>&1) || true
+  go_build "kwok $KWOK_VERSION" "$work/kwok" -ldflags='-s -w' -o "$work/kwok-out/" -- sigs.k8s.io/kwok/cmd/kwok
   mv "$work/kwok-out/kwok" "$bin_dir/kwok"
 fi
 

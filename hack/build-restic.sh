@@ -15,18 +15,15 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
+log_tag=restic
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 
-cache_root=${ENCLAVE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/enclave}
 out_dir="$cache_root/restic/$RESTIC_VERSION"
-export GOFLAGS=-mod=mod
-# An older Go fetches the toolchain the modules need through the module proxy.
-export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 export CGO_ENABLED=0
 
 module=github.com/restic/restic
 tags=disable_grpc_modules
-
-log() { printf '[restic] %s\n' "$*" >&2; }
 
 if [ -x "$out_dir/bin/restic" ]; then
   log "cached in $out_dir"
@@ -34,10 +31,9 @@ if [ -x "$out_dir/bin/restic" ]; then
   exit 0
 fi
 
-command -v go >/dev/null || { log "Go toolchain not found: install Go 1.26 or newer"; exit 1; }
+need_go
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-start=$SECONDS
 
 log "restic $RESTIC_VERSION: resolving modules"
 src=$(cd "$work" && go mod download -json "$module@$RESTIC_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
@@ -50,32 +46,11 @@ fi
 cp -R "$src" "$work/restic"
 chmod -R u+w "$work/restic"
 
-# go build -v names each package it compiles: count them against the dependency total so a
-# long first build shows how far it has got.
-progress() {
-  local what=$1 total=$2 n=0 last=0
-  while IFS= read -r line; do
-    case "$line" in
-      *" "*|"") printf '%s\n' "$line" >&2 ;; # errors and notes pass through
-      *) n=$((n + 1)) ;;
-    esac
-    if [ $((SECONDS - last)) -ge 10 ]; then
-      last=$SECONDS
-      log "$what: $n/$total packages compiled, $((SECONDS - start))s elapsed"
-    fi
-  done
-}
-
 what="restic $RESTIC_VERSION"
-total=$(cd "$work/restic" && go list -tags "$tags" -deps ./cmd/restic 2>/dev/null | wc -l)
-log "$what: building ($total packages)"
-(cd "$work/restic" && go build -v -trimpath -tags "$tags" -ldflags='-s -w' \
-  -o "$work/out/restic" ./cmd/restic 2>&1) | progress "$what" "$total"
-[ "${PIPESTATUS[0]}" -eq 0 ] || { log "$what: build failed"; exit 1; }
+go_build "$what" "$work/restic" -tags="$tags" -ldflags='-s -w' -o "$work/out/restic" -- ./cmd/restic
 "$work/out/restic" version >/dev/null || { log "$what: the built binary does not run"; exit 1; }
 mkdir -p "$out_dir/bin"
 mv "$work/out/restic" "$out_dir/bin/restic"
-log "$what: done, $((SECONDS - start))s elapsed"
 
 log "all built in $((SECONDS - start))s: $out_dir"
 echo "$out_dir"

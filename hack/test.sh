@@ -19,6 +19,11 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "==> gofmt and go vet: hack/cert-manager-launcher"
+gofmt=$(command -v gofmt || echo "$(go env GOROOT)/bin/gofmt")
+unformatted=$("$gofmt" -l hack/cert-manager-launcher)
+[ -z "$unformatted" ] || { echo "not gofmt-formatted (run 'gofmt -w hack/cert-manager-launcher'):"; echo "$unformatted"; exit 1; }
+hack/build-cert-manager.sh --vet
 echo "==> CRD YAML is generated from the types"
 cargo run --quiet --package enclave-crds --bin crdgen | diff -u charts/crds/tenants.enclave.dev.yaml - \
   || { echo "charts/crds is stale: run 'cargo run -p enclave-crds --bin crdgen > charts/crds/tenants.enclave.dev.yaml'"; exit 1; }
