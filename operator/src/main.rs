@@ -207,6 +207,9 @@ fn guard_config(
 ) -> anyhow::Result<Option<GuardConfig>> {
     let guard = Guard {
         exempt_groups,
+        // Exactly the operator's own service account, in the namespace it runs in: not any
+        // principal that happens to be named like it.
+        operator_users: vec![admission::operator_service_account(namespace)],
         ..Guard::default()
     };
     if let Some(url) = url {
@@ -231,12 +234,14 @@ fn guard_config(
     let Some(service) = service else {
         return Ok(None);
     };
-    let (namespace, name) = service
+    // The Service's namespace names where the API server calls the guard; the operator's own
+    // namespace (where the broker reads secrets) stays `namespace`.
+    let (service_namespace, name) = service
         .split_once('/')
         .context("--guard-service takes namespace/name")?;
     let client_config = WebhookClientConfig {
         service: Some(ServiceReference {
-            namespace: namespace.into(),
+            namespace: service_namespace.into(),
             name: name.into(),
             path: Some(admission::PATH.into()),
             port: Some(i32::from(listen.port())),
@@ -244,8 +249,8 @@ fn guard_config(
         ..WebhookClientConfig::default()
     };
     let names = vec![
-        format!("{name}.{namespace}.svc"),
-        format!("{name}.{namespace}.svc.cluster.local"),
+        format!("{name}.{service_namespace}.svc"),
+        format!("{name}.{service_namespace}.svc.cluster.local"),
     ];
     Ok(Some(GuardConfig {
         listen,

@@ -417,6 +417,8 @@ pub fn local_guard(exempt_groups: &[String]) -> anyhow::Result<GuardConfig> {
         names: vec![listen.ip().to_string()],
         guard: Guard {
             exempt_groups: exempt_groups.to_vec(),
+            // The operator runs as this user here, not as a service account.
+            operator_users: vec![OPERATOR_USER.to_string()],
             // Tests wait out retention windows of seconds.
             min_retention: Duration::from_secs(1),
             ..Guard::default()

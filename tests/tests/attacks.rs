@@ -815,6 +815,29 @@ async fn connect(
     Ok(api(alice(tenant).await?.request_text(request).await))
 }
 
+/// As cluster admin, a Role giving alice `pods/attach` in `ns`, which no tenant role grants.
+async fn grant_attach(admin: &Client, ns: &str) -> Result<()> {
+    let role: k8s_openapi::api::rbac::v1::Role = object(json!({
+        "metadata": {"name": "atk-attach"},
+        "rules": [{"apiGroups": [""], "resources": ["pods/attach"], "verbs": ["get", "create"]}]
+    }));
+    tolerate_exists(
+        Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &role)
+            .await,
+    )?;
+    let binding: RoleBinding = object(json!({
+        "metadata": {"name": "atk-attach"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "atk-attach"},
+        "subjects": [{"kind": "User", "name": ALICE, "apiGroup": "rbac.authorization.k8s.io"}]
+    }));
+    tolerate_exists(
+        Api::<RoleBinding>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &binding)
+            .await,
+    )
+}
+
 #[tokio::test]
 async fn tenant_admin_cannot_enter_a_backup_pod() -> Result<()> {
     let admin = env().client().await?;
@@ -873,6 +896,32 @@ async fn tenant_admin_cannot_enter_a_backup_pod() -> Result<()> {
     });
     if by_rbac {
         eprintln!("kubectl attach was refused by RBAC (no pods/attach in the tenant roles)");
+        // Even were the platform to grant attach, the guard refuses it: a Role of the
+        // cluster admin's giving alice pods/attach in the zone.
+        grant_attach(&admin, &ns).await?;
+        let granted = eventually("alice granted pods/attach", WAIT, || async {
+            let attach = kubectl_as_alice(tenant)
+                .args(["attach", &pod_name, "-n", &ns, "-c", "restic"])
+                .output();
+            let attach = kubectl_outcome(&attach);
+            let still_rbac = attach
+                .as_ref()
+                .err()
+                .is_some_and(|r| r.message.contains("cannot create resource \"pods/attach\""));
+            Ok((!still_rbac).then_some(attach))
+        })
+        .await?;
+        findings.check(
+            "kubectl attach (RBAC granting it) reached no kubelet",
+            !past_admission(&granted),
+            || format!("{granted:?}"),
+        );
+        findings.refused(
+            "kubectl attach to the backup pod, RBAC granting pods/attach",
+            &granted,
+            &pod_name,
+            &[&pod_name, "enclave-backup", "backup"],
+        );
     } else {
         findings.refused(
             "kubectl attach to the backup pod",

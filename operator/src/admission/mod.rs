@@ -58,6 +58,12 @@ pub const SYSTEM_CONTROLLERS: [&str; 9] = [
     "persistent-volume-binder",
 ];
 
+/// The user name of the operator's service account in `namespace`.
+#[must_use]
+pub fn operator_service_account(namespace: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{MANAGER}")
+}
+
 /// Who the guard lets through, and what it checks Tenants against.
 #[derive(Clone, Debug)]
 pub struct Guard {
@@ -76,10 +82,7 @@ pub struct Guard {
 impl Default for Guard {
     fn default() -> Self {
         Self {
-            operator_users: vec![
-                MANAGER.to_string(),
-                format!("system:serviceaccount:enclave-system:{MANAGER}"),
-            ],
+            operator_users: vec![operator_service_account("enclave-system")],
             exempt_users: SYSTEM_CONTROLLERS
                 .iter()
                 .map(|c| format!("system:serviceaccount:kube-system:{c}"))
@@ -214,12 +217,15 @@ async fn record(
         name: Some(tenant.to_string()),
         ..Default::default()
     };
-    // The action and the object tell attempts apart, so each stays its own Event rather than
-    // joining a series under the first one's note.
+    // The action, the object and the user tell attempts apart, so each stays its own Event
+    // rather than joining a series under the first one's note: a second user repeating a
+    // refused attempt is on record under their own name. (The recorder keys a series by the
+    // related object; the user rides in its field path.)
     let object = k8s_openapi::api::core::v1::ObjectReference {
         kind: Some(request.kind.kind.clone()),
         name: Some(request.name.clone()),
         namespace: request.namespace.clone(),
+        field_path: Some(format!("attempt by {user}")),
         ..Default::default()
     };
     let event = Event {

@@ -120,7 +120,7 @@ fn creating_an_object_disguised_as_managed_is_refused() {
 fn the_operator_and_system_controllers_pass() {
     let guard = Guard::default();
     for user in [
-        "enclave-operator",
+        "system:serviceaccount:enclave-system:enclave-operator",
         "system:serviceaccount:kube-system:generic-garbage-collector",
         "system:serviceaccount:kube-system:namespace-controller",
     ] {
@@ -130,6 +130,22 @@ fn the_operator_and_system_controllers_pass() {
             &request(POLICY, "DELETE", user, &[], Some(managed(json!({}))), None),
         );
         assert_eq!(verdict, Verdict::Allow, "{user}");
+    }
+}
+
+#[test]
+fn only_the_operators_own_service_account_is_the_operator() {
+    let guard = Guard::default();
+    for user in [
+        "enclave-operator",
+        "system:serviceaccount:acme-app:enclave-operator",
+    ] {
+        let verdict = review(
+            &guard,
+            &acme(),
+            &request(POLICY, "DELETE", user, &[], Some(managed(json!({}))), None),
+        );
+        assert!(matches!(verdict, Verdict::Deny { .. }), "{user} passed");
     }
 }
 
@@ -270,7 +286,8 @@ fn webhook_configuration_excludes_trusted_users_and_scopes_to_managed_objects() 
     assert_eq!(selector["app.kubernetes.io/managed-by"], "enclave-operator");
     let condition = &managed.match_conditions.as_ref().expect("conditions")[0].expression;
     assert!(
-        condition.contains("'enclave-operator'") && condition.contains("generic-garbage-collector"),
+        condition.contains("'system:serviceaccount:enclave-system:enclave-operator'")
+            && condition.contains("generic-garbage-collector"),
         "{condition}"
     );
     let tenant_namespaces = &hooks[1];
