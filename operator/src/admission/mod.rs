@@ -164,9 +164,24 @@ async fn look_up(
         }
         _ => None,
     };
+    // The tenant's spec, for the names its Ingresses may serve.
+    let tenant = match (
+        request.kind.kind.as_str(),
+        namespace_labels
+            .as_ref()
+            .and_then(|l| l.get(labels::TENANT)),
+    ) {
+        ("Ingress", Some(name)) => Api::<enclave_crds::Tenant>::all(client.clone())
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten(),
+        _ => None,
+    };
     Lookup {
         namespace_labels,
         parent,
+        tenant,
     }
 }
 

@@ -13,7 +13,8 @@
 //!   port-forward or ephemeral container into a backup pod;
 //! - a tenant's own Services are neither `ExternalName` nor given `externalIPs`, and open a
 //!   node port or a load balancer only in an internet-facing zone;
-//! - a tenant's own RoleBindings grant only Enclave's member or viewer roles.
+//! - a tenant's own RoleBindings grant only Enclave's member or viewer roles;
+//! - a tenant's own Ingresses serve only its `spec.tls.dnsNames`, never every host.
 //!
 //! The Tenant an attempt is recorded on is read from the namespace's labels (which only the
 //! operator writes), never from the submitted object.
@@ -40,6 +41,9 @@ pub struct Lookup {
     pub namespace_labels: Option<BTreeMap<String, String>>,
     /// The object a subresource request acts on (the pod of an exec, the Deployment scaled).
     pub parent: Option<DynamicObject>,
+    /// The Tenant owning the request's namespace, for the rules that read its spec (the names
+    /// an Ingress may serve).
+    pub tenant: Option<Tenant>,
 }
 
 fn object_labels(object: Option<&DynamicObject>) -> BTreeMap<String, String> {
@@ -203,6 +207,18 @@ pub fn review(
                 None => Verdict::Allow,
             }
         }
+        "Ingress" => {
+            let names: Vec<String> = lookup
+                .tenant
+                .as_ref()
+                .and_then(|t| t.spec.tls.as_ref())
+                .map(|tls| tls.dns_names.clone())
+                .unwrap_or_default();
+            match ingress_problem(&data["spec"], &names) {
+                Some(problem) => deny(format!("{what}: {problem}")),
+                None => Verdict::Allow,
+            }
+        }
         "RoleBinding" => {
             let role = &data["roleRef"];
             let grantable =
@@ -277,6 +293,36 @@ fn service_problem(spec: &Value, internet: bool) -> Option<String> {
             "spec.externalIPs is refused: it can capture other tenants' traffic (CVE-2020-8554)"
                 .into(),
         );
+    }
+    None
+}
+
+/// What is wrong with a tenant's own Ingress, if anything: every host it serves must be one of
+/// the tenant's `spec.tls.dnsNames`, and it may not catch every host (a rule without host, a
+/// default backend), which would take other tenants' traffic at the shared controller.
+fn ingress_problem(spec: &Value, names: &[String]) -> Option<String> {
+    if !spec["defaultBackend"].is_null() {
+        return Some("spec.defaultBackend is refused: it would catch every host at the shared ingress controller".into());
+    }
+    for (index, rule) in spec["rules"].as_array().into_iter().flatten().enumerate() {
+        match rule["host"].as_str() {
+            None | Some("") => {
+                return Some(format!(
+                    "spec.rules[{index}] has no host: it would catch every host at the shared ingress controller"
+                ));
+            }
+            Some(host) if !names.iter().any(|n| n == host) => {
+                return Some(format!(
+                    "spec.rules[{index}].host {host} is not one of the tenant's names (spec.tls.dnsNames: {})",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ));
+            }
+            Some(_) => {}
+        }
     }
     None
 }

@@ -1,6 +1,7 @@
 #![allow(clippy::panic, clippy::needless_pass_by_value)]
 
 use super::*;
+use enclave_crds::Tenant;
 use serde_json::{Value, json};
 
 fn request(
@@ -63,6 +64,7 @@ fn zone_of(tenant: &str, exposure: &str) -> Lookup {
             .collect(),
         ),
         parent: None,
+        tenant: None,
     }
 }
 
@@ -701,5 +703,55 @@ fn deleting_a_tenant_needs_its_confirmation_and_retention_a_minimum() {
             assert!(message.starts_with("spec.lifecycle.retention"), "{message}");
         }
         Verdict::Allow => panic!("retention 0s allowed"),
+    }
+}
+
+#[test]
+fn a_tenants_ingresses_serve_only_its_names() {
+    let guard = Guard::default();
+    let owner: Tenant = serde_json::from_value(
+        json!({"apiVersion": "enclave.dev/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": "acme"}, "spec": {"tls": {"dnsNames": ["shop.acme.example"]}}}),
+    )
+    .expect("tenant");
+    let lookup = Lookup {
+        tenant: Some(owner),
+        ..zone_of("acme", "Internet")
+    };
+    let ingress = |spec: Value| json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "i"}, "spec": spec});
+    let backend = json!({"service": {"name": "web", "port": {"number": 443}}});
+    let kind = ("networking.k8s.io", "Ingress");
+    let rule = |host: Option<&str>| json!({"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}});
+    assert_eq!(
+        review(
+            &guard,
+            &lookup,
+            &request(
+                kind,
+                "CREATE",
+                "alice",
+                &[],
+                None,
+                Some(ingress(json!({"rules": [rule(Some("shop.acme.example"))]})))
+            )
+        ),
+        Verdict::Allow
+    );
+    for (spec, expected) in [
+        (
+            json!({"rules": [rule(Some("shop.globex.example"))]}),
+            "not one of the tenant's names",
+        ),
+        (json!({"rules": [rule(None)]}), "no host"),
+        (json!({"defaultBackend": backend}), "defaultBackend"),
+    ] {
+        match review(
+            &guard,
+            &lookup,
+            &request(kind, "CREATE", "alice", &[], None, Some(ingress(spec))),
+        ) {
+            Verdict::Deny { message, .. } => assert!(message.contains(expected), "{message}"),
+            Verdict::Allow => panic!("{expected}: allowed"),
+        }
     }
 }

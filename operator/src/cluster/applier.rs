@@ -121,38 +121,52 @@ impl<'a> Applier<'a> {
                     issued_elsewhere,
                 },
         } = desired;
-        self.namespaces(&namespaces).await?;
-        self.apply_kind(&network_policies, "").await?;
-        self.apply_kind(&backup_policies, "").await?;
-        self.apply_kind(&resource_quotas, "").await?;
-        self.apply_kind(&limit_ranges, "").await?;
-        self.apply_kind(&role_bindings, "").await?;
+        // One refused object must not hold up the rest (a stop, a renewal, the status): every
+        // step runs, and the first failure is returned at the end. What failed is still
+        // wanted, so the sweep never takes it.
+        let mut failures = Vec::new();
+        let mut step = |result: Result<()>| {
+            if let Err(error) = result {
+                tracing::warn!(%error, "apply failed; going on with the rest");
+                failures.push(error);
+            }
+        };
+        step(self.namespaces(&namespaces).await);
+        step(self.apply_kind(&network_policies, "").await);
+        step(self.apply_kind(&backup_policies, "").await);
+        step(self.apply_kind(&resource_quotas, "").await);
+        step(self.apply_kind(&limit_ranges, "").await);
+        step(self.apply_kind(&role_bindings, "").await);
         // Shared by every tenant asking for the same class: never swept by one of them.
         for class in &storage_classes {
-            let live = self.live(class).await?;
-            self.writer.apply(class, live.as_ref()).await?;
+            let live = self.live(class).await;
+            step(match live {
+                Ok(live) => self.writer.apply(class, live.as_ref()).await.map(|_| ()),
+                Err(error) => Err(error),
+            });
         }
         for key in keys.iter().chain(&password) {
-            self.create_key(key).await?;
+            step(self.create_key(key).await);
         }
-        self.claims(&claims).await?;
+        step(self.claims(&claims).await);
         // TLS Secrets are told from key Secrets by a label: only they are swept.
         let tls_secrets = format!("{PART}={PART_TLS}");
-        self.apply_kind(&secrets, &tls_secrets).await?;
+        step(self.apply_kind(&secrets, &tls_secrets).await);
         for (namespace, name) in issued_elsewhere {
             self.register(&ApiResource::erase::<Secret>(&()), &tls_secrets)
                 .insert((namespace, name));
         }
-        self.apply_kind(&bundles, "").await?;
-        self.apply_kind(&policies, "").await?;
-        self.certificates(certificates).await?;
-        self.apply_kind(&services, "").await?;
-        self.apply_kind(&disruption_budgets, "").await?;
-        self.apply_kind(&deployments, "").await?;
-        self.stateful_sets(&stateful_sets).await?;
-        self.apply_kind(&service_accounts, "").await?;
-        self.apply_kind(&operator_ca, "").await?;
-        self.apply_kind(&cron_jobs, "").await
+        step(self.apply_kind(&bundles, "").await);
+        step(self.apply_kind(&policies, "").await);
+        step(self.certificates(certificates).await);
+        step(self.apply_kind(&services, "").await);
+        step(self.apply_kind(&disruption_budgets, "").await);
+        step(self.apply_kind(&deployments, "").await);
+        step(self.stateful_sets(&stateful_sets).await);
+        step(self.apply_kind(&service_accounts, "").await);
+        step(self.apply_kind(&operator_ca, "").await);
+        step(self.apply_kind(&cron_jobs, "").await);
+        failures.into_iter().next().map_or(Ok(()), Err)
     }
 
     /// Deletes what carries the tenant's labels but was not applied, and puts the data kinds
@@ -277,13 +291,20 @@ impl<'a> Applier<'a> {
     {
         let resource = ApiResource::erase::<K>(&());
         self.register(&resource, selector);
+        let mut first = None;
         for object in objects {
-            let live = self.live(object).await?;
-            self.writer.apply(object, live.as_ref()).await?;
+            // Wanted before it is applied: one that fails to apply is not swept.
             self.register(&resource, selector)
                 .insert((object.namespace().unwrap_or_default(), object.name_any()));
+            let applied = match self.live(object).await {
+                Ok(live) => self.writer.apply(object, live.as_ref()).await.map(|_| ()),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = applied {
+                first.get_or_insert(error);
+            }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     /// Creates a key Secret with fresh random keys, unless it exists: a key is never
@@ -299,6 +320,7 @@ impl<'a> Applier<'a> {
     async fn namespaces(&mut self, namespaces: &[Namespace]) -> Result<()> {
         for namespace in namespaces {
             let name = namespace.name_any();
+            self.wanted_namespaces.insert(name.clone());
             let live = self.live(namespace).await?;
             if live
                 .as_ref()
@@ -321,7 +343,6 @@ impl<'a> Applier<'a> {
                     .await?;
             }
             self.writer.apply(namespace, live.as_ref()).await?;
-            self.wanted_namespaces.insert(name);
         }
         Ok(())
     }
@@ -333,6 +354,7 @@ impl<'a> Applier<'a> {
         for claim in claims {
             let namespace = claim.namespace().unwrap_or_default();
             let name = claim.name_any();
+            self.wanted_claims.insert((namespace.clone(), name.clone()));
             let live = self.live(claim).await?;
             if live
                 .as_ref()
@@ -352,14 +374,8 @@ impl<'a> Applier<'a> {
                     )
                     .await?;
             }
-            let mut claim = claim.clone();
-            if let (Some(live), Some(spec)) = (&live, claim.spec.as_mut())
-                && live.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound")
-            {
-                spec.resources = live.spec.as_ref().and_then(|s| s.resources.clone());
-            }
+            let claim = claim_to_apply(claim, live.as_ref());
             self.writer.apply(&claim, live.as_ref()).await?;
-            self.wanted_claims.insert((namespace, name));
         }
         Ok(())
     }
@@ -526,6 +542,31 @@ impl<'a> Applier<'a> {
     }
 }
 
+/// The claim to apply: `desired`, except that an unbound claim keeps its size until bound
+/// (Kubernetes refuses to resize an unbound claim, and the binding, watched, brings the growth)
+/// and that a claim never shrinks (Kubernetes refuses it, and one refused claim would stop
+/// every later apply): a claim grown beyond the spec keeps its size.
+#[must_use]
+pub fn claim_to_apply(
+    desired: &PersistentVolumeClaim,
+    live: Option<&PersistentVolumeClaim>,
+) -> PersistentVolumeClaim {
+    let mut claim = desired.clone();
+    let (Some(live), Some(spec)) = (live, claim.spec.as_mut()) else {
+        return claim;
+    };
+    let live_resources = live.spec.as_ref().and_then(|s| s.resources.clone());
+    let size = |r: Option<&k8s_openapi::api::core::v1::VolumeResourceRequirements>| {
+        r.and_then(|r| r.requests.as_ref()?.get("storage"))
+            .and_then(|q| crate::units::quantity(&q.0))
+    };
+    let bound = live.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    if !bound || size(live_resources.as_ref()) > size(spec.resources.as_ref()) {
+        spec.resources = live_resources;
+    }
+    claim
+}
+
 /// The StatefulSet to apply: `desired` with the live claim templates, which cannot change.
 #[must_use]
 pub fn keep_claim_templates(desired: &StatefulSet, live: Option<&StatefulSet>) -> StatefulSet {
@@ -570,6 +611,63 @@ mod tests {
             }),
             ..StatefulSet::default()
         }
+    }
+
+    fn claim(size: &str, phase: Option<&str>) -> PersistentVolumeClaim {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "acme-data"},
+            "spec": {"resources": {"requests": {"storage": size}}},
+            "status": {"phase": phase},
+        }))
+        .expect("claim")
+    }
+
+    fn size_of(claim: &PersistentVolumeClaim) -> String {
+        claim
+            .spec
+            .as_ref()
+            .and_then(|s| {
+                s.resources
+                    .as_ref()?
+                    .requests
+                    .as_ref()?
+                    .get("storage")
+                    .map(|q| q.0.clone())
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_claim_grows_once_bound_and_never_shrinks() {
+        let want = claim("2Gi", None);
+        assert_eq!(
+            size_of(&claim_to_apply(&want, None)),
+            "2Gi",
+            "a new claim has the spec's size"
+        );
+        assert_eq!(
+            size_of(&claim_to_apply(&want, Some(&claim("1Gi", Some("Pending"))))),
+            "1Gi",
+            "unbound: kept"
+        );
+        assert_eq!(
+            size_of(&claim_to_apply(&want, Some(&claim("1Gi", Some("Bound"))))),
+            "2Gi",
+            "bound: grown"
+        );
+        assert_eq!(
+            size_of(&claim_to_apply(&want, Some(&claim("3Gi", Some("Bound"))))),
+            "3Gi",
+            "never shrunk"
+        );
+        assert_eq!(
+            size_of(&claim_to_apply(
+                &want,
+                Some(&claim("2048Mi", Some("Bound")))
+            )),
+            "2Gi",
+            "same size, by value"
+        );
     }
 
     #[test]

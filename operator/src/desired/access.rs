@@ -7,7 +7,7 @@
 //! server's escalation check, since the admin holds no `bind` on it.
 
 use super::{Identity, labels};
-use enclave_crds::{Subject, SubjectKind, Tenant};
+use enclave_crds::{LifecycleState, Subject, SubjectKind, Tenant};
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, PolicyRule, RoleBinding, RoleRef, Subject as RbacSubject,
 };
@@ -157,10 +157,22 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
 #[must_use]
 pub fn role_bindings(tenant: &Tenant, identity: &Identity) -> Vec<RoleBinding> {
     let access = &tenant.spec.access;
+    let none = Vec::new();
+    // A tenant that is not running keeps no one's rights to change it: suspended, its viewers
+    // still read (data and access are kept, the people who look at it may go on looking);
+    // decommissioned or deleted, nobody has access any more.
+    let (admins, members, viewers) = match (
+        tenant.spec.lifecycle.state,
+        tenant.metadata.deletion_timestamp.is_some(),
+    ) {
+        (LifecycleState::Active, false) => (&access.admins, &access.members, &access.viewers),
+        (LifecycleState::Suspended, false) => (&none, &none, &access.viewers),
+        _ => (&none, &none, &none),
+    };
     let roles = [
-        ("enclave-admins", ADMIN_ROLE, &access.admins),
-        ("enclave-members", MEMBER_ROLE, &access.members),
-        ("enclave-viewers", VIEWER_ROLE, &access.viewers),
+        ("enclave-admins", ADMIN_ROLE, admins),
+        ("enclave-members", MEMBER_ROLE, members),
+        ("enclave-viewers", VIEWER_ROLE, viewers),
     ];
     let mut bindings = Vec::new();
     for zone in &tenant.spec.zones {
@@ -223,6 +235,37 @@ mod tests {
             r.next().expect("member"),
             r.next().expect("viewer"),
         )
+    }
+
+    #[test]
+    fn a_tenant_that_is_not_running_keeps_no_rights_but_its_viewers_while_suspended() {
+        let mut t = tenant("acme");
+        let subject = |kind, name: &str| Subject {
+            kind,
+            name: name.into(),
+            ..Subject::default()
+        };
+        t.spec.access.admins = vec![subject(SubjectKind::Group, "acme-admins")];
+        t.spec.access.viewers = vec![subject(SubjectKind::User, "auditor")];
+        let id = Identity::of(&t).expect("identity");
+        let names = |t: &Tenant| -> Vec<String> {
+            role_bindings(t, &id)
+                .iter()
+                .filter_map(|b| b.metadata.name.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        assert_eq!(names(&t), ["enclave-admins", "enclave-viewers"]);
+        t.spec.lifecycle.state = LifecycleState::Suspended;
+        assert_eq!(names(&t), ["enclave-viewers"]);
+        t.spec.lifecycle.state = LifecycleState::Decommissioned;
+        assert!(names(&t).is_empty());
+        t.spec.lifecycle.state = LifecycleState::Active;
+        t.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        assert!(names(&t).is_empty());
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub mod reasons {
     pub const NAMESPACE_CONFLICT: &str = "NamespaceConflict";
     /// A namespace of the tenant is still terminating.
     pub const NAMESPACE_TERMINATING: &str = "NamespaceTerminating";
+    /// The API server refused an object of the tenant (the message names it); the rest was
+    /// applied.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
     /// The Tenant lacks metadata every object is tied to.
     pub const MISSING_METADATA: &str = "MissingMetadata";
 }

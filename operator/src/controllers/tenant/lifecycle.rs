@@ -2,11 +2,13 @@
 //! the deadline (computed here, once), and stopping a tenant that is deleted or decommissioned.
 
 use super::reconcile::Reconcile;
+use crate::cluster::Note;
 use crate::cluster::applier::Applier;
 use crate::desired::{self, FINALIZER};
 use crate::error::{Phase, Result, api};
 use crate::status::Outcome;
 use enclave_crds::{LifecycleState, Tenant, TenantStatus};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::{Resource, ResourceExt};
@@ -168,9 +170,55 @@ impl Reconcile<'_> {
         applier.apply_kind(&policies, "").await?;
         applier.apply_kind(&deployments, "").await?;
         applier.stateful_sets(&sets).await?;
+        self.revoke_bindings(namespaces, &[]).await?;
         self.disown(&policies).await?;
         self.disown(&deployments).await?;
         self.disown(&sets).await
+    }
+
+    /// Deletes every RoleBinding in these namespaces but `keep` (the tenant's own, or those
+    /// its admins made): a tenant that is not running keeps nobody's rights but those its spec
+    /// still grants while so (a suspended tenant's viewers).
+    pub(super) async fn revoke_bindings(
+        &self,
+        namespaces: &[String],
+        keep: &[RoleBinding],
+    ) -> Result<()> {
+        let writer = self.writer.during(Phase::Lifecycle);
+        let resource = ApiResource::erase::<RoleBinding>(&());
+        for namespace in namespaces {
+            let bindings = Api::<RoleBinding>::namespaced(self.ctx.client.clone(), namespace)
+                .list_metadata(&kube::api::ListParams::default())
+                .await
+                .map_err(api(Phase::Lifecycle, "list", "RoleBinding", namespace))?;
+            for binding in bindings
+                .items
+                .iter()
+                .filter(|b| b.metadata.deletion_timestamp.is_none())
+            {
+                let name = binding.name_any();
+                let kept = keep.iter().any(|k| {
+                    k.metadata.namespace.as_deref() == Some(namespace.as_str())
+                        && k.metadata.name.as_deref() == Some(name.as_str())
+                });
+                if kept {
+                    continue;
+                }
+                writer
+                    .delete(
+                        &resource,
+                        Some(namespace),
+                        &name,
+                        Note::normal(
+                            "AccessRevoked",
+                            "Delete",
+                            format!("deleted RoleBinding {namespace}/{name}: the tenant is not running, and keeps no one's rights but its viewers' while suspended"),
+                        ),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes the owner references of these objects, where the live ones have any.

@@ -99,6 +99,7 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
             .collect();
         desired::workloads::mount_certificate(&mut desired.workloads, &namespaces, serial);
     }
+    let keep_bindings = (!tenant.is_running()).then(|| desired.role_bindings.clone());
     let mut applier = Applier::new(
         &step.writer,
         ctx.client.clone(),
@@ -106,15 +107,24 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
         &config.namespace,
         step.retention,
     );
-    applier.apply(desired).await?;
-    let swept = applier.sweep().await?;
-    step.conclude(
-        &lifecycle::outcome(tenant, deadline),
-        previous,
-        tls.report.as_ref(),
-        Some(names),
-    )
-    .await?;
+    // Every step runs even when one object is refused: the status then says which, and the
+    // error brings the tenant back soon.
+    let apply_result = applier.apply(desired).await;
+    let sweep_result = applier.sweep().await;
+    if let Some(keep) = keep_bindings {
+        step.revoke_bindings(&names, &keep).await?;
+    }
+    let outcome = match (&apply_result, &sweep_result) {
+        (Err(error), _) | (Ok(()), Err(error)) => Outcome::Progressing {
+            reason: status::reasons::APPLY_FAILED,
+            message: error.to_string(),
+        },
+        _ => lifecycle::outcome(tenant, deadline),
+    };
+    step.conclude(&outcome, previous, tls.report.as_ref(), Some(names))
+        .await?;
+    apply_result?;
+    let swept = sweep_result?;
     let next = [swept, tls.next, deadline.map(|d| until(step.now, d))]
         .into_iter()
         .flatten()
