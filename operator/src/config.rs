@@ -48,6 +48,11 @@ pub struct BackupConfig {
     /// The operator's credentials endpoint as the backup pods reach it; by default the
     /// guard's Service (or URL) at `/credentials`.
     pub credentials_url: Option<String>,
+    /// Where the object store is, as the backup pods' egress policy opens it: CIDRs (by
+    /// default anywhere, `0.0.0.0/0`; name the store's own range to close the rest) and port.
+    pub store_cidrs: Vec<String>,
+    /// The object store's port (443).
+    pub store_port: i32,
 }
 
 impl Default for BackupConfig {
@@ -60,6 +65,8 @@ impl Default for BackupConfig {
             )
             .into(),
             credentials_url: None,
+            store_cidrs: vec!["0.0.0.0/0".into()],
+            store_port: 443,
         }
     }
 }

@@ -71,6 +71,17 @@ pub struct BackupObjects {
     pub network_policies: Vec<NetworkPolicy>,
 }
 
+/// The port of an `https://host[:port]/path` URL (443 when it names none).
+#[must_use]
+pub fn url_port(url: &str) -> i32 {
+    url.trim_start_matches("https://")
+        .split('/')
+        .next()
+        .and_then(|authority| authority.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(443)
+}
+
 /// The name of the Secret, in the operator's namespace, holding a tenant's repository password.
 #[must_use]
 pub fn password_secret_name(tenant: &str) -> String {
@@ -336,7 +347,7 @@ pub fn backup_objects(
                 }),
                 policy_types: Some(vec!["Egress".into()]),
                 egress: Some(vec![
-                    // The operator's credentials broker.
+                    // The operator's credentials broker, on its port only.
                     NetworkPolicyEgressRule {
                         to: Some(vec![NetworkPolicyPeer {
                             namespace_selector: Some(LabelSelector {
@@ -348,19 +359,29 @@ pub fn backup_objects(
                             }),
                             ..NetworkPolicyPeer::default()
                         }]),
-                        ports: None,
-                    },
-                    // The object store, outside the cluster, over HTTPS.
-                    NetworkPolicyEgressRule {
-                        to: Some(vec![NetworkPolicyPeer {
-                            ip_block: Some(IPBlock {
-                                cidr: "0.0.0.0/0".into(),
-                                except: None,
-                            }),
-                            ..NetworkPolicyPeer::default()
-                        }]),
                         ports: Some(vec![NetworkPolicyPort {
-                            port: Some(IntOrString::Int(443)),
+                            port: Some(IntOrString::Int(url_port(&credentials_url))),
+                            protocol: Some("TCP".into()),
+                            ..NetworkPolicyPort::default()
+                        }]),
+                    },
+                    // The object store, where the configuration says it is.
+                    NetworkPolicyEgressRule {
+                        to: Some(
+                            config
+                                .store_cidrs
+                                .iter()
+                                .map(|cidr| NetworkPolicyPeer {
+                                    ip_block: Some(IPBlock {
+                                        cidr: cidr.clone(),
+                                        except: None,
+                                    }),
+                                    ..NetworkPolicyPeer::default()
+                                })
+                                .collect(),
+                        ),
+                        ports: Some(vec![NetworkPolicyPort {
+                            port: Some(IntOrString::Int(config.store_port)),
                             protocol: Some("TCP".into()),
                             ..NetworkPolicyPort::default()
                         }]),

@@ -194,3 +194,55 @@ fn the_script_initialises_unlocks_backs_up_and_prunes() {
     assert_eq!(steps, ["cat", "unlock", "backup", "forget"]);
     assert!(BACKUP_SCRIPT.contains("--prune"));
 }
+
+#[test]
+fn backup_pods_reach_only_the_brokers_port_and_the_stores_range() {
+    assert_eq!(
+        url_port("https://enclave-guard.enclave-system.svc:9443/credentials"),
+        9443
+    );
+    assert_eq!(url_port("https://127.0.0.1:8443/credentials"), 8443);
+    assert_eq!(url_port("https://broker.example/credentials"), 443);
+    let config = BackupConfig {
+        store_cidrs: vec!["198.51.100.0/24".into()],
+        store_port: 9000,
+        ..BackupConfig::default()
+    };
+    let objects = backup_objects(
+        &backed_up(),
+        &Identity::of(&backed_up()).expect("identity"),
+        &config,
+        "enclave-system",
+        (
+            None,
+            Some("https://enclave-guard.enclave-system.svc:9443/validate"),
+        ),
+    )
+    .expect("objects");
+    let policy = objects.network_policies[0].spec.clone().expect("spec");
+    let egress = policy.egress.expect("egress");
+    let ports = |i: usize| -> Vec<String> {
+        egress[i]
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| match &p.port {
+                Some(IntOrString::Int(port)) => Some(port.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        ports(0),
+        ["9443"],
+        "the broker's port, not every port of the namespace"
+    );
+    assert_eq!(ports(1), ["9000"]);
+    let cidrs: Vec<String> = egress[1]
+        .to
+        .iter()
+        .flatten()
+        .filter_map(|p| Some(p.ip_block.as_ref()?.cidr.clone()))
+        .collect();
+    assert_eq!(cidrs, ["198.51.100.0/24"]);
+}

@@ -143,6 +143,9 @@ pub fn restore_jobs(
             meta.owner_references = None;
             if let Some(labels) = meta.labels.as_mut() {
                 labels.insert(REQUEST.into(), name.clone());
+                // Selected by the zone's backup egress policy: it reaches the broker and the
+                // store as the backup pods do.
+                labels.insert(backup::BACKUP.into(), "true".into());
             }
             let mut env = backup::backup_env(backup_spec, identity, zone);
             env.push(("CLAIMS".into(), claims.join(" ")));
