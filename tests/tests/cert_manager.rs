@@ -1,7 +1,8 @@
 //! cert-manager as the issuer, on the real control plane: without its CRDs a tenant naming a
 //! cert-manager issuer gets a clear condition (and nothing crashes); once cert-manager's CRDs
 //! are installed and its controller (built from its Go module) runs, the operator's
-//! `Certificate` becomes Ready and the Tenant reports it.
+//! `Certificate` becomes Ready and the Tenant reports it; without `spec.tls` the Certificate and
+//! the CA bundle go.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use anyhow::{Context as _, Result};
@@ -178,5 +179,44 @@ async fn cert_manager_issues_when_named_and_its_absence_is_reported() -> Result<
     );
     let _ = controller.kill();
     let _ = controller.wait();
+
+    // Without spec.tls, the Certificate and the CA bundle go; the TLS policy is still published.
+    tenants
+        .patch(
+            "cm",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tls": null}})),
+        )
+        .await?;
+    let certificates: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "cm-dmz",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "cert-manager.io",
+            "v1",
+            "Certificate",
+        )),
+    );
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), "cm-dmz");
+    eventually("the Certificate removed with spec.tls", WAIT, || async {
+        Ok(certificates
+            .get_opt("enclave-tls")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    eventually("the CA bundle removed with spec.tls", WAIT, || async {
+        Ok(config_maps
+            .get_opt("enclave-ca-bundle")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    assert!(
+        config_maps.get_opt("enclave-tls-policy").await?.is_some(),
+        "the TLS policy stays"
+    );
     Ok(())
 }
