@@ -166,6 +166,10 @@ pub struct NetworkConfig {
     /// Ports an internet-facing zone may open (R17): by default the services the policy
     /// names (HTTP(S), SMTP(S), IMAP(S), POP3(S)).
     pub internet_ports: Vec<i32>,
+    /// Namespaces no tenant zone may be named (`<tenant>-<zone>`), besides those the DNS and
+    /// ingress selectors name: the platform's own. A tenant zone named like the ingress
+    /// controller's namespace would be let into every internet-facing zone.
+    pub reserved_namespaces: Vec<String>,
 }
 
 /// Namespace and pod labels that select peers outside the tenant.
@@ -209,6 +213,19 @@ impl Default for NetworkConfig {
                 &[],
             ),
             internet_ports: DEFAULT_INTERNET_PORTS.to_vec(),
+            reserved_namespaces: [
+                "default",
+                "kube-system",
+                "kube-public",
+                "kube-node-lease",
+                "ingress-nginx",
+                "cert-manager",
+                "enclave-system",
+                "monitoring",
+            ]
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
         }
     }
 }

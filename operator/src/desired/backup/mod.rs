@@ -166,9 +166,12 @@ pub fn restic_pod(
         mount("cache", "/cache", false),
         mount("tmp", "/tmp", false),
     ];
-    for claim in claims {
+    // Volumes are named by position: a claim's name (a per-replica one, `<volume>-<workload>-<i>`)
+    // can be longer than a volume name may be (a DNS label, 63 characters). The mount path
+    // keeps the claim's name, which the scripts read.
+    for (index, claim) in claims.iter().enumerate() {
         volumes.push(Volume {
-            name: format!("data-{claim}"),
+            name: format!("data-{index}"),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                 claim_name: claim.clone(),
                 read_only: read_only.then_some(true),
@@ -176,7 +179,7 @@ pub fn restic_pod(
             ..Volume::default()
         });
         data_mounts.push(mount(
-            &format!("data-{claim}"),
+            &format!("data-{index}"),
             &format!("{DATA_ROOT}/{claim}"),
             read_only,
         ));

@@ -246,3 +246,35 @@ fn backup_pods_reach_only_the_brokers_port_and_the_stores_range() {
         .collect();
     assert_eq!(cidrs, ["198.51.100.0/24"]);
 }
+
+#[test]
+fn volume_names_stay_dns_labels_whatever_the_claims_are_named() {
+    let long = "a".repeat(63);
+    let pod = restic_pod(
+        &BackupConfig::default(),
+        "https://127.0.0.1:9443/credentials",
+        std::slice::from_ref(&long),
+        true,
+        BACKUP_SCRIPT,
+        vec![],
+    );
+    let spec = pod;
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|c| c.claim_name == long)
+        })
+        .expect("the claim's volume");
+    assert!(volume.name.len() <= 63, "{}", volume.name);
+    let mounted = spec.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == volume.name)
+        .expect("mounted");
+    assert_eq!(mounted.mount_path, format!("/data/{long}"));
+}

@@ -35,6 +35,23 @@ pub const EGRESS: &str = "enclave-egress";
 /// # Errors
 /// [`Invalid`] naming the zone, the port and the allowed set.
 pub fn validate(tenant: &Tenant, config: &NetworkConfig) -> Result<(), Invalid> {
+    // Namespaces the selectors name are the platform's, whatever the list says.
+    let selected = [&config.dns, &config.ingress_controller]
+        .into_iter()
+        .filter_map(|peer| peer.namespace_labels.get("kubernetes.io/metadata.name"));
+    let reserved: Vec<&String> = config.reserved_namespaces.iter().chain(selected).collect();
+    for zone in &tenant.spec.zones {
+        let namespace = tenant.zone_namespace(&zone.name);
+        if reserved.contains(&&namespace) {
+            return Err(Invalid {
+                reason: "ReservedNamespace",
+                message: format!(
+                    "zone {}: its namespace {namespace} is reserved for the platform; rename the zone or the tenant",
+                    zone.name
+                ),
+            });
+        }
+    }
     for zone in tenant
         .spec
         .zones

@@ -234,3 +234,28 @@ fn policies_carry_tenant_uid_and_zone_labels() {
         assert!(labels.contains_key(labels::ZONE));
     }
 }
+
+#[test]
+fn a_zone_named_like_a_platform_namespace_is_refused() {
+    let mut t = crate::desired::fixtures::tenant("ingress");
+    t.spec.zones = vec![enclave_crds::Zone {
+        name: "nginx".into(),
+        ..enclave_crds::Zone::default()
+    }];
+    let refused = validate(&t, &NetworkConfig::default()).expect_err("reserved");
+    assert_eq!(refused.reason, "ReservedNamespace");
+    assert!(
+        refused.message.contains("ingress-nginx"),
+        "{}",
+        refused.message
+    );
+    // The namespace the ingress selector names is reserved even when the list leaves it out.
+    let config = NetworkConfig {
+        reserved_namespaces: vec![],
+        ..NetworkConfig::default()
+    };
+    assert!(validate(&t, &config).is_err());
+    let mut fine = crate::desired::fixtures::tenant("acme");
+    fine.spec.zones = t.spec.zones.clone();
+    assert!(validate(&fine, &NetworkConfig::default()).is_ok());
+}
