@@ -777,11 +777,15 @@ pub enum Phase {
 pub struct ExposureEntry {
     /// Zone serving the port.
     pub zone: String,
-    /// Port number.
+    /// Port number (0: every port).
     pub port: i32,
+    /// The last port of a range from `port`, when a policy opens one (`endPort`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_port: Option<i32>,
     /// TCP or UDP.
     pub protocol: Protocol,
-    /// Who can reach it: a zone, a CIDR, or the ingress controller.
+    /// Who can reach it: a zone, a CIDR, the ingress controller, namespaces, or another
+    /// tenant (`tenant:<uid>`).
     pub from: String,
 }
 

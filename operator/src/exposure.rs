@@ -37,19 +37,21 @@ pub fn evaluate(
 ) -> Vec<ExposureEntry> {
     let mut entries = Vec::new();
     for zone in zones {
+        // Every policy of the zone opens what its rules say to the pods it selects: a policy
+        // selecting only some pods still exposes the zone through them.
         let here: Vec<&NetworkPolicy> = policies
             .iter()
             .filter(|p| p.metadata.namespace.as_deref() == Some(zone.namespace))
-            .filter(|p| {
-                p.spec
-                    .as_ref()
-                    .is_some_and(|s| selects_all_pods(s.pod_selector.as_ref()))
-            })
             .collect();
+        // Only a policy selecting every pod isolates them all; without one, some pod may
+        // take anything.
         let isolates_ingress = here.iter().any(|p| {
-            p.spec.as_ref().is_some_and(|s| match &s.policy_types {
-                Some(types) => types.iter().any(|t| t == "Ingress"),
-                None => true, // no policyTypes: Ingress is implied
+            p.spec.as_ref().is_some_and(|s| {
+                selects_all_pods(s.pod_selector.as_ref())
+                    && match &s.policy_types {
+                        Some(types) => types.iter().any(|t| t == "Ingress"),
+                        None => true, // no policyTypes: Ingress is implied
+                    }
             })
         });
         if !isolates_ingress {
@@ -70,9 +72,9 @@ pub fn evaluate(
                     .filter_map(|peer| source(peer, zone, zones, network))
                     .collect(),
             };
-            let ports: Vec<(i32, Protocol)> = match &rule.ports {
-                None => vec![(0, Protocol::Tcp)],
-                Some(ports) if ports.is_empty() => vec![(0, Protocol::Tcp)],
+            let ports: Vec<(i32, Option<i32>, Protocol)> = match &rule.ports {
+                None => vec![(0, None, Protocol::Tcp)],
+                Some(ports) if ports.is_empty() => vec![(0, None, Protocol::Tcp)],
                 Some(ports) => ports
                     .iter()
                     .map(|p| {
@@ -80,18 +82,22 @@ pub fn evaluate(
                             Some(IntOrString::Int(n)) => *n,
                             _ => 0, // a named or absent port: every port, as far as we know
                         };
+                        // A range from `port` to `endPort`.
+                        let end = p.end_port.filter(|end| number != 0 && *end > number);
                         let protocol = if p.protocol.as_deref() == Some("UDP") {
                             Protocol::Udp
                         } else {
                             Protocol::Tcp
                         };
-                        (number, protocol)
+                        (number, end, protocol)
                     })
                     .collect(),
             };
             for from in &sources {
-                for (port, protocol) in &ports {
-                    entries.push(entry(zone.zone, *port, *protocol, from));
+                for (port, end, protocol) in &ports {
+                    let mut opened = entry(zone.zone, *port, *protocol, from);
+                    opened.end_port = *end;
+                    entries.push(opened);
                 }
             }
         }
@@ -127,6 +133,14 @@ fn source(
         .as_ref()
         .is_some_and(|l| l.contains_key(labels::TENANT_UID));
     if tenant_only {
+        // Another tenant's uid: its namespaces, reached across tenants.
+        let uid = namespaces
+            .match_labels
+            .as_ref()
+            .and_then(|l| l.get(labels::TENANT_UID));
+        if uid.is_some_and(|uid| zone.labels.get(labels::TENANT_UID) != Some(uid)) {
+            return uid.map(|uid| format!("tenant:{uid}"));
+        }
         let names: Vec<&str> = matched
             .iter()
             .filter(|z| z.zone != zone.zone)
@@ -254,6 +268,7 @@ fn entry(zone: &str, port: i32, protocol: Protocol, from: &str) -> ExposureEntry
     ExposureEntry {
         zone: zone.to_string(),
         port,
+        end_port: None,
         protocol,
         from: from.to_string(),
     }
@@ -264,6 +279,7 @@ fn normalise(mut entries: Vec<ExposureEntry>) -> Vec<ExposureEntry> {
         (
             e.zone.clone(),
             e.port,
+            e.end_port,
             e.protocol == Protocol::Udp,
             e.from.clone(),
         )
@@ -276,8 +292,13 @@ fn normalise(mut entries: Vec<ExposureEntry>) -> Vec<ExposureEntry> {
 /// What differs between the report and the spec, for the `Isolated` condition's message.
 #[must_use]
 pub fn differences(actual: &[ExposureEntry], expected: &[ExposureEntry]) -> Vec<String> {
-    let describe =
-        |e: &ExposureEntry| format!("{}:{}/{:?} from {}", e.zone, e.port, e.protocol, e.from);
+    let describe = |e: &ExposureEntry| {
+        let range = e.end_port.map_or_else(String::new, |end| format!("-{end}"));
+        format!(
+            "{}:{}{range}/{:?} from {}",
+            e.zone, e.port, e.protocol, e.from
+        )
+    };
     let extra = actual
         .iter()
         .filter(|e| !expected.contains(e))
@@ -396,6 +417,74 @@ mod tests {
                 "open but not declared: app:22/Tcp from anywhere",
                 "declared but not open: app:8080/Tcp from zone:dmz"
             ]
+        );
+    }
+
+    /// The report of acme's built policies plus `extra` (JSON) in its `app` zone.
+    fn report_with(extra: serde_json::Value) -> Vec<ExposureEntry> {
+        let t = tenant("acme");
+        let identity = Identity::of(&t).expect("identity");
+        let config = NetworkConfig::default();
+        let mut policies = network::zone_policies(&t, &identity, &config);
+        let mut added: NetworkPolicy = serde_json::from_value(extra).expect("policy");
+        added.metadata.namespace = Some("acme-app".into());
+        policies.push(added);
+        let namespaces = crate::desired::namespaces::zone_namespaces(&t, &identity);
+        let zones: Vec<ZoneNamespace<'_>> = t
+            .spec
+            .zones
+            .iter()
+            .zip(&namespaces)
+            .map(|(z, ns)| ZoneNamespace {
+                zone: &z.name,
+                namespace: ns.metadata.name.as_deref().unwrap_or_default(),
+                labels: ns.metadata.labels.as_ref().expect("labels"),
+            })
+            .collect();
+        evaluate(&zones, &policies, &config)
+    }
+
+    #[test]
+    fn a_policy_selecting_some_pods_still_exposes_the_zone() {
+        let report = report_with(serde_json::json!({
+            "metadata": {"name": "sneaky"},
+            "spec": {"podSelector": {"matchLabels": {"app": "debug"}}, "policyTypes": ["Ingress"],
+                "ingress": [{"ports": [{"port": 22}]}]}
+        }));
+        assert!(
+            report.contains(&entry("app", 22, Protocol::Tcp, ANYWHERE)),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn a_port_range_is_reported_as_a_range() {
+        let report = report_with(serde_json::json!({
+            "metadata": {"name": "range"},
+            "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 30000, "endPort": 30100}]}]}
+        }));
+        let mut range = entry("app", 30000, Protocol::Tcp, ANYWHERE);
+        range.end_port = Some(30100);
+        assert!(report.contains(&range), "{report:?}");
+        assert!(
+            differences(&report, &[])
+                .iter()
+                .any(|d| d.contains("app:30000-30100/Tcp")),
+            "{:?}",
+            differences(&report, &[])
+        );
+    }
+
+    #[test]
+    fn a_peer_of_another_tenant_is_named_not_dropped() {
+        let report = report_with(serde_json::json!({
+            "metadata": {"name": "cross"},
+            "spec": {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"enclave.dev/tenant-uid": "uid-globex"}}}],
+                "ports": [{"port": 5432}]}]}
+        }));
+        assert!(
+            report.contains(&entry("app", 5432, Protocol::Tcp, "tenant:uid-globex")),
+            "{report:?}"
         );
     }
 }
