@@ -63,6 +63,9 @@ enum Command {
             value_delimiter = ','
         )]
         guard_exempt_groups: Vec<String>,
+        /// The shortest `lifecycle.retention` the guard accepts on a Tenant (such as `1h`).
+        #[arg(long, env = "ENCLAVE_MIN_RETENTION", default_value = "1h", value_parser = parse_duration)]
+        min_retention: std::time::Duration,
     },
     /// Fetch a backup pod's credentials from the operator (the init container of backup
     /// Jobs) and write them, readable by their owner only, for the backup script.
@@ -116,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
             guard_service,
             guard_url,
             guard_exempt_groups,
+            min_retention,
         } => {
             telemetry::init_logging("info");
             let client = kube::Client::try_default()
@@ -147,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
             )?;
             if let Some(guard) = &mut guard {
                 guard.guard.network = initial.network.clone();
+                guard.guard.min_retention = min_retention;
             }
             let (operator_ca, broker_url) = match guard {
                 Some(guard) => {
@@ -259,6 +264,12 @@ fn guard_config(
         names,
         guard,
     }))
+}
+
+/// A duration as the API writes them (`30s`, `15m`, `1h`, `7d`).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    enclave_crds::duration::parse(text)
+        .ok_or_else(|| format!("{text:?} is not a duration such as 30s, 15m, 1h or 7d"))
 }
 
 /// Resolves once the stop flag is raised.
