@@ -411,6 +411,30 @@ impl Writer<'_> {
         .await
     }
 
+    /// Removes every finalizer of an object (a purge past its grace period: what holds a
+    /// namespace's deletion).
+    ///
+    /// # Errors
+    /// When the API server refuses the patch.
+    pub async fn clear_finalizers(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+    ) -> Result<()> {
+        let object = display_name(Some(namespace), name);
+        self.api(resource, Some(namespace))
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+            )
+            .await
+            .map_err(self.failed("patch", &resource.kind, &object))?;
+        self.gateway.metrics.write(&resource.kind, "update");
+        Ok(())
+    }
+
     /// Switches a volume to `Delete`, so that deleting its claim destroys the data.
     ///
     /// # Errors

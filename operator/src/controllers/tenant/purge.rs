@@ -17,6 +17,11 @@ use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 
+/// How long a terminating namespace of a purged tenant may wait on finalizers nobody removes
+/// before the purge removes them.
+const FINALIZER_GRACE: k8s_openapi::jiff::SignedDuration =
+    k8s_openapi::jiff::SignedDuration::from_secs(60);
+
 /// Where a purge stands.
 pub(super) enum Purge {
     /// Something of the tenant remains (named): look again.
@@ -58,6 +63,70 @@ impl Reconcile<'_> {
             })
             .count();
         release_volumes(&writer, client, &selector, None).await?;
+        // Every volume bound into the tenant's namespaces is its data, whoever made the claim
+        // (a claim of its own on a class that retains, a StatefulSet's template claim).
+        let tenant_namespaces: BTreeSet<String> = self
+            .tenant
+            .spec
+            .zones
+            .iter()
+            .map(|z| self.tenant.zone_namespace(&z.name))
+            .chain(namespaces.iter().map(ResourceExt::name_any))
+            .chain(
+                self.tenant
+                    .status
+                    .iter()
+                    .flat_map(|s| s.namespaces.iter().cloned()),
+            )
+            .collect();
+        let bound_volumes: Vec<PersistentVolume> = self
+            .purge_list(Api::<PersistentVolume>::all(client.clone()), "")
+            .await?
+            .into_iter()
+            .filter(|pv| {
+                pv.spec
+                    .as_ref()
+                    .and_then(|s| s.claim_ref.as_ref()?.namespace.clone())
+                    .is_some_and(|n| tenant_namespaces.contains(&n))
+            })
+            .collect();
+        for volume in &bound_volumes {
+            let retained = volume
+                .spec
+                .as_ref()
+                .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
+                != Some("Delete");
+            if retained && volume.metadata.deletion_timestamp.is_none() {
+                writer.release_volume(&volume.name_any()).await?;
+            }
+        }
+        // Objects a namespace cannot be deleted without, held by finalizers nobody removes:
+        // after a grace period, the purge removes them, and says so.
+        let mut unblocked = Vec::new();
+        for namespace in namespaces.iter().filter(|n| {
+            n.metadata
+                .deletion_timestamp
+                .as_ref()
+                .is_some_and(|t| self.now.duration_since(t.0) > FINALIZER_GRACE)
+        }) {
+            unblocked.extend(
+                self.remove_finalizers(&writer, &namespace.name_any())
+                    .await?,
+            );
+        }
+        if !unblocked.is_empty() {
+            writer
+                .publish(Note::warning(
+                    "FinalizersRemoved",
+                    "Delete",
+                    format!(
+                        "removed the finalizers holding {} object(s) in the tenant's terminating namespaces past the grace period: {}",
+                        unblocked.len(),
+                        unblocked.join(", ")
+                    ),
+                ))
+                .await;
+        }
         for namespace in namespaces
             .iter()
             .filter(|n| n.metadata.deletion_timestamp.is_none())
@@ -112,19 +181,6 @@ impl Reconcile<'_> {
         if !left.is_empty() {
             remaining.push(format!("{} key(s)", left.len()));
         }
-        let tenant_namespaces: BTreeSet<String> = self
-            .tenant
-            .spec
-            .zones
-            .iter()
-            .map(|z| self.tenant.zone_namespace(&z.name))
-            .chain(
-                self.tenant
-                    .status
-                    .iter()
-                    .flat_map(|s| s.namespaces.iter().cloned()),
-            )
-            .collect();
         let bound: Vec<String> = self
             .purge_list(Api::<PersistentVolume>::all(client.clone()), "")
             .await?
@@ -172,6 +228,61 @@ impl Reconcile<'_> {
                 tenant: self.identity.name.clone(),
             });
         Ok(Purge::Done)
+    }
+
+    /// Removes every finalizer of the objects in `namespace` that hold its deletion; returns
+    /// what it freed. The kinds a tenant can make and put a finalizer on.
+    async fn remove_finalizers(&self, writer: &Writer<'_>, namespace: &str) -> Result<Vec<String>> {
+        use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+        use k8s_openapi::api::batch::v1::CronJob;
+        use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+        use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+        let resources = [
+            ApiResource::erase::<ConfigMap>(&()),
+            ApiResource::erase::<Secret>(&()),
+            ApiResource::erase::<Service>(&()),
+            ApiResource::erase::<ServiceAccount>(&()),
+            ApiResource::erase::<Pod>(&()),
+            ApiResource::erase::<PersistentVolumeClaim>(&()),
+            ApiResource::erase::<Deployment>(&()),
+            ApiResource::erase::<StatefulSet>(&()),
+            ApiResource::erase::<Job>(&()),
+            ApiResource::erase::<CronJob>(&()),
+            ApiResource::erase::<NetworkPolicy>(&()),
+            ApiResource::erase::<Ingress>(&()),
+        ];
+        let mut freed = Vec::new();
+        for resource in &resources {
+            let listed = Api::<kube::api::DynamicObject>::namespaced_with(
+                self.ctx.client.clone(),
+                namespace,
+                resource,
+            )
+            .list_metadata(&ListParams::default())
+            .await
+            .map_err(api(Phase::Purge, "list", &resource.kind, namespace))?;
+            for object in listed.items.iter().filter(|o| {
+                o.metadata.deletion_timestamp.is_some()
+                    && o.metadata
+                        .finalizers
+                        .as_ref()
+                        .is_some_and(|f| !f.is_empty())
+            }) {
+                let name = object.name_any();
+                writer.clear_finalizers(resource, namespace, &name).await?;
+                freed.push(format!(
+                    "{} {namespace}/{name} ({})",
+                    resource.kind,
+                    object
+                        .metadata
+                        .finalizers
+                        .clone()
+                        .unwrap_or_default()
+                        .join(", ")
+                ));
+            }
+        }
+        Ok(freed)
     }
 
     /// Runs, once, the Job that forgets and prunes every snapshot of the tenant's repository
