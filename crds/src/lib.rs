@@ -732,6 +732,11 @@ pub struct TenantStatus {
     /// Every port reachable from outside its zone, computed from the applied `NetworkPolicies`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exposure: Vec<ExposureEntry>,
+    /// Every destination outside its zone that a zone's pods can reach, computed from the
+    /// applied `NetworkPolicies` (the cluster DNS, other zones, third parties, the backup
+    /// store).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<EgressEntry>,
     /// The tenant's current certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateStatus>,
@@ -787,6 +792,24 @@ pub struct ExposureEntry {
     /// Who can reach it: a zone, a CIDR, the ingress controller, namespaces, or another
     /// tenant (`tenant:<uid>`).
     pub from: String,
+}
+
+/// A destination a zone's pods can reach outside their zone.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressEntry {
+    /// Zone whose pods reach it.
+    pub zone: String,
+    /// Port number (0: every port).
+    pub port: i32,
+    /// The last port of a range from `port`, when a policy opens one (`endPort`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_port: Option<i32>,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// What it is: `dns`, a zone, a CIDR, namespaces, another tenant (`tenant:<uid>`) or
+    /// `anywhere`.
+    pub to: String,
 }
 
 /// How one workload runs.

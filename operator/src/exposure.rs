@@ -8,8 +8,8 @@
 use crate::config::{NetworkConfig, PeerSelector};
 use crate::desired::cidr::Cidr;
 use crate::desired::labels;
-use enclave_crds::{Exposure, ExposureEntry, Protocol, Tenant};
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
+use enclave_crds::{EgressEntry, Exposure, ExposureEntry, Protocol, Tenant};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 /// Who may reach a port, as the report says it.
 const ANYWHERE: &str = "anywhere";
 const INGRESS_CONTROLLER: &str = "ingress-controller";
+const DNS: &str = "dns";
 
 /// A zone of the tenant: its name and the labels of its namespace as applied.
 pub struct ZoneNamespace<'a> {
@@ -72,27 +73,7 @@ pub fn evaluate(
                     .filter_map(|peer| source(peer, zone, zones, network))
                     .collect(),
             };
-            let ports: Vec<(i32, Option<i32>, Protocol)> = match &rule.ports {
-                None => vec![(0, None, Protocol::Tcp)],
-                Some(ports) if ports.is_empty() => vec![(0, None, Protocol::Tcp)],
-                Some(ports) => ports
-                    .iter()
-                    .map(|p| {
-                        let number = match &p.port {
-                            Some(IntOrString::Int(n)) => *n,
-                            _ => 0, // a named or absent port: every port, as far as we know
-                        };
-                        // A range from `port` to `endPort`.
-                        let end = p.end_port.filter(|end| number != 0 && *end > number);
-                        let protocol = if p.protocol.as_deref() == Some("UDP") {
-                            Protocol::Udp
-                        } else {
-                            Protocol::Tcp
-                        };
-                        (number, end, protocol)
-                    })
-                    .collect(),
-            };
+            let ports = rule_ports(rule.ports.as_deref());
             for from in &sources {
                 for (port, end, protocol) in &ports {
                     let mut opened = entry(zone.zone, *port, *protocol, from);
@@ -103,6 +84,222 @@ pub fn evaluate(
         }
     }
     normalise(entries)
+}
+
+/// The ports of a rule: `(port, end of range, protocol)`; none listed means every port.
+fn rule_ports(ports: Option<&[NetworkPolicyPort]>) -> Vec<(i32, Option<i32>, Protocol)> {
+    match ports {
+        None | Some([]) => vec![(0, None, Protocol::Tcp)],
+        Some(ports) => ports
+            .iter()
+            .map(|p| {
+                let number = match &p.port {
+                    Some(IntOrString::Int(n)) => *n,
+                    _ => 0, // a named or absent port: every port, as far as we know
+                };
+                // A range from `port` to `endPort`.
+                let end = p.end_port.filter(|end| number != 0 && *end > number);
+                let protocol = if p.protocol.as_deref() == Some("UDP") {
+                    Protocol::Udp
+                } else {
+                    Protocol::Tcp
+                };
+                (number, end, protocol)
+            })
+            .collect(),
+    }
+}
+
+/// Every destination outside its zone that the applied `policies` let each of `zones` reach.
+#[must_use]
+pub fn evaluate_egress(
+    zones: &[ZoneNamespace<'_>],
+    policies: &[NetworkPolicy],
+    network: &NetworkConfig,
+) -> Vec<EgressEntry> {
+    let mut entries = Vec::new();
+    for zone in zones {
+        let here: Vec<&NetworkPolicy> = policies
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(zone.namespace))
+            .collect();
+        let isolates_egress = here.iter().any(|p| {
+            p.spec.as_ref().is_some_and(|s| {
+                selects_all_pods(s.pod_selector.as_ref())
+                    && s.policy_types.iter().flatten().any(|t| t == "Egress")
+            })
+        });
+        if !isolates_egress {
+            // Without an egress policy, every pod reaches everything.
+            entries.push(egress_entry(zone.zone, 0, None, Protocol::Tcp, ANYWHERE));
+            continue;
+        }
+        for rule in here
+            .iter()
+            .filter_map(|p| p.spec.as_ref())
+            .filter(|s| s.policy_types.iter().flatten().any(|t| t == "Egress"))
+            .flat_map(|s| s.egress.iter().flatten())
+        {
+            let destinations: Vec<String> = match rule.to.as_deref() {
+                None | Some([]) => vec![ANYWHERE.to_string()],
+                Some(peers) => peers
+                    .iter()
+                    .filter_map(|peer| source(peer, zone, zones, network))
+                    .collect(),
+            };
+            for to in &destinations {
+                for (port, end, protocol) in rule_ports(rule.ports.as_deref()) {
+                    entries.push(egress_entry(zone.zone, port, end, protocol, to));
+                }
+            }
+        }
+    }
+    entries.sort_by_key(|e| {
+        (
+            e.zone.clone(),
+            e.port,
+            e.end_port,
+            e.protocol == Protocol::Udp,
+            e.to.clone(),
+        )
+    });
+    entries.dedup();
+    entries
+}
+
+fn egress_entry(
+    zone: &str,
+    port: i32,
+    end_port: Option<i32>,
+    protocol: Protocol,
+    to: &str,
+) -> EgressEntry {
+    EgressEntry {
+        zone: zone.to_string(),
+        port,
+        end_port,
+        protocol,
+        to: to.to_string(),
+    }
+}
+
+/// Where the backup pods of zones with volumes may go: the broker's port in the operator's
+/// namespace, and the object store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupEgress {
+    /// The operator's namespace.
+    pub operator_namespace: String,
+    /// The broker's port.
+    pub broker_port: i32,
+    /// The object store's CIDRs.
+    pub store_cidrs: Vec<String>,
+    /// The object store's port.
+    pub store_port: i32,
+}
+
+/// What the spec asks each zone to reach outside itself: the cluster DNS, the ports of the
+/// zones that allow it, its third parties, and (for zones holding volumes of a tenant with
+/// backups) the broker and the object store.
+#[must_use]
+pub fn expected_egress(tenant: &Tenant, backup: &BackupEgress) -> Vec<EgressEntry> {
+    let mut entries = Vec::new();
+    let backed_up: Vec<&str> = if tenant.spec.backup.is_some() {
+        tenant
+            .spec
+            .volumes
+            .iter()
+            .map(|v| v.zone.as_str())
+            .collect()
+    } else {
+        vec![]
+    };
+    for zone in &tenant.spec.zones {
+        for protocol in [Protocol::Udp, Protocol::Tcp] {
+            entries.push(egress_entry(&zone.name, 53, None, protocol, DNS));
+        }
+        for target in tenant
+            .spec
+            .zones
+            .iter()
+            .filter(|t| t.allow_from.contains(&zone.name) && t.name != zone.name)
+        {
+            for port in &target.ports {
+                entries.push(egress_entry(
+                    &zone.name,
+                    port.port,
+                    None,
+                    port.protocol,
+                    &format!("zone:{}", target.name),
+                ));
+            }
+        }
+        for third in tenant
+            .spec
+            .egress
+            .iter()
+            .filter(|e| e.zone.as_ref().is_none_or(|z| *z == zone.name))
+        {
+            for port in &third.ports {
+                entries.push(egress_entry(
+                    &zone.name,
+                    port.port,
+                    None,
+                    port.protocol,
+                    &format!("cidr:{}", third.cidr),
+                ));
+            }
+        }
+        if backed_up.contains(&zone.name.as_str()) {
+            entries.push(egress_entry(
+                &zone.name,
+                backup.broker_port,
+                None,
+                Protocol::Tcp,
+                &format!(
+                    "namespaces:kubernetes.io/metadata.name={}",
+                    backup.operator_namespace
+                ),
+            ));
+            for cidr in &backup.store_cidrs {
+                entries.push(egress_entry(
+                    &zone.name,
+                    backup.store_port,
+                    None,
+                    Protocol::Tcp,
+                    &format!("cidr:{cidr}"),
+                ));
+            }
+        }
+    }
+    entries.sort_by_key(|e| {
+        (
+            e.zone.clone(),
+            e.port,
+            e.end_port,
+            e.protocol == Protocol::Udp,
+            e.to.clone(),
+        )
+    });
+    entries.dedup();
+    entries
+}
+
+/// What differs between the egress report and the spec, for the `Isolated` condition.
+#[must_use]
+pub fn egress_differences(actual: &[EgressEntry], expected: &[EgressEntry]) -> Vec<String> {
+    let describe = |e: &EgressEntry| {
+        let range = e.end_port.map_or_else(String::new, |end| format!("-{end}"));
+        format!("{} to {}:{}{range}/{:?}", e.zone, e.to, e.port, e.protocol)
+    };
+    let extra = actual
+        .iter()
+        .filter(|e| !expected.contains(e))
+        .map(|e| format!("reachable but not declared: {}", describe(e)));
+    let missing = expected
+        .iter()
+        .filter(|e| !actual.contains(e))
+        .map(|e| format!("declared but not reachable: {}", describe(e)));
+    extra.chain(missing).collect()
 }
 
 /// Who `peer` is, or `None` for pods of the zone itself (not from outside it).
@@ -158,6 +355,9 @@ fn source(
     };
     if selected == network.ingress_controller {
         return Some(INGRESS_CONTROLLER.to_string());
+    }
+    if selected == network.dns {
+        return Some(DNS.to_string());
     }
     let described: Vec<String> = selected
         .namespace_labels
@@ -485,6 +685,101 @@ mod tests {
         assert!(
             report.contains(&entry("app", 5432, Protocol::Tcp, "tenant:uid-globex")),
             "{report:?}"
+        );
+    }
+
+    #[test]
+    fn built_policies_reach_exactly_what_the_spec_asks() {
+        let mut t = tenant("acme");
+        t.spec.zones[1].ports = vec![Port {
+            port: 8080,
+            protocol: Protocol::Tcp,
+        }];
+        t.spec.egress = vec![
+            serde_json::from_value(serde_json::json!({
+                "zone": "app", "cidr": "198.51.100.0/24", "ports": [{"port": 443}]
+            }))
+            .expect("egress"),
+        ];
+        t.spec.volumes = vec![
+            serde_json::from_value(serde_json::json!({
+                "name": "db", "zone": "data", "size": "1Gi"
+            }))
+            .expect("volume"),
+        ];
+        t.spec.backup = Some(serde_json::from_value(serde_json::json!({
+            "schedule": "0 2 * * *",
+            "destination": {"endpoint": "https://s3.example", "bucket": "b", "credentialsSecret": "s3"}
+        }))
+        .expect("backup"));
+        let identity = Identity::of(&t).expect("identity");
+        let config = NetworkConfig::default();
+        let backup_config = crate::config::BackupConfig::default();
+        let mut policies = network::zone_policies(&t, &identity, &config);
+        policies.extend(
+            crate::desired::backup::backup_objects(
+                &t,
+                &identity,
+                &backup_config,
+                "enclave-system",
+                (None, Some("https://127.0.0.1:9443/credentials")),
+            )
+            .expect("backup")
+            .network_policies,
+        );
+        let namespaces = crate::desired::namespaces::zone_namespaces(&t, &identity);
+        let zones: Vec<ZoneNamespace<'_>> = t
+            .spec
+            .zones
+            .iter()
+            .zip(&namespaces)
+            .map(|(z, ns)| ZoneNamespace {
+                zone: &z.name,
+                namespace: ns.metadata.name.as_deref().unwrap_or_default(),
+                labels: ns.metadata.labels.as_ref().expect("labels"),
+            })
+            .collect();
+        let actual = evaluate_egress(&zones, &policies, &config);
+        let expected = expected_egress(
+            &t,
+            &BackupEgress {
+                operator_namespace: "enclave-system".into(),
+                broker_port: 9443,
+                store_cidrs: backup_config.store_cidrs.clone(),
+                store_port: backup_config.store_port,
+            },
+        );
+        assert_eq!(egress_differences(&actual, &expected), Vec::<String>::new());
+        // dmz reaches app's 8080 (app allows dmz), app its third party, data the store.
+        assert!(actual.contains(&egress_entry("dmz", 8080, None, Protocol::Tcp, "zone:app")));
+        assert!(actual.contains(&egress_entry(
+            "app",
+            443,
+            None,
+            Protocol::Tcp,
+            "cidr:198.51.100.0/24"
+        )));
+        assert!(actual.contains(&egress_entry(
+            "data",
+            443,
+            None,
+            Protocol::Tcp,
+            "cidr:0.0.0.0/0"
+        )));
+        assert!(actual.contains(&egress_entry("dmz", 53, None, Protocol::Udp, "dns")));
+        // A policy letting a zone out anywhere is reported, and differs from the spec.
+        let mut open: NetworkPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "out", "namespace": "acme-dmz"},
+            "spec": {"podSelector": {"matchLabels": {"app": "x"}}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 443}]}]}
+        }))
+        .expect("policy");
+        open.metadata.namespace = Some("acme-dmz".into());
+        policies.push(open);
+        let leaky = evaluate_egress(&zones, &policies, &config);
+        let differences = egress_differences(&leaky, &expected);
+        assert_eq!(
+            differences,
+            ["reachable but not declared: dmz to anywhere:443/Tcp"]
         );
     }
 }

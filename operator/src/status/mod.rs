@@ -63,6 +63,8 @@ pub const ISOLATED: &str = "Isolated";
 pub struct NetworkReport {
     /// Every port reachable from outside its zone.
     pub exposure: Vec<ExposureEntry>,
+    /// Every destination outside its zone that a zone's pods can reach.
+    pub egress: Vec<enclave_crds::EgressEntry>,
     /// Differences from what the spec asks; empty when isolated as declared.
     pub differences: Vec<String>,
 }
@@ -122,6 +124,7 @@ pub fn tenant_status(
     )];
     // Without a fresh report (a blocked or deleted tenant), the last one stands.
     let kept = previous.cloned().unwrap_or_default();
+    let egress = network.map_or_else(|| kept.egress.clone(), |r| r.egress.clone());
     let exposure = match network {
         Some(report) => {
             let isolated = report.differences.is_empty();
@@ -129,8 +132,9 @@ pub fn tenant_status(
                 (
                     "ExposureMatchesSpec",
                     format!(
-                        "{} port(s) reachable from outside their zone, all declared",
-                        report.exposure.len()
+                        "{} port(s) reachable from outside their zone and {} destination(s) outside it, all declared",
+                        report.exposure.len(),
+                        report.egress.len()
                     ),
                 )
             } else {
@@ -172,6 +176,7 @@ pub fn tenant_status(
         workloads: kept.workloads,
         retained_volumes: kept.retained_volumes,
         exposure,
+        egress,
         usage: kept.usage,
         certificate: kept.certificate,
         backup: kept.backup,

@@ -66,10 +66,7 @@ fn transition_time_moves_when_status_changes() {
 
 #[test]
 fn isolated_follows_the_network_report() {
-    let clean = NetworkReport {
-        exposure: vec![],
-        differences: vec![],
-    };
+    let clean = NetworkReport::default();
     let s = tenant_status(
         Some(1),
         &Outcome::Ready,
@@ -89,8 +86,8 @@ fn isolated_follows_the_network_report() {
         ("True", "ExposureMatchesSpec")
     );
     let leaky = NetworkReport {
-        exposure: vec![],
         differences: vec!["open but not declared: app:22".into()],
+        ..NetworkReport::default()
     };
     let s = tenant_status(
         Some(1),

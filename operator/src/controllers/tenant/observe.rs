@@ -181,9 +181,26 @@ impl Reconcile<'_> {
             })
             .collect();
         let exposure = exposure::evaluate(&zones, &policies, &self.config.network);
-        let differences = exposure::differences(&exposure, &exposure::expected(self.tenant));
+        let egress = exposure::evaluate_egress(&zones, &policies, &self.config.network);
+        let backup = exposure::BackupEgress {
+            operator_namespace: self.config.namespace.clone(),
+            broker_port: crate::desired::backup::url_port(
+                &crate::desired::backup::credentials_url(
+                    &self.config.backup,
+                    self.config.broker_url.as_deref(),
+                ),
+            ),
+            store_cidrs: self.config.backup.store_cidrs.clone(),
+            store_port: self.config.backup.store_port,
+        };
+        let mut differences = exposure::differences(&exposure, &exposure::expected(self.tenant));
+        differences.extend(exposure::egress_differences(
+            &egress,
+            &exposure::expected_egress(self.tenant, &backup),
+        ));
         Ok(NetworkReport {
             exposure,
+            egress,
             differences,
         })
     }
