@@ -9,6 +9,7 @@ use crate::config::{NetworkConfig, PeerSelector};
 use crate::desired::cidr::Cidr;
 use crate::desired::labels;
 use enclave_crds::{EgressEntry, Exposure, ExposureEntry, Protocol, Tenant};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -81,6 +82,37 @@ pub fn evaluate(
                     entries.push(opened);
                 }
             }
+        }
+    }
+    normalise(entries)
+}
+
+/// The ports the tenant's Services open on the nodes or a load balancer: reachable from
+/// outside the cluster whatever the NetworkPolicies say of the ingress controller, so each is
+/// reported (`from: node-port` or `load-balancer`), and none is declared by the spec.
+#[must_use]
+pub fn service_exposure(zones: &[ZoneNamespace<'_>], services: &[Service]) -> Vec<ExposureEntry> {
+    let mut entries = Vec::new();
+    for service in services {
+        let Some(zone) = zones
+            .iter()
+            .find(|z| service.metadata.namespace.as_deref() == Some(z.namespace))
+        else {
+            continue;
+        };
+        let Some(spec) = &service.spec else { continue };
+        let from = match spec.type_.as_deref() {
+            Some("NodePort") => "node-port",
+            Some("LoadBalancer") => "load-balancer",
+            _ => continue,
+        };
+        for port in spec.ports.iter().flatten() {
+            let protocol = if port.protocol.as_deref() == Some("UDP") {
+                Protocol::Udp
+            } else {
+                Protocol::Tcp
+            };
+            entries.push(entry(zone.zone, port.port, protocol, from));
         }
     }
     normalise(entries)
@@ -780,6 +812,38 @@ mod tests {
         assert_eq!(
             differences,
             ["reachable but not declared: dmz to anywhere:443/Tcp"]
+        );
+    }
+
+    #[test]
+    fn node_ports_and_load_balancers_are_reported_as_exposure() {
+        let labels = BTreeMap::from([(labels::TENANT_UID.to_string(), "u".to_string())]);
+        let zones = [ZoneNamespace {
+            zone: "dmz",
+            namespace: "acme-dmz",
+            labels: &labels,
+        }];
+        let service = |kind: &str| -> Service {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": kind.to_lowercase(), "namespace": "acme-dmz"},
+                "spec": {"type": kind, "ports": [{"port": 443}]}
+            }))
+            .expect("service")
+        };
+        let report = service_exposure(
+            &zones,
+            &[
+                service("NodePort"),
+                service("LoadBalancer"),
+                service("ClusterIP"),
+            ],
+        );
+        assert_eq!(
+            report,
+            [
+                entry("dmz", 443, Protocol::Tcp, "load-balancer"),
+                entry("dmz", 443, Protocol::Tcp, "node-port"),
+            ]
         );
     }
 }

@@ -10,7 +10,7 @@ use crate::status::{NetworkReport, Observed, Snapshot, job_ended};
 use enclave_crds::{Tenant, TenantStatus};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, ResourceQuota};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams};
@@ -180,7 +180,18 @@ impl Reconcile<'_> {
                 })
             })
             .collect();
-        let exposure = exposure::evaluate(&zones, &policies, &self.config.network);
+        let mut services = Vec::new();
+        for name in namespaces.iter().map(ResourceExt::name_any) {
+            services.extend(
+                Api::<Service>::namespaced(self.ctx.client.clone(), &name)
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(api(Phase::Observe, "list", "Service", &name))?
+                    .items,
+            );
+        }
+        let mut exposure = exposure::evaluate(&zones, &policies, &self.config.network);
+        exposure.extend(exposure::service_exposure(&zones, &services));
         let egress = exposure::evaluate_egress(&zones, &policies, &self.config.network);
         let backup = exposure::BackupEgress {
             operator_namespace: self.config.namespace.clone(),
