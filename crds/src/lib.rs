@@ -725,6 +725,10 @@ pub struct TenantStatus {
     /// Volumes that left the spec, kept until their purge deadline.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retained_volumes: Vec<RetainedVolume>,
+    /// RoleBindings the tenant's own admins made in its namespaces, as
+    /// `namespace/name: role -> subjects`: who has access besides `spec.access`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenant_bindings: Vec<String>,
     /// Tenant-wide resource usage, summed over its zone namespaces' quotas, as `used/hard`
     /// (such as `limits.cpu: 1500m/12`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

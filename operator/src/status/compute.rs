@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub backup_runs: Vec<(Option<Timestamp>, Option<Timestamp>)>,
     /// The exposure report, when the network was evaluated.
     pub network: Option<NetworkReport>,
+    /// RoleBindings the tenant's people made, as `namespace/name: role -> subjects`.
+    pub tenant_bindings: Vec<String>,
 }
 
 /// What the reconcile brings to the status besides the snapshot.
@@ -64,6 +66,7 @@ pub fn compute(
         now,
     );
     status.usage = usage(&snapshot.quotas);
+    status.tenant_bindings.clone_from(&snapshot.tenant_bindings);
     status.workloads = workload_statuses(&tenant.spec.workloads, &snapshot.workloads);
     if tenant.is_running() {
         let redundancy = redundancy(&tenant.spec.workloads, &snapshot.workloads);

@@ -175,6 +175,7 @@ pub fn tenant_status(
         ready_workloads: kept.ready_workloads,
         workloads: kept.workloads,
         retained_volumes: kept.retained_volumes,
+        tenant_bindings: kept.tenant_bindings,
         exposure,
         egress,
         usage: kept.usage,

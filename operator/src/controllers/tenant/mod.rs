@@ -34,6 +34,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::{info, instrument, warn};
 
+mod access;
 mod lifecycle;
 mod observe;
 mod preflight;

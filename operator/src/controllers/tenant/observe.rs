@@ -144,8 +144,18 @@ impl Reconcile<'_> {
         } else {
             None
         };
+        let tenant_bindings = self
+            .bindings(&namespaces)
+            .await?
+            .iter()
+            .filter(|b| {
+                b.labels().get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGER)
+            })
+            .map(super::access::describe)
+            .collect();
         Ok(Snapshot {
             previous,
+            tenant_bindings,
             namespaces,
             quotas: self.list::<ResourceQuota>(&selector).await?,
             workloads,

@@ -99,6 +99,7 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
             .collect();
         desired::workloads::mount_certificate(&mut desired.workloads, &namespaces, serial);
     }
+    step.revoke_removed(&names, &desired.role_bindings).await?;
     let keep_bindings = (!tenant.is_running()).then(|| desired.role_bindings.clone());
     let mut applier = Applier::new(
         &step.writer,
