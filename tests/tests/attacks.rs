@@ -1569,3 +1569,146 @@ async fn retention_cannot_be_shortened_after_deletion() -> Result<()> {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. Access follows the spec and the lifecycle
+// ---------------------------------------------------------------------------------------------
+
+/// Whether `client` may create a ConfigMap in `namespace` (dry run: nothing is kept).
+async fn may_write(client: &Client, namespace: &str) -> Result<bool> {
+    let probe: k8s_openapi::api::core::v1::ConfigMap =
+        object(json!({"metadata": {"generateName": "probe-"}}));
+    match Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), namespace)
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            },
+            &probe,
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[tokio::test]
+async fn access_goes_with_the_spec_and_while_the_tenant_is_not_running() -> Result<()> {
+    let admin = env().client().await?;
+    let tenant = "atk-acc";
+    let tenants = Api::<Tenant>::all(admin.clone());
+    let group = json!({"kind": "Group", "name": "atk-acc-admins"});
+    let dave = json!({"kind": "User", "name": "dave"});
+    let vera = json!({"kind": "User", "name": "vera"});
+    ensure_tenant(
+        &admin,
+        tenant,
+        json!({"access": {"admins": [group, dave], "viewers": [vera]}, "zones": [{"name": "app"}]}),
+    )
+    .await?;
+    wait_ready(&admin, tenant).await?;
+    let ns = "atk-acc-app";
+    wait_for_access(&admin, ns).await?;
+    let alice = alice(tenant).await?;
+    let bindings = Api::<RoleBinding>::namespaced(alice.clone(), ns);
+    for (name, role, subject) in [
+        ("dave-member", "enclave-tenant-member", "dave"),
+        ("erin-viewer", "enclave-tenant-viewer", "erin"),
+    ] {
+        tolerate_exists(
+            bindings
+                .create(
+                    &PostParams::default(),
+                    &binding(name, role, "User", subject),
+                )
+                .await,
+        )?;
+    }
+    // What tenants granted is on record.
+    eventually("both tenant-made bindings in status", WAIT, || async {
+        let listed = tenants
+            .get(tenant)
+            .await?
+            .status
+            .unwrap_or_default()
+            .tenant_bindings;
+        Ok((listed.len() == 2
+            && listed.iter().any(|b| b.contains("dave-member"))
+            && listed.iter().any(|b| b.contains("erin-viewer")))
+        .then_some(()))
+    })
+    .await?;
+    // dave leaves spec.access: what alice granted him goes with his admin rights; erin's stays.
+    tenants
+        .patch(
+            tenant,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"access": {"admins": [group], "viewers": [vera]}}})),
+        )
+        .await?;
+    let cluster_bindings = Api::<RoleBinding>::namespaced(admin.clone(), ns);
+    eventually("dave's binding revoked", WAIT, || async {
+        Ok(cluster_bindings
+            .get_opt("dave-member")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    assert!(
+        cluster_bindings.get_opt("erin-viewer").await?.is_some(),
+        "erin's binding stays"
+    );
+    eventually("status lists erin's binding only", WAIT, || async {
+        let listed = tenants
+            .get(tenant)
+            .await?
+            .status
+            .unwrap_or_default()
+            .tenant_bindings;
+        Ok((listed.len() == 1 && listed[0].contains("erin-viewer")).then_some(()))
+    })
+    .await?;
+    // Suspended: the admins lose their rights, the viewers keep reading, tenant-made bindings go.
+    tenants
+        .patch(
+            tenant,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"lifecycle": {"state": "Suspended"}}})),
+        )
+        .await?;
+    eventually(
+        "only the viewers' binding left while suspended",
+        WAIT,
+        || async {
+            let names: Vec<String> = cluster_bindings
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|b| b.metadata.name)
+                .collect();
+            Ok((names == ["enclave-viewers"]).then_some(()))
+        },
+    )
+    .await?;
+    assert!(
+        !may_write(&alice, ns).await?,
+        "alice still writes in a suspended tenant"
+    );
+    // Active again: alice's rights come back with the spec.
+    tenants
+        .patch(
+            tenant,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"lifecycle": {"state": "Active"}}})),
+        )
+        .await?;
+    eventually("alice writes again once active", WAIT, || async {
+        Ok(may_write(&alice, ns).await?.then_some(()))
+    })
+    .await?;
+    Ok(())
+}
