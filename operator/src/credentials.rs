@@ -114,17 +114,28 @@ pub async fn handle(
                 format!("{username} is not a backup service account"),
             )
         })?;
-    let uid = Api::<Namespace>::all(broker.client.clone())
+    // A namespace the operator made (only it may set its labels: the guard), one of a
+    // tenant's zones by name too.
+    let namespace_labels = Api::<Namespace>::all(broker.client.clone())
         .get_opt(namespace)
         .await
         .map_err(unavailable)?
-        .and_then(|ns| ns.metadata.labels?.get(labels::TENANT_UID).cloned())
+        .and_then(|ns| ns.metadata.labels)
+        .filter(|l| l.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER))
         .ok_or_else(|| {
             refuse(
                 StatusCode::FORBIDDEN,
                 format!("{namespace} is not a tenant namespace"),
             )
         })?;
+    let uid = namespace_labels
+        .get(labels::TENANT_UID)
+        .cloned()
+        .unwrap_or_default();
+    let zone = namespace_labels
+        .get(labels::ZONE)
+        .cloned()
+        .unwrap_or_default();
     let tenant = Api::<Tenant>::all(broker.client.clone())
         .list(&ListParams::default())
         .await
@@ -134,6 +145,12 @@ pub async fn handle(
         .find(|t| t.metadata.uid.as_deref() == Some(uid.as_str()))
         .ok_or_else(|| refuse(StatusCode::FORBIDDEN, "no tenant owns this namespace"))?;
     let name = tenant.metadata.name.clone().unwrap_or_default();
+    if tenant.zone_namespace(&zone) != namespace {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            format!("{namespace} is not a zone namespace of tenant {name}"),
+        ));
+    }
     let Some((pod, pod_uid)) = pod else {
         return Err(refuse(
             StatusCode::FORBIDDEN,
@@ -255,7 +272,23 @@ async fn job_of(
         return Err(forbidden("its Job is not Enclave's"));
     }
     match controller(job.metadata.owner_references.as_ref()) {
-        Some(o) if o.kind == "CronJob" && o.name == NAME => Ok(Run::Backup),
+        Some(o) if o.kind == "CronJob" && o.name == NAME => {
+            // The operator's CronJob itself, by uid: one carrying its labels and the tenant's.
+            let cron =
+                Api::<k8s_openapi::api::batch::v1::CronJob>::namespaced(client.clone(), namespace)
+                    .get_opt(NAME)
+                    .await
+                    .map_err(unavailable)?
+                    .filter(|c| c.metadata.uid.as_deref() == Some(o.uid.as_str()))
+                    .ok_or_else(|| forbidden("its CronJob is gone"))?;
+            let cron_labels = cron.metadata.labels.unwrap_or_default();
+            if cron_labels.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGER)
+                || cron_labels.get(labels::TENANT_UID).map(String::as_str) != Some(tenant_uid)
+            {
+                return Err(forbidden("its CronJob is not Enclave's"));
+            }
+            Ok(Run::Backup)
+        }
         Some(o) if o.kind == "TenantRestore" && o.api_version.starts_with(enclave_crds::GROUP) => {
             Ok(Run::Restore)
         }

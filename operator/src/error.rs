@@ -67,6 +67,19 @@ pub enum Error {
         #[source]
         source: Box<kube::Error>,
     },
+    /// An object the operator would apply exists and is not the operator's: it is never taken
+    /// over (what someone else wrote into it would stay, under Enclave's name).
+    #[error(
+        "{phase}: {kind} {object} exists and is not Enclave's: Enclave never takes over an object it did not make; delete or rename it"
+    )]
+    Foreign {
+        /// The step.
+        phase: Phase,
+        /// The kind.
+        kind: String,
+        /// `namespace/name` or a name.
+        object: String,
+    },
     /// An object could not be turned into JSON.
     #[error("serialisation of {kind} failed: {source}")]
     Serialization {
@@ -103,6 +116,7 @@ impl Error {
             Error::Api { .. } => "client",
             Error::Serialization { .. } | Error::Yaml(_) => "serialization",
             Error::MissingMetadata(_) => "metadata",
+            Error::Foreign { .. } => "foreign",
             Error::AdminServer(_) => "admin-server",
             Error::Certificate(_) => "certificate",
             Error::Key(_) => "key",

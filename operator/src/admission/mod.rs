@@ -205,7 +205,10 @@ async fn validate(
             let action = verb(&request.operation);
             tracing::warn!(%user, action, kind = %request.kind.kind, name = %request.name, "refused: {message}");
             state.metrics.denial(&request.kind.kind, action);
-            if let (Some(tenant), false) = (tenant, request.dry_run) {
+            // A dry run is an attempt too (a probe of what the guard lets through): it is on
+            // record like the others, marked as such. The webhook declares `NoneOnDryRun`: the
+            // Event is the trail, not a change to anything the request was about.
+            if let Some(tenant) = tenant {
                 record(&state.recorder, &tenant, &user, action, &request, &message).await;
             }
             let mut denied = response.deny(message);
@@ -247,8 +250,10 @@ async fn record(
         type_: EventType::Warning,
         reason: "AttemptRefused".into(),
         note: Some(format!(
-            "{user} tried to {action} {} {}: refused. {message}",
-            request.kind.kind, request.name
+            "{user} tried to {action} {} {}{}: refused. {message}",
+            request.kind.kind,
+            request.name,
+            if request.dry_run { " (dry run)" } else { "" }
         )),
         action: format!("Refuse{}", capitalised(action)),
         secondary: Some(object),
@@ -400,7 +405,8 @@ pub fn webhook_configuration(
                 admission_review_versions: vec!["v1".into()],
                 client_config: client_config.clone(),
                 rules: Some(vec![
-                    rule(&[""], &["namespaces"], &["UPDATE", "DELETE"], "Cluster"),
+                    // A namespace created with Enclave's labels would pass for a tenant's.
+                    rule(&[""], &["namespaces"], &all, "Cluster"),
                     // Every namespaced kind the operator makes: none is created (with forged
                     // labels), changed or deleted by anyone else. Claims are checked field by
                     // field (the storage controllers bind them).
@@ -504,6 +510,12 @@ pub fn webhook_configuration(
                     rule(
                         &["rbac.authorization.k8s.io"],
                         &["rolebindings"],
+                        &["CREATE", "UPDATE"],
+                        "Namespaced",
+                    ),
+                    rule(
+                        &["networking.k8s.io"],
+                        &["ingresses"],
                         &["CREATE", "UPDATE"],
                         "Namespaced",
                     ),

@@ -119,7 +119,7 @@ pub fn review(
             return if lookup
                 .parent
                 .as_ref()
-                .is_some_and(|p| is_managed(&object_labels(Some(p))))
+                .is_none_or(|p| is_managed(&object_labels(Some(p))))
             {
                 managed_refusal("scale")
             } else {
@@ -127,7 +127,8 @@ pub fn review(
             };
         }
         Some(sub @ ("exec" | "attach" | "portforward")) => {
-            return if lookup.parent.as_ref().is_some_and(is_backup_pod) {
+            // A pod the guard could not look at is not let through on trust.
+            return if lookup.parent.as_ref().is_none_or(is_backup_pod) {
                 deny(format!(
                     "{what} runs Enclave's backups with the tenant's backup credentials: nobody may {sub} into it"
                 ))
@@ -189,6 +190,11 @@ pub fn review(
     let Some(object) = request.object.as_ref() else {
         return Verdict::Allow;
     };
+    if let Some(place) = forged_template(&request.kind.kind, object) {
+        return deny(format!(
+            "{what}: {place} carries Enclave's managed-by label: only the operator makes what it manages"
+        ));
+    }
     if let Some(reason) = backup_identity(&request.kind.kind, object) {
         return deny(format!(
             "{what} would run as Enclave's backup identity ({reason}), which holds the tenant's backup credentials: only Enclave's backup Jobs may"
@@ -214,7 +220,7 @@ pub fn review(
                 .and_then(|t| t.spec.tls.as_ref())
                 .map(|tls| tls.dns_names.clone())
                 .unwrap_or_default();
-            match ingress_problem(&data["spec"], &names) {
+            match ingress_problem(&data, &names) {
                 Some(problem) => deny(format!("{what}: {problem}")),
                 None => Verdict::Allow,
             }
@@ -236,6 +242,33 @@ pub fn review(
         }
         _ => Verdict::Allow,
     }
+}
+
+/// Where an object's templates carry the managed-by label, if they do: the Jobs of a CronJob,
+/// the pods of a controller, the claims of a StatefulSet would pass for Enclave's.
+fn forged_template(kind: &str, object: &DynamicObject) -> Option<&'static str> {
+    let data = serde_json::to_value(object).unwrap_or_default();
+    let managed =
+        |labels: &Value| labels.get(labels::MANAGED_BY).and_then(Value::as_str) == Some(MANAGER);
+    if kind == "CronJob" {
+        if managed(&data["spec"]["jobTemplate"]["metadata"]["labels"]) {
+            return Some("spec.jobTemplate.metadata.labels");
+        }
+        if managed(&data["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]) {
+            return Some("spec.jobTemplate.spec.template.metadata.labels");
+        }
+    }
+    if managed(&data["spec"]["template"]["metadata"]["labels"]) {
+        return Some("spec.template.metadata.labels");
+    }
+    let claims = data["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if claims.iter().any(|c| managed(&c["metadata"]["labels"])) {
+        return Some("spec.volumeClaimTemplates[].metadata.labels");
+    }
+    None
 }
 
 /// True for a pod that runs as the backup identity.
@@ -300,7 +333,44 @@ fn service_problem(spec: &Value, internet: bool) -> Option<String> {
 /// What is wrong with a tenant's own Ingress, if anything: every host it serves must be one of
 /// the tenant's `spec.tls.dnsNames`, and it may not catch every host (a rule without host, a
 /// default backend), which would take other tenants' traffic at the shared controller.
-fn ingress_problem(spec: &Value, names: &[String]) -> Option<String> {
+fn ingress_problem(ingress: &Value, names: &[String]) -> Option<String> {
+    // Annotations that reach past the Ingress's own hosts, or put configuration (and so code)
+    // into the shared controller, whose own token reads every Secret.
+    const REACHING: [&str; 6] = [
+        "snippet",
+        "server-alias",
+        "auth-url",
+        "auth-signin",
+        "upstream-vhost",
+        "mirror-",
+    ];
+    for key in ingress["metadata"]["annotations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+    {
+        if REACHING.iter().any(|r| key.contains(r)) {
+            return Some(format!(
+                "annotation {key} is refused: it reaches past the Ingress's own hosts, or configures the shared ingress controller"
+            ));
+        }
+    }
+    let spec = &ingress["spec"];
+    for (index, tls) in spec["tls"].as_array().into_iter().flatten().enumerate() {
+        for host in tls["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if !names.iter().any(|n| n == host) {
+                return Some(format!(
+                    "spec.tls[{index}].hosts {host} is not one of the tenant's names (spec.tls.dnsNames)"
+                ));
+            }
+        }
+    }
     if !spec["defaultBackend"].is_null() {
         return Some("spec.defaultBackend is refused: it would catch every host at the shared ingress controller".into());
     }

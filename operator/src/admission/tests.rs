@@ -302,6 +302,44 @@ fn webhook_configuration_excludes_trusted_users_and_scopes_to_managed_objects() 
             .any(|r| r.operations.as_deref() == Some(&["CONNECT".to_string()][..])),
         "exec and port-forward are reviewed"
     );
+    let reviewed = |hook: &ValidatingWebhook, resource: &str| {
+        hook.rules
+            .iter()
+            .flatten()
+            .any(|r| r.resources.iter().flatten().any(|x| x == resource))
+    };
+    for resource in [
+        "pods",
+        "pods/exec",
+        "deployments/scale",
+        "services",
+        "rolebindings",
+        "ingresses",
+        "jobs",
+        "cronjobs",
+    ] {
+        assert!(
+            reviewed(tenant_namespaces, resource),
+            "{resource} in tenant namespaces"
+        );
+    }
+    for resource in [
+        "namespaces",
+        "deployments",
+        "statefulsets",
+        "poddisruptionbudgets",
+        "services",
+        "serviceaccounts",
+        "cronjobs",
+        "jobs",
+        "persistentvolumeclaims",
+        "secrets",
+        "configmaps",
+        "networkpolicies",
+        "certificates",
+    ] {
+        assert!(reviewed(managed, resource), "managed {resource}");
+    }
     assert_eq!(hooks[2].failure_policy.as_deref(), Some("Ignore"));
     assert_eq!(
         managed.client_config.ca_bundle,
@@ -737,7 +775,22 @@ fn a_tenants_ingresses_serve_only_its_names() {
         ),
         Verdict::Allow
     );
+    let snippet = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "i",
+        "annotations": {"nginx.ingress.kubernetes.io/server-snippet": "location / { return 200; }"}},
+        "spec": {"rules": [rule(Some("shop.acme.example"))]}});
+    match review(
+        &guard,
+        &lookup,
+        &request(kind, "CREATE", "alice", &[], None, Some(snippet)),
+    ) {
+        Verdict::Deny { message, .. } => assert!(message.contains("server-snippet"), "{message}"),
+        Verdict::Allow => panic!("snippet allowed"),
+    }
     for (spec, expected) in [
+        (
+            json!({"rules": [rule(Some("shop.acme.example"))], "tls": [{"hosts": ["shop.globex.example"], "secretName": "t"}]}),
+            "spec.tls[0].hosts",
+        ),
         (
             json!({"rules": [rule(Some("shop.globex.example"))]}),
             "not one of the tenant's names",
@@ -754,4 +807,46 @@ fn a_tenants_ingresses_serve_only_its_names() {
             Verdict::Allow => panic!("{expected}: allowed"),
         }
     }
+}
+
+#[test]
+fn managed_labels_cannot_ride_in_a_template() {
+    let guard = Guard::default();
+    let managed_labels =
+        json!({"app.kubernetes.io/managed-by": "enclave-operator", "enclave.dev/tenant-uid": "u1"});
+    for (kind, object) in [
+        (
+            ("batch", "CronJob"),
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"},
+            "spec": {"jobTemplate": {"metadata": {"labels": managed_labels}, "spec": {"template": {"spec": {"containers": []}}}}}}),
+        ),
+        (
+            ("apps", "Deployment"),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"template": {"metadata": {"labels": managed_labels}, "spec": {"containers": []}}}}),
+        ),
+        (
+            ("apps", "StatefulSet"),
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s"},
+            "spec": {"template": {"spec": {"containers": []}}, "volumeClaimTemplates": [{"metadata": {"name": "x", "labels": managed_labels}}]}}),
+        ),
+    ] {
+        match review(
+            &guard,
+            &acme(),
+            &request(kind, "CREATE", "alice", &[], None, Some(object)),
+        ) {
+            Verdict::Deny { message, .. } => assert!(message.contains("managed-by"), "{message}"),
+            Verdict::Allow => panic!("{kind:?} with a managed template allowed"),
+        }
+    }
+}
+
+#[test]
+fn a_subresource_on_an_object_the_guard_could_not_see_is_refused() {
+    let request = subresource(("", "PodExecOptions"), "pods", "exec", "CONNECT");
+    assert!(matches!(
+        review(&Guard::default(), &acme(), &request),
+        Verdict::Deny { .. }
+    ));
 }

@@ -178,12 +178,9 @@ impl<'a> Applier<'a> {
         let writer = self.writer.during(Phase::Sweep);
         for registration in &self.registered {
             let selector = match registration.selector.as_str() {
-                "" => format!(
-                    "{},{}",
-                    self.identity.selector(),
-                    labels::managed_selector()
-                ),
-                extra => format!("{},{extra}", self.identity.selector()),
+                "" => self.identity.selector(),
+                // TLS Secrets cert-manager writes carry the uid, not the managed-by label.
+                extra => format!("{}={},{extra}", labels::TENANT_UID, self.identity.uid),
             };
             let kind = &registration.resource.kind;
             let listed =

@@ -193,11 +193,6 @@ impl Writer<'_> {
             map.insert("apiVersion".into(), resource.api_version.clone().into());
             map.insert("kind".into(), resource.kind.clone().into());
         }
-        let change = match live {
-            None => Change::Created,
-            Some(live) if !is_subset(&desired, live) => Change::Updated,
-            Some(_) => return Ok(Change::Unchanged),
-        };
         let namespace = desired["metadata"]["namespace"]
             .as_str()
             .map(str::to_string);
@@ -206,6 +201,23 @@ impl Writer<'_> {
             .unwrap_or_default()
             .to_string();
         let object = display_name(namespace.as_deref(), &name);
+        // Look before write, and before anything: an object someone else made first (a
+        // CronJob with a container of theirs, a claim with an owner of theirs) is never
+        // adopted: a forced apply would keep what they put in it, under Enclave's name.
+        if let Some(live) = live
+            && live["metadata"]["labels"][labels::MANAGED_BY].as_str() != Some(MANAGER)
+        {
+            return Err(Error::Foreign {
+                phase: self.phase,
+                kind: resource.kind.clone(),
+                object,
+            });
+        }
+        let change = match live {
+            None => Change::Created,
+            Some(live) if !is_subset(&desired, live) => Change::Updated,
+            Some(_) => return Ok(Change::Unchanged),
+        };
         self.api(resource, namespace.as_deref())
             .patch(
                 &name,

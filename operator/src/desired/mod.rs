@@ -173,10 +173,17 @@ impl Identity {
         }
     }
 
-    /// Label selector of every object of this tenant.
+    /// Label selector of every object the operator made for this tenant: its uid, and the
+    /// managed-by label nobody else may set (the guard). The uid alone is readable and so
+    /// forgeable on a tenant's own objects.
     #[must_use]
     pub fn selector(&self) -> String {
-        format!("{}={}", labels::TENANT_UID, self.uid)
+        format!(
+            "{}={},{}",
+            labels::TENANT_UID,
+            self.uid,
+            labels::managed_selector()
+        )
     }
 }
 

@@ -359,6 +359,7 @@ fn observed(available: i32) -> Observed {
     Observed {
         namespace: "acme-dmz".into(),
         name: "web".into(),
+        zone: Some("dmz".into()),
         image: "nginx".into(),
         desired: 3,
         updated: 3,
@@ -466,4 +467,22 @@ fn compute_drops_what_the_spec_no_longer_asks() {
             .iter()
             .any(|c| c.type_ == CERTIFICATE_READY || c.type_ == BACKUP_HEALTHY)
     );
+}
+
+#[test]
+fn a_workload_is_told_by_its_zone_label_not_a_namespace_suffix() {
+    let workloads: Vec<enclave_crds::Workload> = vec![
+        serde_json::from_value(serde_json::json!({
+            "name": "web", "zone": "dmz", "image": "nginx", "capacity": 2
+        }))
+        .expect("workload"),
+    ];
+    // `acme-x-dmz` ends like `acme-dmz`: its zone label says it is the `x-dmz` zone's.
+    let other = Observed {
+        namespace: "acme-x-dmz".into(),
+        zone: Some("x-dmz".into()),
+        ..observed(0)
+    };
+    let r = redundancy(&workloads, &[other, observed(3)]);
+    assert_eq!(r.reason, "Redundant", "{}", r.message);
 }

@@ -4,6 +4,7 @@ use super::{
     Deployment, PodTemplateSpec, StatefulSet, TenantStatus, Timestamp, WorkloadStatus,
     degrading_condition,
 };
+use kube::ResourceExt as _;
 /// The `WorkloadsRedundant` condition type.
 pub const WORKLOADS_REDUNDANT: &str = "WorkloadsRedundant";
 
@@ -28,6 +29,8 @@ pub struct Observed {
     pub namespace: String,
     /// Its name: the workload's.
     pub name: String,
+    /// Its zone label.
+    pub zone: Option<String>,
     /// The image of its pod template.
     pub image: String,
     /// Replicas wanted.
@@ -56,6 +59,7 @@ impl Observed {
         Self {
             namespace: d.metadata.namespace.clone().unwrap_or_default(),
             name: d.metadata.name.clone().unwrap_or_default(),
+            zone: d.labels().get(crate::labels::ZONE).cloned(),
             image: spec
                 .map(|s| template_image(&s.template))
                 .unwrap_or_default(),
@@ -73,6 +77,7 @@ impl Observed {
         Self {
             namespace: s.metadata.namespace.clone().unwrap_or_default(),
             name: s.metadata.name.clone().unwrap_or_default(),
+            zone: s.labels().get(crate::labels::ZONE).cloned(),
             image: spec
                 .map(|s| template_image(&s.template))
                 .unwrap_or_default(),
@@ -83,7 +88,12 @@ impl Observed {
     }
 
     fn runs(&self, workload: &enclave_crds::Workload) -> bool {
-        self.name == workload.name && self.namespace.ends_with(&format!("-{}", workload.zone))
+        // The zone label, exactly: a namespace suffix would match `t-dmz` and `t-x-dmz` alike.
+        self.name == workload.name
+            && match &self.zone {
+                Some(zone) => *zone == workload.zone,
+                None => self.namespace.ends_with(&format!("-{}", workload.zone)),
+            }
     }
 }
 

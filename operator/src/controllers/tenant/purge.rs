@@ -65,13 +65,11 @@ impl Reconcile<'_> {
         release_volumes(&writer, client, &selector, None).await?;
         // Every volume bound into the tenant's namespaces is its data, whoever made the claim
         // (a claim of its own on a class that retains, a StatefulSet's template claim).
-        let tenant_namespaces: BTreeSet<String> = self
-            .tenant
-            .spec
-            .zones
+        // The namespaces labelled as the tenant's, and those its status named (already gone):
+        // never one its zones' names would give but another tenant holds.
+        let tenant_namespaces: BTreeSet<String> = namespaces
             .iter()
-            .map(|z| self.tenant.zone_namespace(&z.name))
-            .chain(namespaces.iter().map(ResourceExt::name_any))
+            .map(ResourceExt::name_any)
             .chain(
                 self.tenant
                     .status
