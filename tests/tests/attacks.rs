@@ -1712,3 +1712,173 @@ async fn access_goes_with_the_spec_and_while_the_tenant_is_not_running() -> Resu
     .await?;
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// 10. Ingresses and objects made before the operator's
+// ---------------------------------------------------------------------------------------------
+
+fn ingress(
+    name: &str,
+    host: Option<&str>,
+    annotations: &Value,
+) -> k8s_openapi::api::networking::v1::Ingress {
+    object(json!({
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"rules": [{"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "web", "port": {"number": 443}}}}]}}]}
+    }))
+}
+
+#[tokio::test]
+async fn ingresses_serve_only_the_tenants_own_names() -> Result<()> {
+    let admin = env().client().await?;
+    let tenant = "atk-ing";
+    ensure_tenant(
+        &admin,
+        tenant,
+        json!({"access": admins(tenant),
+               "zones": [{"name": "dmz", "exposure": "Internet", "ports": [{"port": 443}]}],
+               "tls": {"dnsNames": ["shop.atk-ing.example"]}}),
+    )
+    .await?;
+    let ns = "atk-ing-dmz";
+    wait_for_access(&admin, ns).await?;
+    let ingresses =
+        Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(alice(tenant).await?, ns);
+    let pp = PostParams::default();
+    let mut findings = Findings::default();
+    findings.refused(
+        "an Ingress for another tenant's host",
+        &api(ingresses
+            .create(
+                &pp,
+                &ingress("steal", Some("shop.victim.example"), &json!({})),
+            )
+            .await),
+        "steal",
+        &["shop.victim.example"],
+    );
+    findings.refused(
+        "an Ingress catching every host",
+        &api(ingresses
+            .create(&pp, &ingress("catch-all", None, &json!({})))
+            .await),
+        "catch-all",
+        &["no host"],
+    );
+    findings.refused(
+        "an Ingress injecting controller configuration",
+        &api(ingresses
+            .create(
+                &pp,
+                &ingress(
+                    "snippet",
+                    Some("shop.atk-ing.example"),
+                    &json!({"nginx.ingress.kubernetes.io/server-snippet": "location /x { return 200; }"}),
+                ),
+            )
+            .await),
+        "snippet",
+        &["server-snippet"],
+    );
+    findings.allowed(
+        "an Ingress for the tenant's own name",
+        &api(ingresses
+            .create(
+                &pp,
+                &ingress("own", Some("shop.atk-ing.example"), &json!({})),
+            )
+            .await),
+    );
+    findings.events_on(&admin, tenant).await?;
+    findings.report();
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_object_made_before_the_operators_is_never_adopted() -> Result<()> {
+    let admin = env().client().await?;
+    let tenant = "atk-adopt";
+    let tenants = Api::<Tenant>::all(admin.clone());
+    ensure_tenant(
+        &admin,
+        tenant,
+        json!({"access": admins(tenant), "zones": [{"name": "data"}]}),
+    )
+    .await?;
+    wait_ready(&admin, tenant).await?;
+    let ns = "atk-adopt-data";
+    wait_for_access(&admin, ns).await?;
+    // Before backups exist, alice makes a CronJob of the name the operator will use, with a
+    // container of hers that would read the credentials once the operator adds them.
+    let thief: CronJob = object(json!({
+        "metadata": {"name": "enclave-backup"},
+        "spec": {"schedule": "0 3 1 1 *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "steal", "image": "busybox", "command": ["sh", "-c", "cat /run/enclave/*"]}]}}}}}
+    }));
+    tolerate_exists(
+        Api::<CronJob>::namespaced(alice(tenant).await?, ns)
+            .create(&PostParams::default(), &thief)
+            .await,
+    )?;
+    // The platform then enables backups for a volume in that zone.
+    ensure_secret_for_backups(&admin, tenant).await?;
+    tenants
+        .patch(
+            tenant,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {
+                "volumes": [{"name": "db", "zone": "data", "size": "1Gi"}],
+                "backup": backup(tenant)}})),
+        )
+        .await?;
+    let status = eventually("ApplyFailed naming the CronJob", WAIT, || async {
+        let status = tenants.get(tenant).await?.status.unwrap_or_default();
+        Ok(status.conditions.into_iter().find(|c| {
+            c.type_ == "Ready"
+                && c.reason == "ApplyFailed"
+                && c.message.contains("CronJob atk-adopt-data/enclave-backup")
+        }))
+    })
+    .await?;
+    assert!(
+        status.message.contains("not Enclave's"),
+        "{}",
+        status.message
+    );
+    // Still hers alone: no managed label, no backup identity, no credentials in it.
+    let live = Api::<CronJob>::namespaced(admin.clone(), ns)
+        .get("enclave-backup")
+        .await?;
+    let labels = live.metadata.labels.unwrap_or_default();
+    assert!(
+        !labels.contains_key("app.kubernetes.io/managed-by"),
+        "adopted: {labels:?}"
+    );
+    let pod = live
+        .spec
+        .and_then(|s| s.job_template.spec)
+        .and_then(|j| j.template.spec)
+        .context("pod")?;
+    assert_ne!(pod.service_account_name.as_deref(), Some("enclave-backup"));
+    assert_eq!(
+        pod.containers.len(),
+        1,
+        "the operator's containers were added to hers"
+    );
+    Ok(())
+}
+
+/// The object store's credentials in the operator's namespace, as `backup(tenant)` names them.
+async fn ensure_secret_for_backups(admin: &Client, tenant: &str) -> Result<()> {
+    let store: Secret = object(json!({
+        "metadata": {"name": format!("{tenant}-s3")},
+        "stringData": {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"}
+    }));
+    tolerate_exists(
+        Api::<Secret>::namespaced(admin.clone(), OPERATOR_NAMESPACE)
+            .create(&PostParams::default(), &store)
+            .await,
+    )
+}

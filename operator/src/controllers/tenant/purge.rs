@@ -213,7 +213,7 @@ impl Reconcile<'_> {
                 "PurgeVerified",
                 "Delete",
                 format!(
-                    "tenant data destroyed: {} namespace(s), {} volume claim(s), {volumes} volume(s), {keys} key Secret(s); nothing labelled {selector} remains",
+                    "purge verified: nothing labelled {selector} remains and no volume is bound to the tenant's namespaces (each deletion has its own Event); destroyed in this last pass: {} namespace(s), {} volume claim(s), {volumes} volume(s), {keys} key Secret(s)",
                     namespaces.len(),
                     claims.len(),
                 ),
