@@ -539,14 +539,34 @@ pub fn webhook_configuration(
             ValidatingWebhook {
                 name: "tenants.guard.enclave.dev".into(),
                 admission_review_versions: vec!["v1".into()],
+                client_config: client_config.clone(),
+                rules: Some(vec![rule(
+                    &[enclave_crds::GROUP],
+                    &["tenants"],
+                    &["CREATE", "UPDATE"],
+                    "Cluster",
+                )]),
+                failure_policy: Some("Ignore".into()),
+                side_effects: "None".into(),
+                timeout_seconds: Some(5),
+                match_policy: Some("Equivalent".into()),
+                namespace_selector: Some(LabelSelector::default()),
+                object_selector: Some(LabelSelector::default()),
+                ..ValidatingWebhook::default()
+            },
+            // Deleting a Tenant decommissions it for good: refused unless confirmed, and
+            // refused while the guard is down (fail closed), when nobody can check.
+            ValidatingWebhook {
+                name: "tenant-deletions.guard.enclave.dev".into(),
+                admission_review_versions: vec!["v1".into()],
                 client_config,
                 rules: Some(vec![rule(
                     &[enclave_crds::GROUP],
                     &["tenants"],
-                    &["CREATE", "UPDATE", "DELETE"],
+                    &["DELETE"],
                     "Cluster",
                 )]),
-                failure_policy: Some("Ignore".into()),
+                failure_policy: Some("Fail".into()),
                 side_effects: "None".into(),
                 timeout_seconds: Some(5),
                 match_policy: Some("Equivalent".into()),

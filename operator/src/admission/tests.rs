@@ -341,6 +341,14 @@ fn webhook_configuration_excludes_trusted_users_and_scopes_to_managed_objects() 
         assert!(reviewed(managed, resource), "managed {resource}");
     }
     assert_eq!(hooks[2].failure_policy.as_deref(), Some("Ignore"));
+    // A Tenant's deletion fails closed: unconfirmed deletions wait for the guard.
+    assert_eq!(hooks[3].failure_policy.as_deref(), Some("Fail"));
+    assert_eq!(
+        hooks[3].rules.as_ref().expect("rules")[0]
+            .operations
+            .as_deref(),
+        Some(&["DELETE".to_string()][..])
+    );
     assert_eq!(
         managed.client_config.ca_bundle,
         Some(ByteString(b"CA".to_vec()))
