@@ -63,6 +63,11 @@ enum Command {
             value_delimiter = ','
         )]
         guard_exempt_groups: Vec<String>,
+        /// The CA of the client certificate the API server presents to webhooks (configured by
+        /// its `--admission-control-config-file`); when given, the guard answers only callers
+        /// with a certificate from it.
+        #[arg(long, env = "ENCLAVE_GUARD_CLIENT_CA")]
+        guard_client_ca: Option<std::path::PathBuf>,
         /// The shortest `lifecycle.retention` the guard accepts on a Tenant (such as `1h`).
         #[arg(long, env = "ENCLAVE_MIN_RETENTION", default_value = "1h", value_parser = parse_duration)]
         min_retention: std::time::Duration,
@@ -119,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             guard_service,
             guard_url,
             guard_exempt_groups,
+            guard_client_ca,
             min_retention,
         } => {
             telemetry::init_logging("info");
@@ -152,6 +158,13 @@ async fn main() -> anyhow::Result<()> {
             if let Some(guard) = &mut guard {
                 guard.guard.network = initial.network.clone();
                 guard.guard.min_retention = min_retention;
+                guard.client_ca = guard_client_ca
+                    .map(|path| {
+                        std::fs::read_to_string(&path).with_context(|| {
+                            format!("reading --guard-client-ca {}", path.display())
+                        })
+                    })
+                    .transpose()?;
             }
             let (operator_ca, broker_url) = match guard {
                 Some(guard) => {
@@ -234,6 +247,7 @@ fn guard_config(
             client_config,
             names: vec![host],
             guard,
+            client_ca: None,
         }));
     }
     let Some(service) = service else {
@@ -263,6 +277,7 @@ fn guard_config(
         client_config,
         names,
         guard,
+        client_ca: None,
     }))
 }
 

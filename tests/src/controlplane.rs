@@ -61,6 +61,8 @@ pub struct ControlPlane {
     pub audit_log: PathBuf,
     /// The API server's URL.
     pub server: String,
+    /// The CA of the client certificate the API server presents to admission webhooks.
+    pub webhook_client_ca: PathBuf,
     children: Vec<(String, Child)>,
     reaper: Option<Child>,
 }
@@ -159,6 +161,7 @@ impl ControlPlane {
             operator_kubeconfig: dir.join("operator.kubeconfig"),
             audit_log: dir.join("audit.log"),
             server: String::new(),
+            webhook_client_ca: dir.join("ca.crt"),
             bin_dir,
             dir,
             children: Vec::new(),
@@ -212,6 +215,26 @@ impl ControlPlane {
             )?;
         }
 
+        // The API server presents a client certificate to every webhook, so a webhook can
+        // answer only it.
+        let webhook_client = ca.client("webhook-client", "kube-apiserver-webhook-client", &[])?;
+        std::fs::write(
+            dir.join("webhook.kubeconfig"),
+            format!(
+                "apiVersion: v1\nkind: Config\nusers:\n- name: '*'\n  user:\n    client-certificate: {}\n    client-key: {}\n",
+                webhook_client.cert.display(),
+                webhook_client.key.display()
+            ),
+        )?;
+        std::fs::write(
+            dir.join("admission.yaml"),
+            format!(
+                "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n- name: ValidatingAdmissionWebhook\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {}\n",
+                dir.join("webhook.kubeconfig").display()
+            ),
+        )?;
+        self.webhook_client_ca.clone_from(&ca.ca_file);
+
         progress("starting etcd");
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         self.spawn(
@@ -256,6 +279,10 @@ impl ControlPlane {
                 // what refuses them in restricted namespaces.
                 "--allow-privileged=true".to_string(),
                 format!("--enable-admission-plugins={ADMISSION_PLUGINS}"),
+                format!(
+                    "--admission-control-config-file={}",
+                    dir.join("admission.yaml").display()
+                ),
                 format!(
                     "--audit-policy-file={}",
                     dir.join("audit-policy.yaml").display()

@@ -113,7 +113,12 @@ impl Env {
         let config_file = operator_config_file()?;
         let health = Health::default();
         let admin_addr = free_addr()?;
-        let guard = local_guard(&[String::from("system:masters")])?;
+        let guard = local_guard(
+            &[String::from("system:masters")],
+            control_plane
+                .as_ref()
+                .map(|cp| cp.webhook_client_ca.as_path()),
+        )?;
         let operator = spawn_operator(
             operator_kubeconfig,
             health.clone(),
@@ -402,9 +407,15 @@ pub fn spawn_operator(
 ///
 /// # Errors
 /// When no port is free.
-pub fn local_guard(exempt_groups: &[String]) -> anyhow::Result<GuardConfig> {
+pub fn local_guard(
+    exempt_groups: &[String],
+    client_ca: Option<&Path>,
+) -> anyhow::Result<GuardConfig> {
     let listen = free_addr()?;
     Ok(GuardConfig {
+        // On the local control plane the API server presents a client certificate: the guard
+        // answers only it.
+        client_ca: client_ca.map(std::fs::read_to_string).transpose()?,
         listen,
         namespace: OPERATOR_NAMESPACE.into(),
         client_config: WebhookClientConfig {

@@ -1882,3 +1882,86 @@ async fn ensure_secret_for_backups(admin: &Client, tenant: &str) -> Result<()> {
             .await,
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// 11. The trail is the API server's alone
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_review_posted_by_anyone_but_the_api_server_is_refused_unrecorded() -> Result<()> {
+    let admin = env().client().await?;
+    let tenant = "atk-trail";
+    ensure_tenant(
+        &admin,
+        tenant,
+        json!({"access": admins(tenant), "zones": [{"name": "app"}]}),
+    )
+    .await?;
+    wait_ready(&admin, tenant).await?;
+    let hooks =
+        Api::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>::all(
+            admin.clone(),
+        )
+        .get("enclave-guard")
+        .await?;
+    let url = hooks
+        .webhooks
+        .iter()
+        .flatten()
+        .find_map(|h| h.client_config.url.clone())
+        .context("the guard's URL")?;
+    // A review forging a refused attempt by "mallory", as anyone reaching the guard could.
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "forged", "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "name": "forged", "namespace": "atk-trail-app", "operation": "CREATE",
+            "userInfo": {"username": "mallory"},
+            "object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "forged",
+                "labels": {"app.kubernetes.io/managed-by": "enclave-operator"}}},
+            "dryRun": false
+        }
+    });
+    let output = std::process::Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &review.to_string(),
+            &url,
+        ])
+        .output()?;
+    let code = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        code, "401",
+        "a review without the API server's certificate was answered"
+    );
+    // Nothing of it is on record; a real attempt through the API server still is.
+    let forged: k8s_openapi::api::core::v1::ConfigMap = object(json!({"metadata": {"name": "real",
+        "labels": {"app.kubernetes.io/managed-by": "enclave-operator"}}}));
+    let refused = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        alice(tenant).await?,
+        "atk-trail-app",
+    )
+    .create(&PostParams::default(), &forged)
+    .await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref s)) if s.code == 403),
+        "{refused:?}"
+    );
+    let notes = eventually("alice's attempt on record", WAIT, || async {
+        let notes = refusal_notes(&admin, tenant).await?;
+        Ok(notes
+            .iter()
+            .any(|n| n.starts_with("alice "))
+            .then_some(notes))
+    })
+    .await?;
+    assert!(
+        !notes.iter().any(|n| n.contains("mallory")),
+        "a forged attempt is on record: {notes:?}"
+    );
+    Ok(())
+}

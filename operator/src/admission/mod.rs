@@ -121,6 +121,9 @@ pub struct GuardState {
     pub metrics: Arc<Metrics>,
     /// Reads what a decision needs (the request's namespace, the pod of an exec).
     pub client: Option<kube::Client>,
+    /// Answer only callers that presented a client certificate the TLS layer verified
+    /// against [`GuardConfig::client_ca`] (the API server).
+    pub require_client_certificate: bool,
 }
 
 /// What [`review`] needs from the API server for `request`; a failed read leaves it out (the
@@ -187,7 +190,24 @@ async fn look_up(
 
 async fn validate(
     State(state): State<GuardState>,
+    tls: Option<axum::Extension<Arc<axum_server::tls::TlsInfo>>>,
     Json(review_in): Json<AdmissionReview<DynamicObject>>,
+) -> Result<Json<AdmissionReview<DynamicObject>>, (axum::http::StatusCode, &'static str)> {
+    // The TLS layer verified any certificate presented; here, one must have been.
+    let presented = tls.is_some_and(|info| !info.peer_certificates.is_empty());
+    if state.require_client_certificate && !presented {
+        tracing::warn!("admission review without the API server's client certificate: refused");
+        return Err((
+            axum::http::StatusCode::UNAUTHORIZED,
+            "the guard answers only the API server",
+        ));
+    }
+    Ok(review_request(&state, review_in).await)
+}
+
+async fn review_request(
+    state: &GuardState,
+    review_in: AdmissionReview<DynamicObject>,
 ) -> Json<AdmissionReview<DynamicObject>> {
     let request: AdmissionRequest<DynamicObject> = match review_in.try_into() {
         Ok(request) => request,
@@ -281,13 +301,21 @@ pub async fn serve(
     certificate: &ServingCertificate,
     state: GuardState,
     broker: Option<crate::credentials::Broker>,
+    client_ca: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
-        certificate.cert_pem.clone().into_bytes(),
-        certificate.key_pem.clone().into_bytes(),
-    )
-    .await?;
+    let tls = match &client_ca {
+        None => {
+            axum_server::tls_rustls::RustlsConfig::from_pem(
+                certificate.cert_pem.clone().into_bytes(),
+                certificate.key_pem.clone().into_bytes(),
+            )
+            .await?
+        }
+        Some(ca) => axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(
+            client_verifying_config(certificate, ca)?,
+        )),
+    };
     let app = Router::new().route(PATH, post(validate)).with_state(state);
     let app = match broker {
         Some(broker) => app.merge(
@@ -312,6 +340,44 @@ pub async fn serve(
         .serve(app.into_make_service())
         .await?;
     Ok(())
+}
+
+/// A TLS server configuration that verifies any client certificate presented against `ca`,
+/// and lets callers without one through to the broker (backup pods present none).
+fn client_verifying_config(
+    certificate: &ServingCertificate,
+    ca: &str,
+) -> crate::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let failed = |e: &dyn std::fmt::Display| crate::Error::Certificate(e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots
+            .add(cert.map_err(|e| failed(&e))?)
+            .map_err(|e| failed(&e))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| failed(&e))?;
+    let chain = CertificateDer::pem_slice_iter(certificate.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| failed(&e))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(certificate.key_pem.as_bytes()).map_err(|e| failed(&e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| failed(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| failed(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// The guard's serving certificate and the CA the API server trusts it by.
@@ -594,6 +660,10 @@ pub struct GuardConfig {
     pub names: Vec<String>,
     /// The rules.
     pub guard: Guard,
+    /// The CA of the client certificate the API server presents to webhooks (its
+    /// `--admission-control-config-file`): when set, `/validate` answers only a caller with a
+    /// certificate from it, so no one else can have an attempt recorded on a Tenant.
+    pub client_ca: Option<String>,
 }
 
 /// Makes a serving certificate, starts the guard, then points the API server at it with a
@@ -616,17 +686,26 @@ pub async fn start(
         recorder,
         metrics,
         client: Some(client.clone()),
+        require_client_certificate: config.client_ca.is_some(),
     };
     let ca_pem = certificate.ca_pem.clone();
     let listen = config.listen;
+    let client_ca = config.client_ca.clone();
     let broker = crate::credentials::Broker {
         client: client.clone(),
         namespace: config.namespace.clone(),
     };
-    let server =
-        tokio::spawn(
-            async move { serve(listen, &certificate, state, Some(broker), shutdown).await },
-        );
+    let server = tokio::spawn(async move {
+        serve(
+            listen,
+            &certificate,
+            state,
+            Some(broker),
+            client_ca,
+            shutdown,
+        )
+        .await
+    });
     // Wait until the port answers, so the API server never calls a guard not yet listening.
     for _ in 0..50 {
         if tokio::net::TcpStream::connect(listen).await.is_ok() {

@@ -40,10 +40,9 @@ async fn main() -> anyhow::Result<()> {
     let health = Health::default();
     let admin = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     // Warnings only, so the demo's output stays readable; RUST_LOG=info shows every line.
-    let guard = if control_plane.is_some() {
-        Some(local_guard(&[])?)
-    } else {
-        None
+    let guard = match &control_plane {
+        Some(cp) => Some(local_guard(&[], Some(&cp.webhook_client_ca))?),
+        None => None,
     };
     // On the local control plane the operator runs as its own user, the one the guard trusts.
     let operator_kubeconfig = control_plane
