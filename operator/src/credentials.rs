@@ -393,6 +393,7 @@ pub fn write_files(dir: &Path, credentials: &Credentials) -> Result<(), FetchErr
         let path = dir.join(name);
         let write = || -> std::io::Result<()> {
             use std::io::Write as _;
+            // A file, not the API: the one `.create(` outside the gateway (cluster/).
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)

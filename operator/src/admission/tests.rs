@@ -2,6 +2,8 @@
 
 use super::*;
 use enclave_crds::Tenant;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhook;
 use serde_json::{Value, json};
 
 fn request(

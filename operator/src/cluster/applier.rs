@@ -5,6 +5,9 @@
 //! (a tenant whose `spec.tls` was removed hands no Certificate, and its Certificate must go).
 //! Data kinds go through retention instead of deletion ([`super::retention`]): a namespace or
 //! claim that leaves the spec is marked, kept until its deadline, then destroyed.
+//!
+//! Longer than most files, for a reason: the order things are applied in, what is registered
+//! for the sweep, and what the sweep keeps through retention are one list read together.
 
 use super::data::{create_key, delete_keys, purge_claim, release_volumes};
 use super::retention::{Sweep, plan_sweep, purge_after};
@@ -201,7 +204,7 @@ impl<'a> Applier<'a> {
                 }
                 let object = display_name(Some(&key.0), &key.1);
                 writer
-                    .delete(
+                    .remove(
                         &registration.resource,
                         Some(&key.0),
                         &key.1,
@@ -518,7 +521,7 @@ impl<'a> Applier<'a> {
                     )
                     .await?;
                     writer
-                        .delete(
+                        .remove(
                             &ApiResource::erase::<Namespace>(&()),
                             None,
                             &name,

@@ -36,7 +36,7 @@ pub async fn create_key(writer: &Writer<'_>, client: &Client, key: &KeySecret) -
     }
     // The Event names the Secret, never its content.
     writer
-        .create(
+        .create_absent(
             &secret,
             Note::normal(
                 "Created",
@@ -96,7 +96,7 @@ pub async fn purge_claim(
         release_volume(writer, client, &volume, &uid).await?;
     }
     writer
-        .delete(
+        .remove(
             &ApiResource::erase::<PersistentVolumeClaim>(&()),
             Some(namespace),
             name,
@@ -188,7 +188,7 @@ pub async fn delete_keys(
     {
         let name = key.name_any();
         writer
-            .delete(
+            .remove(
                 &ApiResource::erase::<Secret>(&()),
                 Some(operator_namespace),
                 &name,

@@ -5,6 +5,9 @@
 //! Reads stay with the steps that need them (look-before-write in the [`applier`], the
 //! snapshot of the status); writes are here so that "what may the operator change" has one
 //! answer.
+//!
+//! Longer than most files, for a reason: it is the inventory of every kind of write the
+//! operator makes; split, it would no longer be one place.
 
 pub mod applier;
 pub mod apply;
@@ -254,7 +257,7 @@ impl Writer<'_> {
     ///
     /// # Errors
     /// When the API server refuses the create for another reason.
-    pub async fn create<K>(&self, object: &K, note: Note) -> Result<bool>
+    pub async fn create_absent<K>(&self, object: &K, note: Note) -> Result<bool>
     where
         K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
     {
@@ -328,7 +331,7 @@ impl Writer<'_> {
     ///
     /// # Errors
     /// When the API server refuses the delete.
-    pub async fn delete(
+    pub async fn remove(
         &self,
         resource: &ApiResource,
         namespace: Option<&str>,

@@ -229,7 +229,7 @@ async fn ensure_jobs(client: &Client, writer: &Writer<'_>, desired: &[Job]) -> R
         let failed = |verb| api(Phase::Request, verb, "Job", format!("{namespace}/{name}"));
         if api_.get_opt(&name).await.map_err(failed("get"))?.is_none() {
             writer
-                .create(
+                .create_absent(
                     job,
                     Note::normal(
                         "JobCreated",
@@ -365,7 +365,7 @@ async fn reconcile_export(request: Arc<TenantExport>, ctx: Arc<Context>) -> Resu
             ..Secret::default()
         };
         writer
-            .create(
+            .create_absent(
                 &secret,
                 Note::normal(
                     "Created",

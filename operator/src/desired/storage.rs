@@ -152,10 +152,7 @@ pub fn storage_class(
     let mut parameters = profile.parameters.clone();
     parameters.insert(
         profile.replicas.parameter.clone(),
-        profile
-            .replicas
-            .value
-            .replace("{replicas}", &replicas.to_string()),
+        str::replace(&profile.replicas.value, "{replicas}", &replicas.to_string()),
     );
     if let Some(encryption) = profile.encryption.as_ref().filter(|_| encrypted) {
         parameters.extend(encryption.parameters.clone());

@@ -435,9 +435,9 @@ impl Policy {
         let allowed = self.suites();
         // rustls names TLS 1.3 suites `TLS13_*`; IANA names them `TLS_*`.
         provider.cipher_suites.retain(|s| {
-            s.suite()
-                .as_str()
-                .is_some_and(|name| allowed.contains(&name.replace("TLS13_", "TLS_").as_str()))
+            s.suite().as_str().is_some_and(|name| {
+                allowed.contains(&str::replace(name, "TLS13_", "TLS_").as_str())
+            })
         });
         let versions: &[&rustls::SupportedProtocolVersion] = match self.min_version {
             TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],

@@ -112,7 +112,7 @@ impl Reconcile<'_> {
             let namespace = binding.namespace().unwrap_or_default();
             let name = binding.name_any();
             writer
-                .delete(
+                .remove(
                     &resource,
                     Some(&namespace),
                     &name,

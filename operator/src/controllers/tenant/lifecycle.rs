@@ -205,7 +205,7 @@ impl Reconcile<'_> {
                     continue;
                 }
                 writer
-                    .delete(
+                    .remove(
                         &resource,
                         Some(namespace),
                         &name,

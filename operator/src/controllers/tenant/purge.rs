@@ -131,7 +131,7 @@ impl Reconcile<'_> {
         {
             let name = namespace.name_any();
             writer
-                .delete(
+                .remove(
                     &ApiResource::erase::<Namespace>(&()),
                     None,
                     &name,
@@ -323,7 +323,7 @@ impl Reconcile<'_> {
             ))?;
         let Some(live) = live else {
             writer
-                .create(
+                .create_absent(
                     &job,
                     Note::normal(
                         "PurgeStarted",
@@ -339,7 +339,7 @@ impl Reconcile<'_> {
         let jobs = ApiResource::erase::<Job>(&());
         if ended("Complete").is_some() {
             writer
-                .delete(
+                .remove(
                     &jobs,
                     Some(namespace),
                     &name,
@@ -356,7 +356,7 @@ impl Reconcile<'_> {
         if let Some(message) = ended("Failed") {
             // Retried with a new Job on the next look; never skipped.
             writer
-                .delete(
+                .remove(
                     &jobs,
                     Some(namespace),
                     &name,

@@ -5,6 +5,7 @@ use super::Context;
 use super::lifecycle::{self, Gate};
 use super::preflight;
 use super::purge::Purge;
+use super::tls::TlsOutcome;
 use crate::cluster::Note;
 use crate::cluster::Writer;
 use crate::cluster::applier::Applier;
@@ -91,41 +92,12 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
     }
     // Certificates before the workloads that mount them.
     let tls = step.certificates().await?;
-    desired.tls.merge(tls.objects);
-    if let Some(serial) = &tls.serial {
-        let namespaces: Vec<String> = desired::tls::serving_zones(tenant)
-            .iter()
-            .map(|z| tenant.zone_namespace(z))
-            .collect();
-        desired::workloads::mount_certificate(&mut desired.workloads, &namespaces, serial);
-    }
+    step.with_certificates(&mut desired, &tls);
     step.revoke_removed(&names, &desired.role_bindings).await?;
-    let keep_bindings = (!tenant.is_running()).then(|| desired.role_bindings.clone());
-    let mut applier = Applier::new(
-        &step.writer,
-        ctx.client.clone(),
-        &step.identity,
-        &config.namespace,
-        step.retention,
-    );
-    // Every step runs even when one object is refused: the status then says which, and the
-    // error brings the tenant back soon.
-    let apply_result = applier.apply(desired).await;
-    let sweep_result = applier.sweep().await;
-    if let Some(keep) = keep_bindings {
-        step.revoke_bindings(&names, &keep).await?;
-    }
-    let outcome = match (&apply_result, &sweep_result) {
-        (Err(error), _) | (Ok(()), Err(error)) => Outcome::Progressing {
-            reason: status::reasons::APPLY_FAILED,
-            message: error.to_string(),
-        },
-        _ => lifecycle::outcome(tenant, deadline),
-    };
+    let (outcome, swept) = step.apply_and_sweep(desired, &names, deadline).await?;
     step.conclude(&outcome, previous, tls.report.as_ref(), Some(names))
         .await?;
-    apply_result?;
-    let swept = sweep_result?;
+    let swept = swept?;
     let next = [swept, tls.next, deadline.map(|d| until(step.now, d))]
         .into_iter()
         .flatten()
@@ -134,6 +106,52 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
 }
 
 impl Reconcile<'_> {
+    /// Adds the TLS step's objects to the desired set, and mounts the certificate into the
+    /// workloads of the serving zones (they roll when its serial changes).
+    fn with_certificates(&self, desired: &mut desired::Desired, tls: &TlsOutcome) {
+        desired.tls.merge(tls.objects.clone());
+        if let Some(serial) = &tls.serial {
+            let namespaces: Vec<String> = desired::tls::serving_zones(self.tenant)
+                .iter()
+                .map(|z| self.tenant.zone_namespace(z))
+                .collect();
+            desired::workloads::mount_certificate(&mut desired.workloads, &namespaces, serial);
+        }
+    }
+
+    /// Applies the whole desired set and sweeps the rest; every step runs even when one object
+    /// is refused (the outcome then says which). A tenant that is not running keeps no other
+    /// binding than its spec's. Returns the outcome, and the sweep's next deadline or the
+    /// first failure (which brings the tenant back soon).
+    async fn apply_and_sweep(
+        &self,
+        desired: desired::Desired,
+        names: &[String],
+        deadline: Option<Timestamp>,
+    ) -> Result<(Outcome, Result<Option<Duration>>)> {
+        let keep_bindings = (!self.tenant.is_running()).then(|| desired.role_bindings.clone());
+        let mut applier = Applier::new(
+            &self.writer,
+            self.ctx.client.clone(),
+            &self.identity,
+            &self.config.namespace,
+            self.retention,
+        );
+        let apply_result = applier.apply(desired).await;
+        let sweep_result = applier.sweep().await;
+        if let Some(keep) = keep_bindings {
+            self.revoke_bindings(names, &keep).await?;
+        }
+        let outcome = match (&apply_result, &sweep_result) {
+            (Err(error), _) | (Ok(()), Err(error)) => Outcome::Progressing {
+                reason: status::reasons::APPLY_FAILED,
+                message: error.to_string(),
+            },
+            _ => lifecycle::outcome(self.tenant, deadline),
+        };
+        Ok((outcome, apply_result.and(sweep_result)))
+    }
+
     /// A deleted tenant: stopped and closed at once, everything kept until `purge_after`, then
     /// purged, the purge verified, and the Tenant released.
     async fn deleted(
