@@ -1,7 +1,7 @@
 //! What the applied NetworkPolicies let each zone reach outside itself, against what the spec
 //! asks: the other half of the exposure report (`status.egress`).
 
-use super::{ANYWHERE, DNS, ZoneNamespace, rule_ports, selects_all_pods, source};
+use super::{ANYWHERE, DNS, ZoneNamespace, isolates, of_zone, rule_ports, source};
 use crate::config::NetworkConfig;
 use enclave_crds::{EgressEntry, Protocol, Tenant};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -15,16 +15,8 @@ pub fn evaluate_egress(
 ) -> Vec<EgressEntry> {
     let mut entries = Vec::new();
     for zone in zones {
-        let here: Vec<&NetworkPolicy> = policies
-            .iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(zone.namespace))
-            .collect();
-        let isolates_egress = here.iter().any(|p| {
-            p.spec.as_ref().is_some_and(|s| {
-                selects_all_pods(s.pod_selector.as_ref())
-                    && s.policy_types.iter().flatten().any(|t| t == "Egress")
-            })
-        });
+        let here = of_zone(policies, zone);
+        let isolates_egress = isolates(&here, "Egress");
         if !isolates_egress {
             // Without an egress policy, every pod reaches everything.
             entries.push(egress_entry(zone.zone, 0, None, Protocol::Tcp, ANYWHERE));

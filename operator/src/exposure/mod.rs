@@ -39,23 +39,8 @@ pub fn evaluate(
 ) -> Vec<ExposureEntry> {
     let mut entries = Vec::new();
     for zone in zones {
-        // Every policy of the zone opens what its rules say to the pods it selects: a policy
-        // selecting only some pods still exposes the zone through them.
-        let here: Vec<&NetworkPolicy> = policies
-            .iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(zone.namespace))
-            .collect();
-        // Only a policy selecting every pod isolates them all; without one, some pod may
-        // take anything.
-        let isolates_ingress = here.iter().any(|p| {
-            p.spec.as_ref().is_some_and(|s| {
-                selects_all_pods(s.pod_selector.as_ref())
-                    && match &s.policy_types {
-                        Some(types) => types.iter().any(|t| t == "Ingress"),
-                        None => true, // no policyTypes: Ingress is implied
-                    }
-            })
-        });
+        let here = of_zone(policies, zone);
+        let isolates_ingress = isolates(&here, "Ingress");
         if !isolates_ingress {
             // Without an ingress policy, every port is open to everyone.
             entries.push(entry(zone.zone, 0, Protocol::Tcp, ANYWHERE));
@@ -116,6 +101,30 @@ pub fn service_exposure(zones: &[ZoneNamespace<'_>], services: &[Service]) -> Ve
         }
     }
     normalise(entries)
+}
+
+/// Every policy of the zone: each opens what its rules say to the pods it selects, so a
+/// policy selecting only some pods still opens the zone through them.
+fn of_zone<'p>(policies: &'p [NetworkPolicy], zone: &ZoneNamespace<'_>) -> Vec<&'p NetworkPolicy> {
+    policies
+        .iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(zone.namespace))
+        .collect()
+}
+
+/// Whether `policies` isolate every pod of the zone for `direction` (`Ingress`, `Egress`):
+/// only a policy selecting every pod does; without one, some pod takes (or reaches) anything.
+fn isolates(policies: &[&NetworkPolicy], direction: &str) -> bool {
+    policies.iter().any(|p| {
+        p.spec.as_ref().is_some_and(|s| {
+            selects_all_pods(s.pod_selector.as_ref())
+                && match &s.policy_types {
+                    Some(types) => types.iter().any(|t| t == direction),
+                    // No policyTypes: Ingress is implied, Egress only with egress rules.
+                    None => direction == "Ingress" || s.egress.is_some(),
+                }
+        })
+    })
 }
 
 /// The ports of a rule: `(port, end of range, protocol)`; none listed means every port.

@@ -42,6 +42,21 @@ impl Reconcile<'_> {
             .items)
     }
 
+    /// The volumes bound to a claim in one of `namespaces`.
+    async fn bound_into(&self, namespaces: &BTreeSet<String>) -> Result<Vec<PersistentVolume>> {
+        Ok(self
+            .purge_list(Api::<PersistentVolume>::all(self.ctx.client.clone()), "")
+            .await?
+            .into_iter()
+            .filter(|pv| {
+                pv.spec
+                    .as_ref()
+                    .and_then(|s| s.claim_ref.as_ref()?.namespace.clone())
+                    .is_some_and(|n| namespaces.contains(&n))
+            })
+            .collect())
+    }
+
     /// Destroys the tenant's data and checks that nothing of it remains.
     pub(super) async fn purge(&self) -> Result<Purge> {
         let writer = self.writer.during(Phase::Purge);
@@ -77,17 +92,7 @@ impl Reconcile<'_> {
                     .flat_map(|s| s.namespaces.iter().cloned()),
             )
             .collect();
-        let bound_volumes: Vec<PersistentVolume> = self
-            .purge_list(Api::<PersistentVolume>::all(client.clone()), "")
-            .await?
-            .into_iter()
-            .filter(|pv| {
-                pv.spec
-                    .as_ref()
-                    .and_then(|s| s.claim_ref.as_ref()?.namespace.clone())
-                    .is_some_and(|n| tenant_namespaces.contains(&n))
-            })
-            .collect();
+        let bound_volumes = self.bound_into(&tenant_namespaces).await?;
         for volume in &bound_volumes {
             let retained = volume
                 .spec
@@ -180,16 +185,10 @@ impl Reconcile<'_> {
             remaining.push(format!("{} key(s)", left.len()));
         }
         let bound: Vec<String> = self
-            .purge_list(Api::<PersistentVolume>::all(client.clone()), "")
+            .bound_into(&tenant_namespaces)
             .await?
-            .into_iter()
-            .filter(|pv| {
-                pv.spec
-                    .as_ref()
-                    .and_then(|s| s.claim_ref.as_ref()?.namespace.clone())
-                    .is_some_and(|n| tenant_namespaces.contains(&n))
-            })
-            .map(|pv| pv.name_any())
+            .iter()
+            .map(ResourceExt::name_any)
             .collect();
         if !bound.is_empty() {
             remaining.push(format!(
