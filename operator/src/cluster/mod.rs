@@ -9,6 +9,7 @@
 //! Longer than most files, for a reason: it is the inventory of every kind of write the
 //! operator makes; split, it would no longer be one place.
 
+pub mod adjust;
 pub mod applier;
 pub mod apply;
 pub mod data;
