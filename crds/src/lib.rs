@@ -3,6 +3,10 @@
 //! Everything a CRD schema or a CEL rule can refuse is declared here, so the API server itself
 //! refuses bad input with a message that names the field. What only the operator can judge is
 //! reported as a status condition.
+//!
+//! Longer than most files, for a reason: the types are the API, read in the order the CRD
+//! reads (spec, then status), each field documented where `kubectl explain` shows it; the
+//! duration parser and the tests live in modules of their own.
 #![forbid(unsafe_code)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};

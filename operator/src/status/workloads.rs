@@ -4,7 +4,6 @@ use super::{
     Deployment, PodTemplateSpec, StatefulSet, TenantStatus, Timestamp, WorkloadStatus,
     degrading_condition,
 };
-use kube::ResourceExt as _;
 /// The `WorkloadsRedundant` condition type.
 pub const WORKLOADS_REDUNDANT: &str = "WorkloadsRedundant";
 
@@ -54,36 +53,48 @@ impl Observed {
     /// From a Deployment.
     #[must_use]
     pub fn of_deployment(d: &Deployment) -> Self {
-        let status = d.status.clone().unwrap_or_default();
         let spec = d.spec.as_ref();
-        Self {
-            namespace: d.metadata.namespace.clone().unwrap_or_default(),
-            name: d.metadata.name.clone().unwrap_or_default(),
-            zone: d.labels().get(crate::labels::ZONE).cloned(),
-            image: spec
-                .map(|s| template_image(&s.template))
-                .unwrap_or_default(),
-            desired: spec.and_then(|s| s.replicas).unwrap_or(1),
-            updated: status.updated_replicas.unwrap_or(0),
-            available: status.available_replicas.unwrap_or(0),
-        }
+        let status = d.status.as_ref();
+        Self::of(
+            &d.metadata,
+            spec.map(|s| (&s.template, s.replicas)),
+            status.and_then(|s| s.updated_replicas),
+            status.and_then(|s| s.available_replicas),
+        )
     }
 
     /// From a StatefulSet.
     #[must_use]
     pub fn of_stateful_set(s: &StatefulSet) -> Self {
-        let status = s.status.clone().unwrap_or_default();
         let spec = s.spec.as_ref();
+        let status = s.status.as_ref();
+        Self::of(
+            &s.metadata,
+            spec.map(|s| (&s.template, s.replicas)),
+            status.and_then(|s| s.updated_replicas),
+            status.and_then(|s| s.available_replicas),
+        )
+    }
+
+    /// What either controller reports: its metadata, pod template and replicas wanted, and
+    /// replicas updated and available.
+    fn of(
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        spec: Option<(&PodTemplateSpec, Option<i32>)>,
+        updated: Option<i32>,
+        available: Option<i32>,
+    ) -> Self {
         Self {
-            namespace: s.metadata.namespace.clone().unwrap_or_default(),
-            name: s.metadata.name.clone().unwrap_or_default(),
-            zone: s.labels().get(crate::labels::ZONE).cloned(),
-            image: spec
-                .map(|s| template_image(&s.template))
-                .unwrap_or_default(),
-            desired: spec.and_then(|s| s.replicas).unwrap_or(1),
-            updated: status.updated_replicas.unwrap_or(0),
-            available: status.available_replicas.unwrap_or(0),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            zone: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::labels::ZONE).cloned()),
+            image: spec.map(|(t, _)| template_image(t)).unwrap_or_default(),
+            desired: spec.and_then(|(_, r)| r).unwrap_or(1),
+            updated: updated.unwrap_or(0),
+            available: available.unwrap_or(0),
         }
     }
 
