@@ -11,9 +11,22 @@ export ENCLAVE_BIN_DIR
 # cert-manager's controller and CRDs, for the test of cert-manager as an issuer.
 ENCLAVE_CERT_MANAGER_DIR=$(hack/build-cert-manager.sh | tail -n 1)
 export ENCLAVE_CERT_MANAGER_DIR
+# helm: every test binary installs the chart's RBAC and webhook, and runs the operator as the
+# chart's service account; tests/tests/chart.rs lints, installs, upgrades and uninstalls it.
+ENCLAVE_HELM_DIR=$(hack/build-helm.sh | tail -n 1)
+export ENCLAVE_HELM_DIR
+# prometheus-operator's CRDs, to validate the chart's ServiceMonitor and PrometheusRule.
+ENCLAVE_PROMETHEUS_OPERATOR_CRDS=$(hack/fetch-prometheus-operator-crds.sh | tail -n 1)
+export ENCLAVE_PROMETHEUS_OPERATOR_CRDS
 # restic, for the test that runs the backup Job's script against a local repository.
 ENCLAVE_RESTIC_DIR=$(hack/build-restic.sh | tail -n 1)
 export ENCLAVE_RESTIC_DIR
+# promtool, for the unit tests of the chart's alerts (tests/tests/monitoring.rs).
+ENCLAVE_PROMTOOL_DIR=$(hack/build-promtool.sh | tail -n 1)
+export ENCLAVE_PROMTOOL_DIR
+# The operator's image (a static binary in an OCI layout, built with umoci), for its test.
+ENCLAVE_IMAGE_DIR=$(hack/build-image.sh | tail -n 1)
+export ENCLAVE_IMAGE_DIR
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -25,8 +38,8 @@ unformatted=$("$gofmt" -l hack/cert-manager-launcher)
 [ -z "$unformatted" ] || { echo "not gofmt-formatted (run 'gofmt -w hack/cert-manager-launcher'):"; echo "$unformatted"; exit 1; }
 hack/build-cert-manager.sh --vet
 echo "==> CRD YAML is generated from the types"
-cargo run --quiet --package enclave-crds --bin crdgen | diff -u charts/crds/tenants.enclave.dev.yaml - \
-  || { echo "charts/crds is stale: run 'cargo run -p enclave-crds --bin crdgen > charts/crds/tenants.enclave.dev.yaml'"; exit 1; }
+cargo run --quiet --package enclave-crds --bin crdgen | diff -u charts/enclave/files/crds/tenants.enclave.dev.yaml - \
+  || { echo "the CRD YAML is stale: run 'cargo run -p enclave-crds --bin crdgen > charts/enclave/files/crds/tenants.enclave.dev.yaml'"; exit 1; }
 echo "==> cargo test"
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT

@@ -99,11 +99,11 @@ fn every_schema_property_is_documented() {
 
 #[test]
 fn committed_crd_yaml_is_current() {
-    let committed = include_str!("../../charts/crds/tenants.enclave.dev.yaml");
+    let committed = include_str!("../../charts/enclave/files/crds/tenants.enclave.dev.yaml");
     let generated = crds_yaml().expect("CRD serialises");
     assert!(
         committed == generated,
-        "charts/crds/tenants.enclave.dev.yaml is stale: run `cargo run -p enclave-crds --bin crdgen > charts/crds/tenants.enclave.dev.yaml`"
+        "charts/enclave/files/crds/tenants.enclave.dev.yaml is stale: run `cargo run -p enclave-crds --bin crdgen > charts/enclave/files/crds/tenants.enclave.dev.yaml`"
     );
 }
 

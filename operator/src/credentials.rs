@@ -14,10 +14,9 @@ use crate::desired::labels;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use enclave_crds::Tenant;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -51,6 +50,8 @@ pub struct Broker {
     pub client: kube::Client,
     /// Where the passwords and the store's credentials are kept.
     pub namespace: String,
+    /// The namespaces' labels and the Tenants, kept by watches.
+    pub caches: crate::admission::Caches,
 }
 
 type Refusal = (StatusCode, String);
@@ -116,11 +117,11 @@ pub async fn handle(
         })?;
     // A namespace the operator made (only it may set its labels: the guard), one of a
     // tenant's zones by name too.
-    let namespace_labels = Api::<Namespace>::all(broker.client.clone())
-        .get_opt(namespace)
+    let namespace_labels = broker
+        .caches
+        .namespace_labels(namespace)
         .await
         .map_err(unavailable)?
-        .and_then(|ns| ns.metadata.labels)
         .filter(|l| l.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER))
         .ok_or_else(|| {
             refuse(
@@ -136,13 +137,11 @@ pub async fn handle(
         .get(labels::ZONE)
         .cloned()
         .unwrap_or_default();
-    let tenant = Api::<Tenant>::all(broker.client.clone())
-        .list(&ListParams::default())
+    let tenant = broker
+        .caches
+        .tenant_by_uid(&uid)
         .await
         .map_err(unavailable)?
-        .items
-        .into_iter()
-        .find(|t| t.metadata.uid.as_deref() == Some(uid.as_str()))
         .ok_or_else(|| refuse(StatusCode::FORBIDDEN, "no tenant owns this namespace"))?;
     let name = tenant.metadata.name.clone().unwrap_or_default();
     if tenant.zone_namespace(&zone) != namespace {

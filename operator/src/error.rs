@@ -95,6 +95,12 @@ pub enum Error {
     /// A certificate could not be made.
     #[error("certificate: {0}")]
     Certificate(String),
+    /// The operator's configuration file is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Leader election failed (the Lease could not be read, created or renewed).
+    #[error("leader election: {0}")]
+    Leader(String),
     /// An object could not be written as YAML.
     #[error("YAML serialisation failed: {0}")]
     Yaml(#[from] serde_yaml::Error),
@@ -119,6 +125,8 @@ impl Error {
             Error::Foreign { .. } => "foreign",
             Error::AdminServer(_) => "admin-server",
             Error::Certificate(_) => "certificate",
+            Error::Leader(_) => "leader",
+            Error::Config(_) => "config",
             Error::Key(_) => "key",
         }
     }

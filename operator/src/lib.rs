@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod controllers;
@@ -21,6 +22,7 @@ pub mod desired;
 pub mod error;
 pub mod exposure;
 pub mod labels;
+pub mod leader;
 pub mod pki;
 pub mod status;
 pub mod telemetry;

@@ -2,11 +2,12 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use enclave_operator::admission::{self, Guard, GuardConfig};
+use enclave_operator::admission::{self, Certificates, Guard, GuardConfig};
+use enclave_operator::app::Options;
 use enclave_operator::config::Config;
+use enclave_operator::leader::Election;
 use enclave_operator::telemetry::{self, Health};
 use k8s_openapi::api::admissionregistration::v1::{ServiceReference, WebhookClientConfig};
-use kube::runtime::events::{Recorder, Reporter};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -56,6 +57,14 @@ enum Command {
         /// guard is off.
         #[arg(long, env = "ENCLAVE_GUARD_URL")]
         guard_url: Option<String>,
+        /// The operator's service account (in its namespace): the only user the guard lets
+        /// write managed objects.
+        #[arg(
+            long,
+            env = "ENCLAVE_SERVICE_ACCOUNT",
+            default_value = "enclave-operator"
+        )]
+        service_account: String,
         /// Groups the guard lets change managed objects (break-glass). Repeatable.
         #[arg(
             long = "guard-exempt-group",
@@ -71,6 +80,47 @@ enum Command {
         /// The shortest `lifecycle.retention` the guard accepts on a Tenant (such as `1h`).
         #[arg(long, env = "ENCLAVE_MIN_RETENTION", default_value = "1h", value_parser = parse_duration)]
         min_retention: std::time::Duration,
+        /// Keep the guard's serving certificate in this Secret of the operator's namespace,
+        /// shared by every replica (the chart's way). Without it, each start makes one in
+        /// memory and writes the whole webhook configuration (one replica only).
+        #[arg(
+            long,
+            env = "ENCLAVE_GUARD_CERTIFICATE_SECRET",
+            requires = "webhook_configuration"
+        )]
+        guard_certificate_secret: Option<String>,
+        /// Who writes that Secret and the webhook's caBundle: the operator, or cert-manager
+        /// (a Certificate and its CA injector).
+        #[arg(long, env = "ENCLAVE_GUARD_CERTIFICATE_ISSUER", value_enum, default_value_t = Issuer::Operator)]
+        guard_certificate_issuer: Issuer,
+        /// The ValidatingWebhookConfiguration the chart installed, whose caBundle the leader
+        /// keeps (with --guard-certificate-secret).
+        #[arg(
+            long,
+            env = "ENCLAVE_WEBHOOK_CONFIGURATION",
+            requires = "guard_certificate_secret"
+        )]
+        webhook_configuration: Option<String>,
+        /// Elect a leader among the replicas through a Lease in the operator's namespace: only
+        /// the leader reconciles; every replica serves the guard, the broker and metrics.
+        #[arg(long, env = "ENCLAVE_LEADER_ELECTION")]
+        leader_election: bool,
+        /// The Lease's name.
+        #[arg(
+            long,
+            env = "ENCLAVE_LEADER_ELECTION_LEASE",
+            default_value = "enclave-operator"
+        )]
+        leader_election_lease: String,
+        /// Seconds a Lease holds without renewal: a dead leader is replaced after about this.
+        #[arg(long, env = "ENCLAVE_LEASE_DURATION_SECONDS", default_value_t = 10)]
+        lease_duration_seconds: u64,
+        /// Seconds before expiry that the leader renews its Lease.
+        #[arg(long, env = "ENCLAVE_LEASE_GRACE_SECONDS", default_value_t = 3)]
+        lease_grace_seconds: u64,
+        /// Log level when RUST_LOG is unset: error, warn, info, debug or trace.
+        #[arg(long, env = "ENCLAVE_LOG_LEVEL", default_value = "info")]
+        log_level: String,
     },
     /// Fetch a backup pod's credentials from the operator (the init container of backup
     /// Jobs) and write them, readable by their owner only, for the backup script.
@@ -123,11 +173,20 @@ async fn main() -> anyhow::Result<()> {
             guard_addr,
             guard_service,
             guard_url,
+            service_account,
             guard_exempt_groups,
             guard_client_ca,
             min_retention,
+            guard_certificate_secret,
+            guard_certificate_issuer,
+            webhook_configuration,
+            leader_election,
+            leader_election_lease,
+            lease_duration_seconds,
+            lease_grace_seconds,
+            log_level,
         } => {
-            telemetry::init_logging("info");
+            telemetry::init_logging(&log_level);
             let client = kube::Client::try_default()
                 .await
                 .context("no usable kubeconfig or in-cluster config")?;
@@ -143,7 +202,6 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!("shutdown requested: finishing reconciles in flight");
                 let _ = stop.send(true);
             });
-            // The guard first: the backup pods are told where it answers and which CA to trust.
             let initial = match &config_file {
                 Some(path) => enclave_operator::config::load(path, &Config::default())?.0,
                 None => Config::default(),
@@ -154,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
                 guard_url,
                 guard_exempt_groups,
                 &namespace,
+                &service_account,
             )?;
             if let Some(guard) = &mut guard {
                 guard.guard.network = initial.network.clone();
@@ -165,50 +224,47 @@ async fn main() -> anyhow::Result<()> {
                         })
                     })
                     .transpose()?;
-            }
-            let (operator_ca, broker_url) = match guard {
-                Some(guard) => {
-                    let reporter = Reporter {
-                        controller: "enclave-guard".into(),
-                        instance: std::env::var("POD_NAME").ok(),
+                if let (Some(secret), Some(webhook_configuration)) =
+                    (guard_certificate_secret, webhook_configuration)
+                {
+                    guard.certificates = Certificates::Secret {
+                        secret,
+                        webhook_configuration,
+                        issued_by_operator: guard_certificate_issuer == Issuer::Operator,
                     };
-                    let recorder = Recorder::new(client.clone(), reporter);
-                    let url = guard.credentials_url();
-                    let started = admission::start(
-                        client.clone(),
-                        guard,
-                        recorder,
-                        health.metrics.clone(),
-                        wait(stopped.clone()),
-                    )
-                    .await?;
-                    (Some(started.ca_pem), url)
                 }
-                None => {
-                    tracing::warn!(
-                        "admission guard off: pass --guard-service or --guard-url to turn it on (backup pods need it for their credentials)"
-                    );
-                    (None, None)
-                }
-            };
-            let base = Config {
-                concurrency,
-                resync: Duration::from_secs(resync_seconds),
+            }
+            let instance = std::env::var("POD_NAME").ok();
+            let election = leader_election.then(|| Election {
+                lease: leader_election_lease,
                 namespace: namespace.clone(),
-                operator_ca,
-                broker_url,
-                ..Config::default()
+                identity: instance.clone().unwrap_or_else(replica_name),
+                duration: Duration::from_secs(lease_duration_seconds),
+                grace: Duration::from_secs(lease_grace_seconds),
+            });
+            let options = Options {
+                base: Config {
+                    concurrency,
+                    resync: Duration::from_secs(resync_seconds),
+                    namespace,
+                    ..Config::default()
+                },
+                config_file,
+                config_poll: Duration::from_secs(config_poll_seconds),
+                guard,
+                election,
+                instance,
             };
-            let configs = match config_file {
-                Some(path) => enclave_operator::config::watch_file(
-                    path,
-                    base,
-                    Duration::from_secs(config_poll_seconds),
-                )?,
-                None => tokio::sync::watch::channel(base).1,
-            };
-            enclave_operator::controllers::tenant::run(client, configs, health, wait(stopped))
-                .await?;
+            if let Err(error) =
+                enclave_operator::app::run(client, options, health, stopped, None).await
+            {
+                if matches!(error, enclave_operator::Error::Leader(_)) {
+                    // Not one more write: the process ends here, its pod restarts.
+                    tracing::error!(%error, "exiting");
+                    std::process::exit(1);
+                }
+                return Err(error.into());
+            }
             admin.await.context("admin server task")??;
         }
     }
@@ -222,12 +278,16 @@ fn guard_config(
     url: Option<String>,
     exempt_groups: Vec<String>,
     namespace: &str,
+    service_account: &str,
 ) -> anyhow::Result<Option<GuardConfig>> {
     let guard = Guard {
         exempt_groups,
         // Exactly the operator's own service account, in the namespace it runs in: not any
         // principal that happens to be named like it.
-        operator_users: vec![admission::operator_service_account(namespace)],
+        operator_users: vec![admission::operator_service_account(
+            namespace,
+            service_account,
+        )],
         ..Guard::default()
     };
     if let Some(url) = url {
@@ -248,6 +308,7 @@ fn guard_config(
             names: vec![host],
             guard,
             client_ca: None,
+            certificates: Certificates::Ephemeral,
         }));
     }
     let Some(service) = service else {
@@ -278,7 +339,24 @@ fn guard_config(
         names,
         guard,
         client_ca: None,
+        certificates: Certificates::Ephemeral,
     }))
+}
+
+/// Who writes the guard's certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Issuer {
+    /// The operator makes it (rcgen) and keeps the webhook's caBundle.
+    Operator,
+    /// cert-manager writes the Secret and injects the caBundle.
+    CertManager,
+}
+
+/// This replica's name in the Lease without POD_NAME: the host's name and the process id.
+fn replica_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "enclave".into(), |h| h.trim().to_string());
+    format!("{host}-{}", std::process::id())
 }
 
 /// A duration as the API writes them (`30s`, `15m`, `1h`, `7d`).

@@ -1,15 +1,16 @@
 //! One control plane and one operator per test binary, shared by its tests; each test uses its
 //! own tenant names, so tests run in parallel.
 
-use crate::controlplane::{ControlPlane, OPERATOR_USER, kubectl_output, repo_root};
+use crate::controlplane::{ControlPlane, kubectl_output, repo_root};
 use anyhow::{Context as _, bail};
-use enclave_operator::admission::{Guard, GuardConfig};
+use enclave_operator::admission::{Certificates, Guard, GuardConfig};
+use enclave_operator::app::Options;
 use enclave_operator::config::Config;
+use enclave_operator::leader::Election;
 use enclave_operator::telemetry::{Health, Metrics};
 use k8s_openapi::api::admissionregistration::v1::WebhookClientConfig;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::events::{Recorder, Reporter};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -94,19 +95,15 @@ pub fn env() -> &'static Env {
 
 impl Env {
     fn start() -> anyhow::Result<Self> {
-        let (control_plane, kubeconfig, operator_kubeconfig, kubectl) =
+        let (control_plane, kubeconfig, kubectl) =
             if let Some(path) = std::env::var_os("KUBECONFIG") {
                 let path = PathBuf::from(path);
                 let kubectl = crate::controlplane::binaries()?.join("kubectl");
-                (None, path.clone(), path, kubectl)
+                (None, path, kubectl)
             } else {
                 let cp = ControlPlane::start()?;
-                let (k, o, b) = (
-                    cp.kubeconfig.clone(),
-                    cp.operator_kubeconfig.clone(),
-                    cp.bin_dir.join("kubectl"),
-                );
-                (Some(cp), k, o, b)
+                let (k, b) = (cp.kubeconfig.clone(), cp.bin_dir.join("kubectl"));
+                (Some(cp), k, b)
             };
         install_crds(&kubectl, &kubeconfig)?;
         init_captured_logging("info");
@@ -118,6 +115,13 @@ impl Env {
             control_plane
                 .as_ref()
                 .map(|cp| cp.webhook_client_ca.as_path()),
+        )?;
+        // The operator acts as the chart's service account, with the chart's RBAC only.
+        let operator_kubeconfig = crate::chart::operator_identity(
+            &kubectl,
+            &kubeconfig,
+            OPERATOR_NAMESPACE,
+            guard.client_config.url.as_deref().unwrap_or_default(),
         )?;
         let operator = spawn_operator(
             operator_kubeconfig,
@@ -232,10 +236,11 @@ impl Env {
             .as_ref()
             .context("counting writes needs the local control plane's audit log")?;
         let text = std::fs::read_to_string(&cp.audit_log)?;
+        let operator_user = crate::chart::operator_user(OPERATOR_NAMESPACE);
         Ok(text
             .lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|event| event["user"]["username"] == OPERATOR_USER)
+            .filter(|event| event["user"]["username"] == operator_user.as_str())
             .filter(|event| {
                 matches!(
                     event["verb"].as_str(),
@@ -243,6 +248,39 @@ impl Env {
                 )
             })
             .filter(|event| matches(&event["objectRef"]))
+            .collect())
+    }
+}
+
+impl Env {
+    /// Every request of the operator that the API server refused with 403 (its RBAC, the
+    /// chart's, lacks a permission), from the audit log: `verb resource namespace/name`.
+    ///
+    /// # Errors
+    /// On a cluster of your own, whose audit log this process cannot read.
+    pub fn operator_forbidden(&self) -> anyhow::Result<Vec<String>> {
+        let cp = self
+            .control_plane
+            .as_ref()
+            .context("reading refusals needs the local control plane's audit log")?;
+        let text = std::fs::read_to_string(&cp.audit_log)?;
+        let operator_user = crate::chart::operator_user(OPERATOR_NAMESPACE);
+        Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event["user"]["username"] == operator_user.as_str())
+            .filter(|event| event["responseStatus"]["code"] == 403)
+            .map(|event| {
+                let object = &event["objectRef"];
+                format!(
+                    "{} {}.{} {}/{}",
+                    event["verb"].as_str().unwrap_or_default(),
+                    object["resource"].as_str().unwrap_or_default(),
+                    object["apiGroup"].as_str().unwrap_or_default(),
+                    object["namespace"].as_str().unwrap_or_default(),
+                    object["name"].as_str().unwrap_or_default()
+                )
+            })
             .collect())
     }
 }
@@ -274,7 +312,7 @@ pub fn operator_config_file() -> anyhow::Result<PathBuf> {
 /// # Errors
 /// When kubectl fails.
 pub fn install_crds(kubectl: &Path, kubeconfig: &Path) -> anyhow::Result<()> {
-    let crds = repo_root().join("charts/crds");
+    let crds = repo_root().join("charts/enclave/files/crds");
     let run = |args: &[&str]| kubectl_output(kubectl, kubeconfig, args).map(drop);
     if run(&["get", "namespace", OPERATOR_NAMESPACE]).is_err() {
         run(&["create", "namespace", OPERATOR_NAMESPACE])?;
@@ -313,7 +351,8 @@ impl Operator {
 }
 
 /// Runs the operator on a thread of its own, with its own runtime, logging at `log_level`
-/// unless `RUST_LOG` says otherwise.
+/// unless `RUST_LOG` says otherwise, as `enclave-operator run` does: the guard, then the
+/// controllers once it holds the leader Lease (at once: it is alone).
 #[must_use]
 pub fn spawn_operator(
     kubeconfig: PathBuf,
@@ -340,55 +379,36 @@ pub fn spawn_operator(
                 Ok(client) => client,
                 Err(error) => return eprintln!("operator client: {error:#}"),
             };
-            let mut base = Config {
-                poll: Duration::from_millis(500),
-                namespace: OPERATOR_NAMESPACE.into(),
-                ..Config::default()
-            };
-            let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            if let Some(guard) = guard {
-                base.broker_url = guard.credentials_url();
-                let reporter = Reporter {
-                    controller: "enclave-guard".into(),
-                    instance: None,
-                };
-                let recorder = Recorder::new(client.clone(), reporter);
-                let until = until_stopped(guard_stopped);
-                match enclave_operator::admission::start(
-                    client.clone(),
-                    guard,
-                    recorder,
-                    health.metrics.clone(),
-                    until,
-                )
-                .await
-                {
-                    Ok(started) => base.operator_ca = Some(started.ca_pem),
-                    Err(error) => eprintln!("admission guard: {error}"),
-                }
-            }
-            let configs = match enclave_operator::config::watch_file(
-                config_file,
-                base,
-                Duration::from_millis(500),
-            ) {
-                Ok(configs) => configs,
-                Err(error) => return eprintln!("operator configuration: {error}"),
-            };
+            let stop_rx = stopped.clone();
             let admin = tokio::spawn(enclave_operator::telemetry::serve(
                 admin_addr,
                 health.clone(),
-                until_stopped(stopped.clone()),
+                async move {
+                    let mut stopped = stopped;
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
             ));
-            if let Err(error) = enclave_operator::controllers::tenant::run(
-                client,
-                configs,
-                health,
-                until_stopped(stopped),
-            )
-            .await
+            let options = Options {
+                base: Config {
+                    poll: Duration::from_millis(500),
+                    namespace: OPERATOR_NAMESPACE.into(),
+                    ..Config::default()
+                },
+                config_file: Some(config_file),
+                config_poll: Duration::from_millis(500),
+                guard,
+                election: Some(Election {
+                    lease: crate::chart::RELEASE.into(),
+                    namespace: OPERATOR_NAMESPACE.into(),
+                    identity: format!("test-operator-{}", std::process::id()),
+                    duration: Duration::from_secs(15),
+                    grace: Duration::from_secs(5),
+                }),
+                instance: None,
+            };
+            if let Err(error) =
+                enclave_operator::app::run(client, options, health, stop_rx, Some(guard_stopped))
+                    .await
             {
                 eprintln!("operator stopped: {error}");
             }
@@ -426,10 +446,17 @@ pub fn local_guard(
             ..WebhookClientConfig::default()
         },
         names: vec![listen.ip().to_string()],
+        // Kept in the chart's Secret, its caBundle in the chart's webhook configuration, as
+        // the chart installs the operator.
+        certificates: Certificates::Secret {
+            secret: crate::chart::CERTIFICATE_SECRET.into(),
+            webhook_configuration: crate::chart::WEBHOOK_CONFIGURATION.into(),
+            issued_by_operator: true,
+        },
         guard: Guard {
             exempt_groups: exempt_groups.to_vec(),
-            // The operator runs as this user here, not as a service account.
-            operator_users: vec![OPERATOR_USER.to_string()],
+            // The operator runs as the chart's service account.
+            operator_users: vec![crate::chart::operator_user(OPERATOR_NAMESPACE)],
             // Tests wait out retention windows of seconds.
             min_retention: Duration::from_secs(1),
             ..Guard::default()

@@ -1902,7 +1902,7 @@ async fn a_review_posted_by_anyone_but_the_api_server_is_refused_unrecorded() ->
         Api::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>::all(
             admin.clone(),
         )
-        .get("enclave-guard")
+        .get(enclave_tests::chart::WEBHOOK_CONFIGURATION)
         .await?;
     let url = hooks
         .webhooks

@@ -36,12 +36,15 @@ pub const WEBHOOK_CONFIGURATION: &str = "enclave-guard";
 /// Path the guard serves.
 pub const PATH: &str = "/validate";
 
+mod cache;
+mod certificate;
 mod review;
 mod webhook;
 
+pub use cache::Caches;
+pub use certificate::keep_ca_bundle;
 pub use review::{CONFIRM_DELETE, EXPOSURE, GRANTABLE_ROLES, Lookup, review, verb};
-use webhook::client_verifying_config;
-pub use webhook::{ServingCertificate, webhook_configuration};
+pub use webhook::{ServingCertificate, WEBHOOKS, ca_bundle, webhook_configuration};
 
 /// The system controllers whose writes the guard never sees: they act for objects already
 /// admitted (a managed CronJob's Jobs, a managed Deployment's pods, claims being bound) and
@@ -58,10 +61,10 @@ pub const SYSTEM_CONTROLLERS: [&str; 9] = [
     "persistent-volume-binder",
 ];
 
-/// The user name of the operator's service account in `namespace`.
+/// The user name of the operator's service account `account` in `namespace`.
 #[must_use]
-pub fn operator_service_account(namespace: &str) -> String {
-    format!("system:serviceaccount:{namespace}:{MANAGER}")
+pub fn operator_service_account(namespace: &str, account: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{account}")
 }
 
 /// Who the guard lets through, and what it checks Tenants against.
@@ -82,7 +85,7 @@ pub struct Guard {
 impl Default for Guard {
     fn default() -> Self {
         Self {
-            operator_users: vec![operator_service_account("enclave-system")],
+            operator_users: vec![operator_service_account("enclave-system", MANAGER)],
             exempt_users: SYSTEM_CONTROLLERS
                 .iter()
                 .map(|c| format!("system:serviceaccount:kube-system:{c}"))
@@ -119,8 +122,10 @@ pub struct GuardState {
     pub recorder: Recorder,
     /// Counts refused attempts.
     pub metrics: Arc<Metrics>,
-    /// Reads what a decision needs (the request's namespace, the pod of an exec).
+    /// Reads what a decision needs (the pod of an exec).
     pub client: Option<kube::Client>,
+    /// The namespaces' labels and the Tenants, kept by watches.
+    pub caches: Option<Caches>,
     /// Answer only callers that presented a client certificate the TLS layer verified
     /// against [`GuardConfig::client_ca`] (the API server).
     pub require_client_certificate: bool,
@@ -131,19 +136,15 @@ pub struct GuardState {
 /// is refused by the API server anyway).
 async fn look_up(
     client: Option<&kube::Client>,
+    caches: Option<&Caches>,
     request: &AdmissionRequest<DynamicObject>,
 ) -> Lookup {
     use kube::api::{Api, ApiResource, GroupVersionKind};
-    let Some(client) = client else {
+    let (Some(client), Some(caches)) = (client, caches) else {
         return Lookup::default();
     };
     let namespace_labels = match &request.namespace {
-        Some(namespace) => Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-            .get_metadata_opt(namespace)
-            .await
-            .ok()
-            .flatten()
-            .map(|n| n.metadata.labels.unwrap_or_default()),
+        Some(namespace) => caches.namespace_labels(namespace).await.ok().flatten(),
         None => None,
     };
     let parent = match (request.sub_resource.as_deref(), &request.namespace) {
@@ -174,11 +175,12 @@ async fn look_up(
             .as_ref()
             .and_then(|l| l.get(labels::TENANT)),
     ) {
-        ("Ingress", Some(name)) => Api::<enclave_crds::Tenant>::all(client.clone())
-            .get_opt(name)
+        ("Ingress", Some(name)) => caches
+            .tenant(name)
             .await
             .ok()
-            .flatten(),
+            .flatten()
+            .map(|t| (*t).clone()),
         _ => None,
     };
     Lookup {
@@ -217,7 +219,7 @@ async fn review_request(
         }
     };
     let response = AdmissionResponse::from(&request);
-    let lookup = look_up(state.client.as_ref(), &request).await;
+    let lookup = look_up(state.client.as_ref(), state.caches.as_ref(), &request).await;
     match review(&state.guard, &request, &lookup) {
         Verdict::Allow => Json(response.into_review()),
         Verdict::Deny { message, tenant } => {
@@ -291,31 +293,18 @@ fn capitalised(word: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Serves the guard (and the credentials broker for backup pods, when given) over TLS on
-/// `addr` until `shutdown` resolves.
+/// Serves `/validate` (and the broker's endpoint) over `tls` on `addr` until `shutdown`
+/// resolves. `tls` may be reloaded while it serves (a renewed certificate).
 ///
 /// # Errors
-/// When the certificate is unusable or the address cannot be bound.
+/// When the address cannot be bound.
 pub async fn serve(
     addr: SocketAddr,
-    certificate: &ServingCertificate,
+    tls: axum_server::tls_rustls::RustlsConfig,
     state: GuardState,
     broker: Option<crate::credentials::Broker>,
-    client_ca: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
-    let tls = match &client_ca {
-        None => {
-            axum_server::tls_rustls::RustlsConfig::from_pem(
-                certificate.cert_pem.clone().into_bytes(),
-                certificate.key_pem.clone().into_bytes(),
-            )
-            .await?
-        }
-        Some(ca) => axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(
-            client_verifying_config(certificate, ca)?,
-        )),
-    };
     let app = Router::new().route(PATH, post(validate)).with_state(state);
     let app = match broker {
         Some(broker) => app.merge(
@@ -362,13 +351,39 @@ pub struct GuardConfig {
     /// `--admission-control-config-file`): when set, `/validate` answers only a caller with a
     /// certificate from it, so no one else can have an attempt recorded on a Tenant.
     pub client_ca: Option<String>,
+    /// Where the serving certificate comes from.
+    pub certificates: Certificates,
 }
 
-/// Makes a serving certificate, starts the guard, then points the API server at it with a
+/// Where the guard's serving certificate comes from, and who keeps the webhook configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Certificates {
+    /// Made at start, in memory; this process writes the whole webhook configuration with its
+    /// `caBundle`. For one operator outside the cluster (`--guard-url`, the demo).
+    #[default]
+    Ephemeral,
+    /// Kept in the Secret `secret` of the operator's namespace, shared by every replica and
+    /// reloaded when it changes. The webhook configuration `webhook_configuration` is
+    /// installed by the chart. When `issued_by_operator`, the first replica to start makes the
+    /// Secret and the leader keeps the configuration's `caBundle` ([`keep_ca_bundle`]);
+    /// otherwise cert-manager does both (a Certificate and its CA injector).
+    Secret {
+        /// The Secret's name.
+        secret: String,
+        /// The chart's ValidatingWebhookConfiguration.
+        webhook_configuration: String,
+        /// Whether the operator makes the certificate (else cert-manager).
+        issued_by_operator: bool,
+    },
+}
+
+/// Starts the guard with its serving certificate (made now, or kept in a Secret: see
+/// [`Certificates`]) and, for an ephemeral certificate, points the API server at it with a
 /// current `caBundle`. The guard runs until `shutdown` resolves.
 ///
 /// # Errors
-/// When the certificate cannot be made or the webhook configuration cannot be applied.
+/// When the certificate cannot be made or read, or the webhook configuration cannot be
+/// applied.
 pub async fn start(
     client: kube::Client,
     config: GuardConfig,
@@ -376,34 +391,59 @@ pub async fn start(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<Started> {
-    let certificate = ServingCertificate::generate(&config.names)
-        .map_err(|e| crate::Error::Certificate(e.to_string()))?;
     let gateway = crate::cluster::Gateway::new(client.clone(), recorder.clone(), metrics.clone());
+    let certificate = match &config.certificates {
+        Certificates::Ephemeral => ServingCertificate::generate(&config.names)
+            .map_err(|e| crate::Error::Certificate(e.to_string()))?,
+        Certificates::Secret {
+            secret,
+            issued_by_operator,
+            ..
+        } => {
+            certificate::load_or_issue(
+                &gateway,
+                &config.namespace,
+                secret,
+                &config.names,
+                *issued_by_operator,
+            )
+            .await?
+        }
+    };
+    // Every replica keeps its caches, leader or not: the guard answers on each.
+    let caches = Caches::start(client.clone());
     let state = GuardState {
         guard: Arc::new(config.guard.clone()),
         recorder,
         metrics,
         client: Some(client.clone()),
+        caches: Some(caches.clone()),
         require_client_certificate: config.client_ca.is_some(),
     };
     let ca_pem = certificate.ca_pem.clone();
     let listen = config.listen;
-    let client_ca = config.client_ca.clone();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(webhook::server_config(
+        &certificate,
+        config.client_ca.as_deref(),
+    )?);
+    if let Certificates::Secret { secret, .. } = &config.certificates {
+        tokio::spawn(certificate::reload(
+            client.clone(),
+            config.namespace.clone(),
+            secret.clone(),
+            certificate.clone(),
+            config.client_ca.clone(),
+            tls.clone(),
+        ));
+    }
     let broker = crate::credentials::Broker {
         client: client.clone(),
         namespace: config.namespace.clone(),
+        caches: caches.clone(),
     };
-    let server = tokio::spawn(async move {
-        serve(
-            listen,
-            &certificate,
-            state,
-            Some(broker),
-            client_ca,
-            shutdown,
-        )
-        .await
-    });
+    // No answer from caches not yet filled: the port opens once they are.
+    caches.synced().await;
+    let server = tokio::spawn(serve(listen, tls, state, Some(broker), shutdown));
     // Wait until the port answers, so the API server never calls a guard not yet listening.
     for _ in 0..50 {
         if tokio::net::TcpStream::connect(listen).await.is_ok() {
@@ -411,21 +451,28 @@ pub async fn start(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let desired = webhook_configuration(config.client_config, &ca_pem, &config.guard);
-    let live = kube::Api::<ValidatingWebhookConfiguration>::all(client)
-        .get_opt(WEBHOOK_CONFIGURATION)
-        .await
-        .map_err(crate::error::api(
-            crate::error::Phase::Start,
-            "get",
-            "ValidatingWebhookConfiguration",
-            WEBHOOK_CONFIGURATION,
-        ))?;
-    gateway
-        .writer(crate::error::Phase::Start, None)
-        .apply(&desired, live.as_ref())
-        .await?;
-    tracing::info!("admission guard configured");
+    if config.certificates == Certificates::Ephemeral {
+        let desired = webhook_configuration(
+            config.client_config,
+            &ca_pem,
+            &config.guard,
+            &config.namespace,
+        );
+        let live = kube::Api::<ValidatingWebhookConfiguration>::all(client)
+            .get_opt(WEBHOOK_CONFIGURATION)
+            .await
+            .map_err(crate::error::api(
+                crate::error::Phase::Start,
+                "get",
+                "ValidatingWebhookConfiguration",
+                WEBHOOK_CONFIGURATION,
+            ))?;
+        gateway
+            .writer(crate::error::Phase::Start, None)
+            .apply(&desired, live.as_ref())
+            .await?;
+        tracing::info!("admission guard configured");
+    }
     Ok(Started { server, ca_pem })
 }
 

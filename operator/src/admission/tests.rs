@@ -277,8 +277,37 @@ fn webhook_configuration_excludes_trusted_users_and_scopes_to_managed_objects() 
         },
         "CA",
         &Guard::default(),
+        "enclave-system",
     );
     let hooks = config.webhooks.expect("webhooks");
+    // Neither kube-system nor the operator's namespace ever waits on the guard.
+    for hook in &hooks[..2] {
+        let excluded = hook
+            .namespace_selector
+            .as_ref()
+            .and_then(|s| s.match_expressions.clone())
+            .expect("namespace selector");
+        assert_eq!(excluded[0].operator, "NotIn");
+        assert_eq!(
+            excluded[0].values.as_deref(),
+            Some(&["kube-system".to_string(), "enclave-system".to_string()][..])
+        );
+    }
+    // The chart's configuration gets only its caBundles from the operator, one per webhook.
+    let bundle = ca_bundle("enclave", "CA");
+    let names: Vec<&str> = bundle["webhooks"]
+        .as_array()
+        .expect("webhooks")
+        .iter()
+        .map(|w| w["name"].as_str().expect("name"))
+        .collect();
+    let hook_names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, hook_names);
+    assert_eq!(bundle["webhooks"][0]["clientConfig"]["caBundle"], "Q0E=");
+    assert_eq!(
+        bundle["webhooks"][0].as_object().map(serde_json::Map::len),
+        Some(2)
+    );
     let managed = &hooks[0];
     assert_eq!(managed.failure_policy.as_deref(), Some("Fail"));
     assert_eq!(managed.timeout_seconds, Some(5));

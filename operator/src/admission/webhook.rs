@@ -9,48 +9,60 @@ use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration,
     WebhookClientConfig,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// A TLS server configuration that verifies any client certificate presented against `ca`,
-/// and lets callers without one through to the broker (backup pods present none).
-pub(super) fn client_verifying_config(
+/// The guard's TLS server configuration. With `client_ca`, it verifies any client certificate
+/// presented against it (the guard then answers only the API server, which presents one) and
+/// lets callers without one through to the broker (backup pods present none).
+pub(super) fn server_config(
     certificate: &ServingCertificate,
-    ca: &str,
-) -> crate::Result<rustls::ServerConfig> {
+    client_ca: Option<&str>,
+) -> crate::Result<Arc<rustls::ServerConfig>> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let failed = |e: &dyn std::fmt::Display| crate::Error::Certificate(e.to_string());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        roots
-            .add(cert.map_err(|e| failed(&e))?)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| failed(&e))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                roots
+                    .add(cert.map_err(|e| failed(&e))?)
+                    .map_err(|e| failed(&e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
             .map_err(|e| failed(&e))?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()
-    .map_err(|e| failed(&e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
     let chain = CertificateDer::pem_slice_iter(certificate.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| failed(&e))?;
     let key =
         PrivateKeyDer::from_pem_slice(certificate.key_pem.as_bytes()).map_err(|e| failed(&e))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| failed(&e))?
-        .with_client_cert_verifier(verifier)
+    let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| failed(&e))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    Ok(Arc::new(config))
 }
 
 /// The guard's serving certificate and the CA the API server trusts it by.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ServingCertificate {
     /// Certificate, PEM.
     pub cert_pem: String,
@@ -90,6 +102,122 @@ impl ServingCertificate {
             ca_pem: issuer.pem(),
         })
     }
+
+    /// The Secret (`kubernetes.io/tls`, with `ca.crt`) that keeps it for every replica.
+    #[must_use]
+    pub fn to_secret(&self, name: &str, namespace: &str) -> Secret {
+        let data = [
+            ("tls.crt", &self.cert_pem),
+            ("tls.key", &self.key_pem),
+            ("ca.crt", &self.ca_pem),
+        ]
+        .into_iter()
+        .map(|(key, pem)| (key.to_string(), ByteString(pem.as_bytes().to_vec())))
+        .collect();
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                labels: Some(
+                    [
+                        (labels::MANAGED_BY.to_string(), MANAGER.to_string()),
+                        (
+                            "app.kubernetes.io/component".to_string(),
+                            "webhook-certificate".to_string(),
+                        ),
+                    ]
+                    .into(),
+                ),
+                ..ObjectMeta::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(data),
+            ..Secret::default()
+        }
+    }
+
+    /// What `secret` keeps (written by the operator or by cert-manager); `None` when a part
+    /// is missing.
+    #[must_use]
+    pub fn from_secret(secret: &Secret) -> Option<Self> {
+        let data = secret.data.as_ref()?;
+        let text = |key: &str| String::from_utf8(data.get(key)?.0.clone()).ok();
+        Some(Self {
+            cert_pem: text("tls.crt")?,
+            key_pem: text("tls.key")?,
+            ca_pem: text("ca.crt")?,
+        })
+    }
+
+    /// Whether the certificate names every one of `names` (DNS names or IP addresses).
+    #[must_use]
+    pub fn covers(&self, names: &[String]) -> bool {
+        use x509_parser::extensions::GeneralName;
+        let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes()) else {
+            return false;
+        };
+        let Ok(cert) = pem.parse_x509() else {
+            return false;
+        };
+        let Ok(Some(alternative)) = cert.subject_alternative_name() else {
+            return false;
+        };
+        let in_certificate: Vec<String> = alternative
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::DNSName(dns) => Some((*dns).to_string()),
+                GeneralName::IPAddress(bytes) => match bytes.len() {
+                    4 => <[u8; 4]>::try_from(*bytes)
+                        .ok()
+                        .map(|b| std::net::IpAddr::from(b).to_string()),
+                    16 => <[u8; 16]>::try_from(*bytes)
+                        .ok()
+                        .map(|b| std::net::IpAddr::from(b).to_string()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        names.iter().all(|name| in_certificate.contains(name))
+    }
+}
+
+impl std::fmt::Debug for ServingCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the private key.
+        f.debug_struct("ServingCertificate")
+            .field("ca_pem", &self.ca_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The names of the guard's webhooks, in the order of [`webhook_configuration`].
+pub const WEBHOOKS: [&str; 4] = [
+    "managed.guard.enclave.dev",
+    "tenant-namespaces.guard.enclave.dev",
+    "tenants.guard.enclave.dev",
+    "tenant-deletions.guard.enclave.dev",
+];
+
+/// The fields of the webhook configuration `name` (installed by the chart) that the operator
+/// keeps: each webhook's `caBundle`, and nothing else, so that Helm or Argo CD own the rest
+/// and nobody fights over a field.
+#[must_use]
+pub fn ca_bundle(name: &str, ca_pem: &str) -> serde_json::Value {
+    // A ByteString serialises as base64, as the API wants it.
+    let bundle = serde_json::to_value(ByteString(ca_pem.as_bytes().to_vec()))
+        .unwrap_or(serde_json::Value::Null);
+    serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": WEBHOOKS
+            .iter()
+            .map(|webhook| serde_json::json!({"name": webhook, "clientConfig": {"caBundle": bundle}}))
+            .collect::<Vec<_>>(),
+    })
 }
 
 /// The webhook configuration: where the API server calls the guard, for what, and how it fails.
@@ -98,6 +226,7 @@ pub fn webhook_configuration(
     client_config: WebhookClientConfig,
     ca_pem: &str,
     guard: &Guard,
+    operator_namespace: &str,
 ) -> ValidatingWebhookConfiguration {
     let client_config = WebhookClientConfig {
         ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
@@ -129,6 +258,17 @@ pub fn webhook_configuration(
         match_labels: Some([(labels::MANAGED_BY.to_string(), MANAGER.to_string())].into()),
         ..LabelSelector::default()
     };
+    // Never kube-system nor the operator's own namespace: the operator's pods (and the
+    // cluster's own) start whatever state the guard is in.
+    let not_system = LabelSelectorRequirement {
+        key: "kubernetes.io/metadata.name".into(),
+        operator: "NotIn".into(),
+        values: Some(vec!["kube-system".into(), operator_namespace.to_string()]),
+    };
+    let outside_system = |match_labels: Option<BTreeMap<String, String>>| LabelSelector {
+        match_labels,
+        match_expressions: Some(vec![not_system.clone()]),
+    };
     ValidatingWebhookConfiguration {
         metadata: ObjectMeta {
             name: Some(WEBHOOK_CONFIGURATION.into()),
@@ -137,7 +277,7 @@ pub fn webhook_configuration(
         },
         webhooks: Some(vec![
             ValidatingWebhook {
-                name: "managed.guard.enclave.dev".into(),
+                name: WEBHOOKS[0].into(),
                 admission_review_versions: vec!["v1".into()],
                 client_config: client_config.clone(),
                 rules: Some(vec![
@@ -195,7 +335,7 @@ pub fn webhook_configuration(
                 side_effects: "NoneOnDryRun".into(),
                 timeout_seconds: Some(5),
                 match_policy: Some("Equivalent".into()),
-                namespace_selector: Some(LabelSelector::default()),
+                namespace_selector: Some(outside_system(None)),
             },
             // In tenant namespaces, whatever the labels: the backup identity, the scale and
             // exec subresources, Services and RoleBindings. Fails closed: while the guard is
@@ -203,7 +343,7 @@ pub fn webhook_configuration(
             // credentials theirs alone; their workloads' own pods come from the (trusted)
             // controllers and keep coming.
             ValidatingWebhook {
-                name: "tenant-namespaces.guard.enclave.dev".into(),
+                name: WEBHOOKS[1].into(),
                 admission_review_versions: vec!["v1".into()],
                 client_config: client_config.clone(),
                 rules: Some(vec![
@@ -256,12 +396,9 @@ pub fn webhook_configuration(
                         "Namespaced",
                     ),
                 ]),
-                namespace_selector: Some(LabelSelector {
-                    match_labels: Some(
-                        [(labels::MANAGED_BY.to_string(), MANAGER.to_string())].into(),
-                    ),
-                    ..LabelSelector::default()
-                }),
+                namespace_selector: Some(outside_system(Some(
+                    [(labels::MANAGED_BY.to_string(), MANAGER.to_string())].into(),
+                ))),
                 object_selector: Some(LabelSelector::default()),
                 match_conditions: Some(vec![MatchCondition {
                     name: "not-the-operator-or-system-controllers".into(),
@@ -273,7 +410,7 @@ pub fn webhook_configuration(
                 match_policy: Some("Equivalent".into()),
             },
             ValidatingWebhook {
-                name: "tenants.guard.enclave.dev".into(),
+                name: WEBHOOKS[2].into(),
                 admission_review_versions: vec!["v1".into()],
                 client_config: client_config.clone(),
                 rules: Some(vec![rule(
@@ -293,7 +430,7 @@ pub fn webhook_configuration(
             // Deleting a Tenant decommissions it for good: refused unless confirmed, and
             // refused while the guard is down (fail closed), when nobody can check.
             ValidatingWebhook {
-                name: "tenant-deletions.guard.enclave.dev".into(),
+                name: WEBHOOKS[3].into(),
                 admission_review_versions: vec!["v1".into()],
                 client_config,
                 rules: Some(vec![rule(

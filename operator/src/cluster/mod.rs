@@ -327,6 +327,35 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Applies only `fields` of an object someone else made and owns (the `caBundle`s of the
+    /// chart's webhook configuration), under the operator's field manager: the owner's fields
+    /// stay the owner's, and neither side undoes the other's.
+    ///
+    /// # Errors
+    /// When the API server refuses the apply.
+    pub async fn apply_fields<K>(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        fields: &Value,
+    ) -> Result<()>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let resource = ApiResource::erase::<K>(&());
+        self.api(&resource, namespace)
+            .patch(
+                name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(fields),
+            )
+            .await
+            .map_err(self.failed("apply", &resource.kind, &display_name(namespace, name)))?;
+        self.gateway.metrics.write(&resource.kind, "update");
+        info!(kind = %resource.kind, name = %display_name(namespace, name), "fields applied");
+        Ok(())
+    }
+
     /// Deletes an object (in the background: what it owns goes after it). A 404 is no error:
     /// the object is gone, as asked.
     ///

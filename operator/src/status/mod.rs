@@ -57,6 +57,16 @@ pub mod reasons {
 pub const READY: &str = "Ready";
 /// The `Isolated` condition type: the exposure report matches the spec exactly.
 pub const ISOLATED: &str = "Isolated";
+/// The `Reconciling` condition type (kstatus): present, and `True`, only while the operator is
+/// still working towards the spec (phase `Pending`, or a purge under way). An "abnormal-true"
+/// condition: absent means not reconciling, so it is removed rather than written `False`, like
+/// Flux's own.
+pub const RECONCILING: &str = "Reconciling";
+/// The `Stalled` condition type (kstatus): present, and `True`, only while the spec cannot be
+/// applied as is (phase `Blocked`; it names the reason); absent otherwise, like `Reconciling`.
+pub const STALLED: &str = "Stalled";
+/// The reason of `Reconciling` while a purge past its deadline is under way.
+pub const PURGE_IN_PROGRESS: &str = "PurgeInProgress";
 
 /// What the applied NetworkPolicies expose, and how that differs from the spec.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -122,6 +132,12 @@ pub fn tenant_status(
         previous_conditions,
         now,
     )];
+    conditions.extend(kstatus_conditions(
+        outcome,
+        generation,
+        previous_conditions,
+        now,
+    ));
     // Without a fresh report (a blocked or deleted tenant), the last one stands.
     let kept = previous.cloned().unwrap_or_default();
     let egress = network.map_or_else(|| kept.egress.clone(), |r| r.egress.clone());
@@ -184,6 +200,48 @@ pub fn tenant_status(
         decommissioned_at: kept.decommissioned_at,
         purged_at: kept.purged_at,
     }
+}
+
+/// `Reconciling` and `Stalled`, as kstatus reads them (Flux health checks, Helm's `--wait`,
+/// `kubectl wait`): each is written only while `True`, since kstatus takes an absent one for
+/// `False`. kstatus looks at `Ready` only when neither is `True`:
+///
+/// - `Ready` (and `Degraded`, whose `Ready` stays `True`): neither, so `Current`;
+/// - `Pending` (waiting on the cluster, or an object refused and retried): `Reconciling`, with
+///   the outcome's reason, so `InProgress`;
+/// - `Blocked`: `Stalled`, with the reason and message of `Ready`, so `Failed`;
+/// - `Suspended`, and `Decommissioning` before its deadline: deliberate and at rest, neither
+///   (`Ready` is `False`, so kstatus still says `InProgress`: see the README);
+/// - `Decommissioning` past its deadline: the purge is under way, `Reconciling`
+///   (`PurgeInProgress`);
+/// - `Purged`: done, neither.
+///
+/// Every status is written with the generation it reconciled as `observedGeneration` (the
+/// status's and each condition's), so the generation lags only between a change of the spec
+/// and the next write; kstatus and `kubectl wait` read that lag themselves.
+fn kstatus_conditions(
+    outcome: &Outcome,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: Timestamp,
+) -> Option<Condition> {
+    let (type_, reason, message) = match outcome {
+        Outcome::Progressing { reason, message } => (RECONCILING, *reason, message.clone()),
+        Outcome::Blocked { reason, message } => (STALLED, *reason, message.clone()),
+        Outcome::Decommissioning { purge_after } if now >= *purge_after => (
+            RECONCILING,
+            PURGE_IN_PROGRESS,
+            format!(
+                "the retention deadline {purge_after} has passed: purging, then verifying that nothing remains"
+            ),
+        ),
+        Outcome::Ready | Outcome::Decommissioning { .. } | Outcome::Suspended | Outcome::Purged => {
+            return None;
+        }
+    };
+    Some(condition(
+        type_, true, reason, message, generation, previous, now,
+    ))
 }
 
 /// Adds the condition `type_` as `(ok, reason, message)` says; a ready tenant for which it is

@@ -486,3 +486,204 @@ fn a_workload_is_told_by_its_zone_label_not_a_namespace_suffix() {
     let r = redundancy(&workloads, &[other, observed(3)]);
     assert_eq!(r.reason, "Redundant", "{}", r.message);
 }
+
+/// The condition `type_` of `status`, if written.
+fn find<'a>(status: &'a TenantStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// `(Ready, Reconciling, Stalled)` of `status`, each as its `status` or `None` when absent.
+fn kstatus_view(status: &TenantStatus) -> (Option<&str>, Option<&str>, Option<&str>) {
+    let of = |type_| find(status, type_).map(|c| c.status.as_str());
+    (of(READY), of(RECONCILING), of(STALLED))
+}
+
+#[test]
+fn every_outcome_carries_the_generation_and_ready() {
+    let outcomes = [
+        Outcome::Ready,
+        Outcome::Progressing {
+            reason: "NamespaceTerminating",
+            message: "waiting".into(),
+        },
+        Outcome::Blocked {
+            reason: "UnknownImage",
+            message: "no image".into(),
+        },
+        Outcome::Decommissioning {
+            purge_after: at(1_000),
+        },
+        Outcome::Decommissioning {
+            purge_after: at(50),
+        },
+        Outcome::Suspended,
+        Outcome::Purged,
+    ];
+    for outcome in &outcomes {
+        let s = tenant_status(Some(7), outcome, &[], vec![], None, None, at(100));
+        assert_eq!(s.observed_generation, Some(7), "{outcome:?}");
+        assert!(find(&s, READY).is_some(), "{outcome:?}: Ready is written");
+        for c in &s.conditions {
+            assert_eq!(c.observed_generation, Some(7), "{outcome:?}: {}", c.type_);
+        }
+    }
+}
+
+#[test]
+fn kstatus_conditions_follow_the_outcome() {
+    let status =
+        |outcome: &Outcome| tenant_status(Some(2), outcome, &[], vec![], None, None, at(100));
+    // Ready: Current for kstatus (no Reconciling, no Stalled, Ready True).
+    assert_eq!(
+        kstatus_view(&status(&Outcome::Ready)),
+        (Some("True"), None, None)
+    );
+    // Pending: Reconciling with the outcome's reason and message.
+    let pending = status(&Outcome::Progressing {
+        reason: "NamespaceTerminating",
+        message: "waiting for namespace(s) x-dmz".into(),
+    });
+    assert_eq!(pending.phase, Some(Phase::Pending));
+    assert_eq!(kstatus_view(&pending), (Some("False"), Some("True"), None));
+    let reconciling = find(&pending, RECONCILING).expect("Reconciling");
+    assert_eq!(reconciling.reason, "NamespaceTerminating");
+    assert_eq!(reconciling.message, "waiting for namespace(s) x-dmz");
+    // Blocked: Stalled, with the reason and message of Ready.
+    let blocked = status(&Outcome::Blocked {
+        reason: "UnknownStorageProfile",
+        message: "volume db names profile fast, which the configuration lacks".into(),
+    });
+    assert_eq!(kstatus_view(&blocked), (Some("False"), None, Some("True")));
+    let stalled = find(&blocked, STALLED).expect("Stalled");
+    let ready = find(&blocked, READY).expect("Ready");
+    assert_eq!(
+        (&stalled.reason, &stalled.message),
+        (&ready.reason, &ready.message)
+    );
+    assert_eq!(stalled.reason, "UnknownStorageProfile");
+    // Deliberate states at rest: neither.
+    for outcome in [
+        Outcome::Suspended,
+        Outcome::Purged,
+        Outcome::Decommissioning {
+            purge_after: at(1_000),
+        },
+    ] {
+        assert_eq!(
+            kstatus_view(&status(&outcome)),
+            (Some("False"), None, None),
+            "{outcome:?}"
+        );
+    }
+    // Decommissioning past its deadline: the purge is under way.
+    let purging = status(&Outcome::Decommissioning {
+        purge_after: at(100),
+    });
+    assert_eq!(kstatus_view(&purging), (Some("False"), Some("True"), None));
+    assert_eq!(
+        find(&purging, RECONCILING).expect("Reconciling").reason,
+        PURGE_IN_PROGRESS
+    );
+}
+
+#[test]
+fn kstatus_conditions_are_removed_once_false_and_keep_their_transition_time_while_true() {
+    let blocked = Outcome::Blocked {
+        reason: "UnknownImage",
+        message: "no image".into(),
+    };
+    let first = tenant_status(Some(1), &blocked, &[], vec![], None, None, at(100));
+    // Blocked again later, with another message: Stalled keeps the time it became true.
+    let again = Outcome::Blocked {
+        reason: "UnknownImage",
+        message: "still no image".into(),
+    };
+    let second = tenant_status(Some(2), &again, &[], vec![], None, Some(&first), at(200));
+    let stalled = find(&second, STALLED).expect("Stalled");
+    assert_eq!(stalled.last_transition_time, Time(at(100)));
+    assert_eq!(stalled.message, "still no image");
+    assert_eq!(stalled.observed_generation, Some(2));
+    // Fixed: Stalled is gone, Ready turns true now, and a steady tenant writes nothing new.
+    let fixed = tenant_status(
+        Some(3),
+        &Outcome::Ready,
+        &[],
+        vec![],
+        None,
+        Some(&second),
+        at(300),
+    );
+    assert_eq!(kstatus_view(&fixed), (Some("True"), None, None));
+    assert_eq!(
+        find(&fixed, READY).expect("Ready").last_transition_time,
+        Time(at(300))
+    );
+    let steady = tenant_status(
+        Some(3),
+        &Outcome::Ready,
+        &[],
+        vec![],
+        None,
+        Some(&fixed),
+        at(400),
+    );
+    assert_eq!(fixed, steady);
+    // Waiting on the cluster twice: Reconciling keeps its time; a new stall starts anew.
+    let waiting = Outcome::Progressing {
+        reason: "NamespaceTerminating",
+        message: "waiting".into(),
+    };
+    let w1 = tenant_status(Some(3), &waiting, &[], vec![], None, Some(&steady), at(500));
+    let w2 = tenant_status(Some(3), &waiting, &[], vec![], None, Some(&w1), at(600));
+    assert_eq!(
+        find(&w2, RECONCILING)
+            .expect("Reconciling")
+            .last_transition_time,
+        Time(at(500))
+    );
+    let b = tenant_status(Some(4), &blocked, &[], vec![], None, Some(&w2), at(700));
+    assert_eq!(kstatus_view(&b), (Some("False"), None, Some("True")));
+    assert_eq!(
+        find(&b, STALLED).expect("Stalled").last_transition_time,
+        Time(at(700))
+    );
+}
+
+#[test]
+fn compute_keeps_the_kstatus_conditions_beside_the_others() {
+    let tenant = tenant_with_workload();
+    let blocked = Outcome::Blocked {
+        reason: "UnknownImage",
+        message: "no image".into(),
+    };
+    let reconciled = Reconciled {
+        outcome: &blocked,
+        certificate: None,
+        retention: std::time::Duration::from_secs(60),
+    };
+    let status = compute(&tenant, &reconciled, &Snapshot::default(), at(100));
+    assert_eq!(status.phase, Some(Phase::Blocked));
+    assert_eq!(kstatus_view(&status), (Some("False"), None, Some("True")));
+    assert_eq!(
+        status
+            .conditions
+            .iter()
+            .filter(|c| c.type_ == STALLED)
+            .count(),
+        1
+    );
+    // Suspended: Ready false, neither Reconciling nor Stalled, no redundancy alarm.
+    let mut suspended_tenant = tenant.clone();
+    suspended_tenant.spec.lifecycle.state = enclave_crds::LifecycleState::Suspended;
+    let suspended = Reconciled {
+        outcome: &Outcome::Suspended,
+        ..reconciled
+    };
+    let snapshot = Snapshot {
+        previous: Some(status),
+        ..Snapshot::default()
+    };
+    let status = compute(&suspended_tenant, &suspended, &snapshot, at(200));
+    assert_eq!(status.phase, Some(Phase::Suspended));
+    assert_eq!(kstatus_view(&status), (Some("False"), None, None));
+}

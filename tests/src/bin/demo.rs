@@ -44,10 +44,17 @@ async fn main() -> anyhow::Result<()> {
         Some(cp) => Some(local_guard(&[], Some(&cp.webhook_client_ca))?),
         None => None,
     };
-    // On the local control plane the operator runs as its own user, the one the guard trusts.
-    let operator_kubeconfig = control_plane
-        .as_ref()
-        .map_or_else(|| kubeconfig.clone(), |cp| cp.operator_kubeconfig.clone());
+    // On the local control plane the operator runs as the chart's service account, with the
+    // chart's RBAC and webhook configuration, the identity the guard trusts.
+    let operator_kubeconfig = match &guard {
+        Some(guard) => enclave_tests::chart::operator_identity(
+            &kubectl,
+            &kubeconfig,
+            enclave_tests::harness::OPERATOR_NAMESPACE,
+            guard.client_config.url.as_deref().unwrap_or_default(),
+        )?,
+        None => kubeconfig.clone(),
+    };
     let operator = spawn_operator(
         operator_kubeconfig,
         health.clone(),

@@ -177,6 +177,7 @@ impl Reconcile<'_> {
             return Ok(Action::requeue(self.config.poll));
         }
         self.release().await?;
+        self.ctx.metrics.forget_tenant(&self.identity.name);
         info!("tenant purged and verified: finalizer removed");
         Ok(Action::await_change())
     }
@@ -229,6 +230,7 @@ impl Reconcile<'_> {
             retention: self.retention,
         };
         let status = status::compute(self.tenant, &reconciled, &snapshot, Timestamp::now());
+        self.ctx.metrics.tenant_state(&self.identity.name, &status);
         let previous = snapshot.previous.as_ref();
         if previous == Some(&status) {
             return Ok(());

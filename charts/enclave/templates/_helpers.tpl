@@ -1,0 +1,65 @@
+{{/* The chart's name, shortened to fit Kubernetes names. */}}
+{{- define "enclave.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The operator's name: the release's, unless it already names the chart. */}}
+{{- define "enclave.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels on every object of the chart. */}}
+{{- define "enclave.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "enclave.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: enclave
+{{- end }}
+
+{{/* Labels that select the operator's pods. */}}
+{{- define "enclave.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "enclave.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The operator's service account. */}}
+{{- define "enclave.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "enclave.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The image, by digest when one is given. */}}
+{{- define "enclave.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* How the API server calls the guard: its Service, or a URL (an operator outside the cluster). */}}
+{{- define "enclave.webhookClient" -}}
+{{- if .Values.webhook.url -}}
+url: {{ .Values.webhook.url | quote }}
+{{- else -}}
+service:
+  namespace: {{ .Release.Namespace }}
+  name: {{ include "enclave.fullname" . }}-webhook
+  path: /validate
+  port: {{ .Values.webhook.port }}
+{{- end }}
+{{- end }}
