@@ -573,32 +573,22 @@ async fn installed_by_helm_the_operator_runs_with_the_charts_rights_fails_over_a
         chart::token_kubeconfig(&kubectl_bin, &cp.kubeconfig, NAMESPACE, SERVICE_ACCOUNT)?;
     let (a_id, b_id) = (credential_id(&a_kubeconfig)?, credential_id(&b_kubeconfig)?);
     ensure!(a_id != b_id);
-    let a = start_replica("replica-a", &a_kubeconfig, guard, &url)?;
-    // The second replica serves the guard on its own port; the webhook calls the first.
+    // The first replica leads; the second, started once the first leads, is the standby, and
+    // the one the webhook calls: the guard answers on a replica that does not lead.
     let b = start_replica("replica-b", &b_kubeconfig, free_addr()?, &url)?;
-
-    // One leader; both serve (readyz).
-    let leader_is_a = eventually("a leader", WAIT, || async {
-        Ok(match (a.leads(), b.leads()) {
-            (true, false) => Some(true),
-            (false, true) => Some(false),
-            _ => None,
-        })
+    eventually("replica-b leads", WAIT, || async {
+        Ok(b.leads().then_some(()))
     })
     .await?;
-    for replica in [&a, &b] {
-        let ready = http_get(replica.admin, "/readyz")?;
-        ensure!(
-            ready.starts_with("HTTP/1.1 200"),
-            "{}: {ready}",
-            replica.name
-        );
-    }
-    let (leader, follower, leader_id, follower_id) = if leader_is_a {
-        (a, b, a_id, b_id)
-    } else {
-        (b, a, b_id, a_id)
-    };
+    let a = start_replica("replica-a", &a_kubeconfig, guard, &url)?;
+    eventually("replica-a serves", WAIT, || async {
+        Ok(http_get(a.admin, "/readyz")
+            .is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
+            .then_some(()))
+    })
+    .await?;
+    ensure!(b.leads() && !a.leads(), "one leader: replica-b");
+    let (leader, follower, leader_id, follower_id) = (b, a, b_id, a_id);
     println!("leader: {}, standby: {}", leader.name, follower.name);
     // The caBundle of the chart's webhook configuration is the operator's.
     eventually("the caBundle", WAIT, || async {
@@ -642,6 +632,34 @@ async fn installed_by_helm_the_operator_runs_with_the_charts_rights_fails_over_a
         )
     })
     .await?;
+
+    // The standby's guard refuses what it must, from its caches: a tenant admin (RBAC lets
+    // them write Secrets) may not delete the TLS Secret the operator keeps in their zone.
+    let mut config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(&cp.kubeconfig)?,
+        &KubeConfigOptions::default(),
+    )
+    .await?;
+    config.auth_info.impersonate = Some("alice@acme.example".into());
+    config.auth_info.impersonate_groups = Some(vec!["acme-admins".into()]);
+    let alice = kube::Client::try_from(config)?;
+    let tls = Api::<Secret>::namespaced(client.clone(), "acme-dmz")
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=enclave-operator"))
+        .await?;
+    let secret = tls
+        .items
+        .first()
+        .and_then(|s| s.metadata.name.clone())
+        .context("a managed Secret in acme-dmz")?;
+    let refused = Api::<Secret>::namespaced(alice, "acme-dmz")
+        .delete(&secret, &kube::api::DeleteParams::default())
+        .await;
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("managed by Enclave")),
+        "the standby's guard let a tenant admin delete {secret}: {refused:?}"
+    );
 
     // Only the leader wrote, tenants' objects included.
     let writes = operator_writes(&cp.audit_log)?;
