@@ -88,7 +88,8 @@ pub fn operator_user(namespace: &str) -> String {
     format!("system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}")
 }
 
-/// Installs the chart's service account, RBAC and webhook configuration (calling the guard at
+/// Installs the chart's service account, RBAC (and the admission policy that narrows it) and
+/// webhook configuration (calling the guard at
 /// `guard_url`, an operator outside the cluster) into `namespace`, and writes a kubeconfig
 /// that acts as that service account, with a token from the TokenRequest API. Returns its
 /// path.
@@ -105,7 +106,12 @@ pub fn operator_identity(
     let objects = render(
         namespace,
         &[&url],
-        &["serviceaccount.yaml", "rbac.yaml", "webhook.yaml"],
+        &[
+            "serviceaccount.yaml",
+            "rbac.yaml",
+            "operator-policy.yaml",
+            "webhook.yaml",
+        ],
     )?;
     apply(kubectl, kubeconfig, &objects)?;
     token_kubeconfig(kubectl, kubeconfig, namespace, SERVICE_ACCOUNT)

@@ -68,8 +68,8 @@ fn chart_path() -> String {
 // What the chart renders
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn the_chart_lints_strictly_and_every_rendering_is_valid_on_the_api_server() -> Result<()> {
+#[tokio::test]
+async fn the_chart_lints_strictly_and_every_rendering_is_valid_on_the_api_server() -> Result<()> {
     let cp = control_plane();
     let kubectl_bin = cp.bin_dir.join("kubectl");
     // The CRDs the optional objects need: prometheus-operator's and cert-manager's.
@@ -81,13 +81,18 @@ fn the_chart_lints_strictly_and_every_rendering_is_valid_on_the_api_server() -> 
     for dir in [monitoring, cert_manager.join("crds")] {
         let dir = dir.display().to_string();
         kubectl(&["apply", "--server-side", "-f", &dir])?;
-        kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            &dir,
-        ])?;
+        // A CRD just created may have no conditions yet: kubectl wait then fails at once.
+        eventually("the CRDs established", WAIT, || async {
+            Ok(kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=30s",
+                "-f",
+                &dir,
+            ])
+            .ok())
+        })
+        .await?;
     }
     kubectl(&["create", "namespace", "render"])?;
     let values = repo_root().join("charts/enclave/ci");
@@ -156,23 +161,41 @@ fn the_chart_lints_strictly_and_every_rendering_is_valid_on_the_api_server() -> 
             ensure!(rendered.contains("--guard-certificate-issuer=cert-manager"));
         }
     }
-    // The schema refuses a value out of range, naming it.
+    // The schema, and the chart's own checks for what a schema cannot judge, refuse unsafe
+    // values, naming them.
     let chart = chart_path();
-    let refused = helm(&[
-        "template",
-        "x",
-        &chart,
-        "--kube-version",
-        "1.37.2",
-        "--set",
-        "webhook.timeoutSeconds=30",
-    ]);
-    ensure!(
-        refused
-            .as_ref()
-            .is_err_and(|e| e.to_string().contains("/webhook/timeoutSeconds")),
-        "{refused:?}"
-    );
+    for (value, named) in [
+        ("webhook.timeoutSeconds=30", "/webhook/timeoutSeconds"),
+        (
+            "replicaCount=2,leaderElection.enabled=false",
+            "leaderElection.enabled",
+        ),
+        (
+            "leaderElection.renewGraceSeconds=10",
+            "leaderElection.renewGraceSeconds",
+        ),
+        ("serviceAccount.create=false", "serviceAccount.name"),
+        (
+            "webhook.exemptGroups={system:authenticated}",
+            "webhook.exemptGroups",
+        ),
+    ] {
+        let refused = helm(&[
+            "template",
+            "x",
+            &chart,
+            "--kube-version",
+            "1.37.2",
+            "--set",
+            value,
+        ]);
+        ensure!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains(named)),
+            "{value}: {refused:?}"
+        );
+    }
     Ok(())
 }
 
@@ -429,6 +452,12 @@ fn operator_writes(audit_log: &Path) -> Result<Vec<(String, String, String)>> {
         })
         // Events are the guard's too; the guard runs on every replica.
         .filter(|e| e["objectRef"]["resource"] != "events")
+        // Writes the API server refused changed nothing.
+        .filter(|e| {
+            e["responseStatus"]["code"]
+                .as_i64()
+                .is_some_and(|c| c < 400)
+        })
         .map(|e| {
             (
                 e["user"]["extra"]["authentication.kubernetes.io/credential-id"][0]
@@ -454,6 +483,8 @@ fn forbidden(audit_log: &Path) -> Result<Vec<String>> {
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|e| e["user"]["username"] == user.as_str() && e["responseStatus"]["code"] == 403)
+        // The test's own attempts with the operator's token, refused on purpose.
+        .filter(|e| e["objectRef"]["name"] != "planted")
         .map(|e| {
             format!(
                 "{} {} {}/{}",
@@ -659,6 +690,45 @@ async fn installed_by_helm_the_operator_runs_with_the_charts_rights_fails_over_a
             .as_ref()
             .is_err_and(|e| e.to_string().contains("managed by Enclave")),
         "the standby's guard let a tenant admin delete {secret}: {refused:?}"
+    );
+
+    // The operator's own token reaches only what Enclave manages (the chart's admission
+    // policy, run by the API server): not another namespace, not another ClusterRole.
+    let operator = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&a_kubeconfig)?,
+            &KubeConfigOptions::default(),
+        )
+        .await?,
+    )?;
+    let foreign: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "planted"}}))?;
+    for namespace in ["default", "kube-system"] {
+        let refused =
+            Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(operator.clone(), namespace)
+                .create(&PostParams::default(), &foreign)
+                .await;
+        ensure!(
+            refused.as_ref().is_err_and(|e| e
+                .to_string()
+                .contains("only in the namespaces Enclave manages")),
+            "the operator's token wrote in {namespace}: {refused:?}"
+        );
+    }
+    // A ClusterRole of rights the operator holds (so RBAC's own escalation check lets it
+    // through) but not a tenant role: the policy refuses it.
+    let planted: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "planted"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]
+    }))?;
+    let refused = Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(operator.clone())
+        .create(&PostParams::default(), &planted)
+        .await;
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("only the tenant ClusterRoles")),
+        "the operator's token made ClusterRole planted: {refused:?}"
     );
 
     // Only the leader wrote, tenants' objects included.

@@ -63,3 +63,21 @@ service:
   port: {{ .Values.webhook.port }}
 {{- end }}
 {{- end }}
+
+{{/* Combinations the schema cannot refuse, refused with the value to change. */}}
+{{- define "enclave.validate" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "replicaCount > 1 needs leaderElection.enabled: without it every replica reconciles" }}
+{{- end }}
+{{- if ge (int .Values.leaderElection.renewGraceSeconds) (int .Values.leaderElection.leaseDurationSeconds) }}
+{{- fail "leaderElection.renewGraceSeconds must be shorter than leaderElection.leaseDurationSeconds" }}
+{{- end }}
+{{- if and (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) }}
+{{- fail "serviceAccount.name is required with serviceAccount.create=false: the guard trusts exactly that account, never the namespace's default" }}
+{{- end }}
+{{- range .Values.webhook.exemptGroups }}
+{{- if has . (list "system:authenticated" "system:unauthenticated" "system:serviceaccounts") }}
+{{- fail (printf "webhook.exemptGroups: %s would exempt everyone from the guard; name a break-glass group" .) }}
+{{- end }}
+{{- end }}
+{{- end }}

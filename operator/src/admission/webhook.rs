@@ -258,16 +258,24 @@ pub fn webhook_configuration(
         match_labels: Some([(labels::MANAGED_BY.to_string(), MANAGER.to_string())].into()),
         ..LabelSelector::default()
     };
-    // Never kube-system nor the operator's own namespace: the operator's pods (and the
-    // cluster's own) start whatever state the guard is in.
+    // Never kube-system: the cluster's own pods start whatever state the guard is in. The
+    // operator's namespace is left out of the tenant-namespace rules (its pods, its Deployment,
+    // its Lease never wait on the guard), but what Enclave manages there (encryption keys,
+    // backup passwords, tenant CAs) is guarded like anywhere: a key deleted by anyone else
+    // would be made anew, and the data it encrypts lost.
     let not_system = LabelSelectorRequirement {
         key: "kubernetes.io/metadata.name".into(),
         operator: "NotIn".into(),
-        values: Some(vec!["kube-system".into(), operator_namespace.to_string()]),
+        values: Some(vec!["kube-system".into()]),
     };
-    let outside_system = |match_labels: Option<BTreeMap<String, String>>| LabelSelector {
+    let not_system_nor_operator = LabelSelectorRequirement {
+        values: Some(vec!["kube-system".into(), operator_namespace.to_string()]),
+        ..not_system.clone()
+    };
+    let outside = |match_labels: Option<BTreeMap<String, String>>,
+                   excluded: &LabelSelectorRequirement| LabelSelector {
         match_labels,
-        match_expressions: Some(vec![not_system.clone()]),
+        match_expressions: Some(vec![excluded.clone()]),
     };
     ValidatingWebhookConfiguration {
         metadata: ObjectMeta {
@@ -335,7 +343,7 @@ pub fn webhook_configuration(
                 side_effects: "NoneOnDryRun".into(),
                 timeout_seconds: Some(5),
                 match_policy: Some("Equivalent".into()),
-                namespace_selector: Some(outside_system(None)),
+                namespace_selector: Some(outside(None, &not_system)),
             },
             // In tenant namespaces, whatever the labels: the backup identity, the scale and
             // exec subresources, Services and RoleBindings. Fails closed: while the guard is
@@ -396,9 +404,10 @@ pub fn webhook_configuration(
                         "Namespaced",
                     ),
                 ]),
-                namespace_selector: Some(outside_system(Some(
-                    [(labels::MANAGED_BY.to_string(), MANAGER.to_string())].into(),
-                ))),
+                namespace_selector: Some(outside(
+                    Some([(labels::MANAGED_BY.to_string(), MANAGER.to_string())].into()),
+                    &not_system_nor_operator,
+                )),
                 object_selector: Some(LabelSelector::default()),
                 match_conditions: Some(vec![MatchCondition {
                     name: "not-the-operator-or-system-controllers".into(),

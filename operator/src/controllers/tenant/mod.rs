@@ -78,11 +78,12 @@ pub async fn run(
         ),
         health.metrics.clone(),
     );
-    let requests = tokio::spawn(crate::controllers::requests::run(
+    // Aborted if this future is dropped (a lost leader lease): nothing goes on writing.
+    let mut requests = AbortOnDrop(tokio::spawn(crate::controllers::requests::run(
         requests_gateway,
         configs.clone(),
         shutdown.clone(),
-    ));
+    )));
     let reporter = Reporter {
         controller: config.reporter.clone(),
         instance: std::env::var("POD_NAME").ok(),
@@ -250,7 +251,7 @@ pub async fn run(
             }
         })
         .await;
-    let _ = requests.await;
+    let _ = (&mut requests.0).await;
     info!("controller stopped");
     Ok(())
 }
@@ -301,4 +302,13 @@ fn by_tenant_label<K: Resource>(object: K) -> Option<ObjectRef<Tenant>> {
         .as_ref()?
         .get(labels::TENANT)
         .map(|name| ObjectRef::new(name))
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
