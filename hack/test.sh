@@ -25,7 +25,7 @@ export ENCLAVE_RESTIC_DIR
 ENCLAVE_PROMTOOL_DIR=$(hack/build-promtool.sh | tail -n 1)
 export ENCLAVE_PROMTOOL_DIR
 # The operator's image (a static binary in an OCI layout, built with umoci), for its test.
-ENCLAVE_IMAGE_DIR=$(hack/build-image.sh | tail -n 1)
+ENCLAVE_IMAGE_DIR=$(ENCLAVE_IMAGE_PROFILE=image-ci hack/build-image.sh | tail -n 1)
 export ENCLAVE_IMAGE_DIR
 
 echo "==> cargo fmt --check"
