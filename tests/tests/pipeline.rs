@@ -582,11 +582,18 @@ async fn removing_tls_backup_a_workload_and_a_zone_removes_what_they_made() -> R
     // backups, volumes, workloads and zones made and removed, nothing was refused.
     let result = async {
         let refused = env().operator_forbidden()?;
-        ensure!(refused.is_empty(), "403s to the chart's identity: {refused:#?}");
+        ensure!(
+            refused.is_empty(),
+            "403s to the chart's identity: {refused:#?}"
+        );
         Ok(())
     }
     .await;
-    report("the chart's RBAC refuses the operator nothing", result, step);
+    report(
+        "the chart's RBAC refuses the operator nothing",
+        result,
+        step,
+    );
 
     eprintln!("[pipeline] removal test done in {:?}", started.elapsed());
     ensure!(
