@@ -353,7 +353,7 @@ fn operator_binary() -> Result<PathBuf> {
         .join("debug/enclave-operator");
     ensure!(
         path.exists(),
-        "{} is missing: cargo build -p enclave-operator",
+        "{} is missing: cargo build -p enclave-operator --bin enclave-operator (hack/test.sh does)",
         path.display()
     );
     Ok(path)
