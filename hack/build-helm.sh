@@ -33,15 +33,7 @@ need_go
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-log "helm $HELM_VERSION: resolving modules"
-src=$(cd "$work" && go mod download -json "$module@$HELM_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-[ -d "$src/cmd/helm" ] || { log "cannot download $module@$HELM_VERSION"; exit 1; }
-if grep -Eq '^[[:space:]]*replace\b' "$src/go.mod"; then
-  log "$module@$HELM_VERSION: go.mod now has replace directives: build it from a wrapper module"
-  exit 1
-fi
-cp -R "$src" "$work/helm"
-chmod -R u+w "$work/helm"
+module_copy "$module" "$HELM_VERSION" cmd/helm "$work/helm"
 
 what="helm $HELM_VERSION"
 # The version helm reports (helm version) is set at link time, as upstream's Makefile does.

@@ -34,15 +34,7 @@ need_go
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-log "prometheus $PROMETHEUS_VERSION: resolving modules"
-src=$(cd "$work" && go mod download -json "$module@$PROMETHEUS_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-[ -d "$src/cmd/promtool" ] || { log "cannot download $module@$PROMETHEUS_VERSION"; exit 1; }
-if grep -Eq '^[[:space:]]*replace\b' "$src/go.mod"; then
-  log "$module@$PROMETHEUS_VERSION: go.mod now has replace directives: build it from a wrapper module"
-  exit 1
-fi
-cp -R "$src" "$work/prometheus"
-chmod -R u+w "$work/prometheus"
+module_copy "$module" "$PROMETHEUS_VERSION" cmd/promtool "$work/prometheus"
 
 what="promtool $PROMETHEUS_VERSION"
 go_build "$what" "$work/prometheus" -tags=remove_all_sd -ldflags='-s -w' -o "$work/out/promtool" -- ./cmd/promtool

@@ -35,16 +35,7 @@ need_go
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-log "restic $RESTIC_VERSION: resolving modules"
-src=$(cd "$work" && go mod download -json "$module@$RESTIC_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-[ -d "$src/cmd/restic" ] || { log "cannot download $module@$RESTIC_VERSION"; exit 1; }
-if grep -Eq '^[[:space:]]*replace\b' "$src/go.mod"; then
-  log "$module@$RESTIC_VERSION: go.mod now has replace directives: build it from a wrapper module"
-  exit 1
-fi
-# The module cache is read-only: build from a writable copy, should Go want to touch go.sum.
-cp -R "$src" "$work/restic"
-chmod -R u+w "$work/restic"
+module_copy "$module" "$RESTIC_VERSION" cmd/restic "$work/restic"
 
 what="restic $RESTIC_VERSION"
 go_build "$what" "$work/restic" -tags="$tags" -ldflags='-s -w' -o "$work/out/restic" -- ./cmd/restic

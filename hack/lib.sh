@@ -57,3 +57,20 @@ go_build() {
   fi
   log "$what: done, $((SECONDS - start))s elapsed"
 }
+
+# module_copy <module> <version> <path it must hold> <dest>: downloads a Go module through the
+# proxy and copies its source to <dest>, writable (the module cache is read-only, and Go may
+# want to touch go.sum), for a module without replace directives, which then builds as its own
+# main module with its exact dependency versions. Exits the script otherwise.
+module_copy() {
+  local module=$1 version=$2 holds=$3 dest=$4 src
+  log "$module@$version: resolving modules"
+  src=$(cd "$(dirname "$dest")" && go mod download -json "$module@$version" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -e "$src/$holds" ] || { log "cannot download $module@$version"; exit 1; }
+  if grep -Eq '^[[:space:]]*replace\b' "$src/go.mod"; then
+    log "$module@$version: go.mod now has replace directives: build it from a wrapper module"
+    exit 1
+  fi
+  cp -R "$src" "$dest"
+  chmod -R u+w "$dest"
+}

@@ -63,9 +63,24 @@ pub fn render(namespace: &str, set: &[&str], show_only: &[&str]) -> anyhow::Resu
 /// # Errors
 /// When kubectl refuses it.
 pub fn apply(kubectl: &Path, kubeconfig: &Path, yaml: &str) -> anyhow::Result<String> {
+    apply_with(kubectl, kubeconfig, yaml, &["--force-conflicts"])
+}
+
+/// `kubectl apply --server-side -f -` of `yaml` with the further flags `flags`
+/// (`--dry-run=server`).
+///
+/// # Errors
+/// When kubectl refuses it.
+pub fn apply_with(
+    kubectl: &Path,
+    kubeconfig: &Path,
+    yaml: &str,
+    flags: &[&str],
+) -> anyhow::Result<String> {
     let mut child = Command::new(kubectl)
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(["apply", "--server-side", "--force-conflicts", "-f", "-"])
+        .args(["apply", "--server-side", "-f", "-"])
+        .args(flags)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -231,16 +231,9 @@ impl Env {
     /// # Errors
     /// On a cluster of your own, whose audit log this process cannot read.
     pub fn operator_writes(&self, matches: impl Fn(&Value) -> bool) -> anyhow::Result<Vec<Value>> {
-        let cp = self
-            .control_plane
-            .as_ref()
-            .context("counting writes needs the local control plane's audit log")?;
-        let text = std::fs::read_to_string(&cp.audit_log)?;
-        let operator_user = crate::chart::operator_user(OPERATOR_NAMESPACE);
-        Ok(text
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|event| event["user"]["username"] == operator_user.as_str())
+        Ok(self
+            .operator_requests()?
+            .into_iter()
             .filter(|event| {
                 matches!(
                     event["verb"].as_str(),
@@ -250,25 +243,16 @@ impl Env {
             .filter(|event| matches(&event["objectRef"]))
             .collect())
     }
-}
 
-impl Env {
     /// Every request of the operator that the API server refused with 403 (its RBAC, the
     /// chart's, lacks a permission), from the audit log: `verb resource namespace/name`.
     ///
     /// # Errors
     /// On a cluster of your own, whose audit log this process cannot read.
     pub fn operator_forbidden(&self) -> anyhow::Result<Vec<String>> {
-        let cp = self
-            .control_plane
-            .as_ref()
-            .context("reading refusals needs the local control plane's audit log")?;
-        let text = std::fs::read_to_string(&cp.audit_log)?;
-        let operator_user = crate::chart::operator_user(OPERATOR_NAMESPACE);
-        Ok(text
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|event| event["user"]["username"] == operator_user.as_str())
+        Ok(self
+            .operator_requests()?
+            .into_iter()
             .filter(|event| event["responseStatus"]["code"] == 403)
             .map(|event| {
                 let object = &event["objectRef"];
@@ -281,6 +265,22 @@ impl Env {
                     object["name"].as_str().unwrap_or_default()
                 )
             })
+            .collect())
+    }
+
+    /// The operator's requests in the local control plane's audit log (its writes, and its
+    /// reads: the audit policy records the chart's service account's).
+    fn operator_requests(&self) -> anyhow::Result<Vec<Value>> {
+        let cp = self
+            .control_plane
+            .as_ref()
+            .context("reading the operator's requests needs the local control plane's audit log")?;
+        let text = std::fs::read_to_string(&cp.audit_log)?;
+        let operator_user = crate::chart::operator_user(OPERATOR_NAMESPACE);
+        Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event["user"]["username"] == operator_user.as_str())
             .collect())
     }
 }

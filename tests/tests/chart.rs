@@ -128,7 +128,12 @@ async fn the_chart_lints_strictly_and_every_rendering_is_valid_on_the_api_server
             .map(str::to_string)
             .collect();
         // Server-side: the API server (and every CRD's schema) judges each object.
-        let out = chart_apply_dry_run(&kubectl_bin, &cp.kubeconfig, &rendered)?;
+        let out = chart::apply_with(
+            &kubectl_bin,
+            &cp.kubeconfig,
+            &rendered,
+            &["--dry-run=server"],
+        )?;
         println!(
             "{file:?}: {} objects valid ({kinds:?})",
             out.lines().count()
@@ -197,30 +202,6 @@ async fn the_chart_lints_strictly_and_every_rendering_is_valid_on_the_api_server
         );
     }
     Ok(())
-}
-
-fn chart_apply_dry_run(kubectl_bin: &Path, kubeconfig: &Path, yaml: &str) -> Result<String> {
-    use std::io::Write as _;
-    let mut child = Command::new(kubectl_bin)
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(["apply", "--dry-run=server", "--server-side", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(yaml.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "kubectl apply --dry-run=server: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[test]
