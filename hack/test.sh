@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 
+echo "==> disk: $(df -h --output=avail . | tail -n 1 | tr -d ' ') available (a cold build takes about 6 GB)"
 ENCLAVE_BIN_DIR=$(hack/build-controlplane.sh | tail -n 1)
 export ENCLAVE_BIN_DIR
 # cert-manager's controller and CRDs, for the test of cert-manager as an issuer.
@@ -57,6 +58,7 @@ if [ -n "$left" ]; then
   echo "left running:"; ps -o pid,args -p "$(echo "$left" | paste -sd,)"
   exit 1
 fi
+echo "==> disk: $(du -sh target 2>/dev/null | cut -f1) in target/, $(df -h --output=avail . | tail -n 1 | tr -d ' ') left"
 echo "done in $((SECONDS - start))s"
 # One closing line for the whole run: the per-binary lines above end on doc-test binaries with
 # no tests.
