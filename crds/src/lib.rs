@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub mod duration;
+pub mod network;
 pub mod requests;
+
+pub use network::{EgressEntry, ExposureEntry, IngressFirewallStatus};
 
 pub use requests::{
     RequestPhase, RequestStatus, TenantExport, TenantExportSpec, TenantRestore, TenantRestoreSpec,
@@ -745,6 +748,10 @@ pub struct TenantStatus {
     /// store).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<EgressEntry>,
+    /// Each Ingress of the internet-facing zones, and whether it carries the firewall's
+    /// source ranges for the shared ingress controller (`network.ingressFirewall`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingresses: Vec<IngressFirewallStatus>,
     /// The tenant's current certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateStatus>,
@@ -782,42 +789,6 @@ pub enum Phase {
     /// Decommissioned and past its deadline: every namespace, volume, key and backup of the
     /// tenant destroyed and verified gone.
     Purged,
-}
-
-/// A port reachable from outside its zone.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ExposureEntry {
-    /// Zone serving the port.
-    pub zone: String,
-    /// Port number (0: every port).
-    pub port: i32,
-    /// The last port of a range from `port`, when a policy opens one (`endPort`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_port: Option<i32>,
-    /// TCP or UDP.
-    pub protocol: Protocol,
-    /// Who can reach it: a zone, a CIDR, the ingress controller, namespaces, or another
-    /// tenant (`tenant:<uid>`).
-    pub from: String,
-}
-
-/// A destination a zone's pods can reach outside their zone.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct EgressEntry {
-    /// Zone whose pods reach it.
-    pub zone: String,
-    /// Port number (0: every port).
-    pub port: i32,
-    /// The last port of a range from `port`, when a policy opens one (`endPort`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_port: Option<i32>,
-    /// TCP or UDP.
-    pub protocol: Protocol,
-    /// What it is: `dns`, a zone, a CIDR, namespaces, another tenant (`tenant:<uid>`) or
-    /// `anywhere`.
-    pub to: String,
 }
 
 /// How one workload runs.

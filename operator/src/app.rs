@@ -50,6 +50,7 @@ pub async fn run(
         instance,
     } = options;
     let mut upkeep = None;
+    let mut started = None;
     if let Some(guard) = guard {
         base.broker_url = guard.credentials_url();
         if let Certificates::Secret {
@@ -67,7 +68,7 @@ pub async fn run(
                 instance: instance.clone(),
             },
         );
-        let started = admission::start(
+        let guard = admission::start(
             client.clone(),
             guard,
             recorder,
@@ -75,8 +76,9 @@ pub async fn run(
             raised(guard_stop.unwrap_or_else(|| stop.clone())),
         )
         .await?;
-        base.operator_ca = Some(started.ca_pem);
+        base.operator_ca = Some(guard.ca_pem.clone());
         health.serving.store(true, Ordering::Relaxed);
+        started = Some(guard);
     } else {
         tracing::warn!(
             "admission guard off: pass --guard-service or --guard-url to turn it on (backup pods need it for their credentials)"
@@ -87,6 +89,10 @@ pub async fn run(
         Some(path) => crate::config::watch_file(path, base, config_poll)?,
         None => watch::channel(base).1,
     };
+    // The guard judges Tenants by the same configuration as the controllers, reloads included.
+    if let Some(guard) = &started {
+        guard.follow(configs.clone());
+    }
     let campaign = match &election {
         Some(election) => {
             let mut campaign = leader::campaign(client.clone(), election).await?;

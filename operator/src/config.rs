@@ -170,7 +170,47 @@ pub struct NetworkConfig {
     /// ingress selectors name: the platform's own. A tenant zone named like the ingress
     /// controller's namespace would be let into every internet-facing zone.
     pub reserved_namespaces: Vec<String>,
+    /// The cluster's pod and Service ranges, left out (`except`) of every ipBlock Enclave
+    /// writes, so that no CIDR rule reaches another tenant's pods under a network plugin that
+    /// matches ipBlocks against pod addresses; a tenant CIDR inside one of them is refused. By
+    /// default every private range (RFC 1918, shared address space, IPv6 unique local): name
+    /// your cluster's own to let tenants reach private third parties. See the README for how to
+    /// find them.
+    pub cluster_cidrs: Vec<String>,
+    /// How the shared ingress controller is told each tenant's firewall: the annotations it
+    /// reads on an Ingress (ingress-nginx's by default). `null` for a controller without them.
+    pub ingress_firewall: Option<IngressFirewall>,
 }
+
+/// The Ingress annotations through which an ingress controller filters client addresses.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IngressFirewall {
+    /// Annotation holding the allowed source ranges, comma-separated
+    /// (`nginx.ingress.kubernetes.io/whitelist-source-range`).
+    pub allow_annotation: String,
+    /// Annotation holding the denied source ranges, comma-separated
+    /// (`nginx.ingress.kubernetes.io/denylist-source-range`).
+    pub deny_annotation: String,
+}
+
+impl Default for IngressFirewall {
+    fn default() -> Self {
+        Self {
+            allow_annotation: "nginx.ingress.kubernetes.io/whitelist-source-range".into(),
+            deny_annotation: "nginx.ingress.kubernetes.io/denylist-source-range".into(),
+        }
+    }
+}
+
+/// The private address ranges: the default of `network.clusterCidrs`.
+pub const PRIVATE_RANGES: [&str; 5] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+];
 
 /// Namespace and pod labels that select peers outside the tenant.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -226,6 +266,8 @@ impl Default for NetworkConfig {
             .into_iter()
             .map(str::to_string)
             .collect(),
+            cluster_cidrs: PRIVATE_RANGES.iter().map(ToString::to_string).collect(),
+            ingress_firewall: Some(IngressFirewall::default()),
         }
     }
 }
@@ -286,6 +328,16 @@ impl ConfigFile {
     /// When it is not valid YAML or names a field that does not exist.
     pub fn parse(yaml: &str) -> Result<Self, serde_yaml::Error> {
         let file: Self = serde_yaml::from_str(yaml)?;
+        if let Some(bad) = file
+            .network
+            .cluster_cidrs
+            .iter()
+            .find(|c| crate::desired::cidr::Cidr::parse(c).is_none())
+        {
+            return Err(<serde_yaml::Error as serde::de::Error>::custom(format!(
+                "network.clusterCidrs: {bad:?} is not a CIDR such as 10.244.0.0/16"
+            )));
+        }
         if enclave_crds::duration::parse(&file.tls.ca_validity).is_none() {
             return Err(<serde_yaml::Error as serde::de::Error>::custom(format!(
                 "tls.caValidity: {:?} is not a duration such as 43800h",
@@ -395,5 +447,23 @@ mod tests {
         assert_eq!(file.network.internet_ports, [443]);
         assert_eq!(file.network.dns, NetworkConfig::default().dns);
         assert!(ConfigFile::parse("network: {dnss: {}}").is_err());
+    }
+
+    #[test]
+    fn cluster_ranges_must_be_cidrs_and_the_ingress_firewall_may_be_off() {
+        let error = ConfigFile::parse("network: {clusterCidrs: [10.244.0.0/16, pods]}")
+            .expect_err("not a CIDR");
+        assert!(
+            error.to_string().contains("network.clusterCidrs"),
+            "{error}"
+        );
+        let file =
+            ConfigFile::parse("network: {clusterCidrs: [10.244.0.0/16], ingressFirewall: null}")
+                .expect("parses");
+        assert_eq!(file.network.cluster_cidrs, ["10.244.0.0/16"]);
+        assert_eq!(file.network.ingress_firewall, None);
+        let defaults = ConfigFile::parse("{}").expect("parses");
+        assert_eq!(defaults.network.cluster_cidrs, PRIVATE_RANGES);
+        assert!(defaults.network.ingress_firewall.is_some());
     }
 }

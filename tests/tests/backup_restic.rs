@@ -49,6 +49,7 @@ fn backup_container() -> Result<(Vec<String>, BTreeMap<String, String>)> {
         &tenant,
         &identity,
         &BackupConfig::default(),
+        &[],
         "enclave-system",
         (None, None),
     )

@@ -126,7 +126,7 @@ async fn three_zone_tenant_gets_exactly_the_declared_network_policies() -> Resul
         ingress_summary(&get("iso-net-dmz", "enclave-ingress").await?),
         [
             r#"namespace {"kubernetes.io/metadata.name": "ingress-nginx"} -> Int(443)/TCP"#,
-            r#"cidr 0.0.0.0/0 except ["203.0.113.0/24"] -> Int(443)/TCP"#
+            r#"cidr 0.0.0.0/0 except ["203.0.113.0/24", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"] -> Int(443)/TCP"#
         ]
     );
     assert_eq!(
@@ -423,8 +423,8 @@ async fn exposure_report_matches_the_spec_for_each_tenant_shape() -> Result<()> 
             "exp-single",
             json!({"zones": [{"name": "web", "exposure": "Internet", "ports": [{"port": 443}]}]}),
             vec![
-                "web:443 cidr:0.0.0.0/0",
-                "web:443 cidr:::/0",
+                "web:443 cidr:0.0.0.0/0 except 10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10",
+                "web:443 cidr:::/0 except fc00::/7",
                 "web:443 ingress-controller",
             ],
         ),
@@ -434,7 +434,7 @@ async fn exposure_report_matches_the_spec_for_each_tenant_shape() -> Result<()> 
             vec![
                 "app:8080 zone:dmz",
                 "data:5432 zone:app",
-                "dmz:443 cidr:0.0.0.0/0 except 203.0.113.0/24",
+                "dmz:443 cidr:0.0.0.0/0 except 203.0.113.0/24,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10",
                 "dmz:443 ingress-controller",
             ],
         ),
@@ -442,12 +442,12 @@ async fn exposure_report_matches_the_spec_for_each_tenant_shape() -> Result<()> 
             "exp-firewall",
             json!({
                 "zones": [{"name": "dmz", "exposure": "Internet", "ports": [{"port": 443}, {"port": 993}]}],
-                "firewall": {"allowCidrs": ["198.51.100.0/24", "10.0.0.0/8"], "denyCidrs": ["10.1.0.0/16", "198.51.0.0/16"]}
+                "firewall": {"allowCidrs": ["198.51.100.0/24", "11.0.0.0/8"], "denyCidrs": ["11.1.0.0/16", "198.51.0.0/16"]}
             }),
             vec![
-                "dmz:443 cidr:10.0.0.0/8 except 10.1.0.0/16",
+                "dmz:443 cidr:11.0.0.0/8 except 11.1.0.0/16",
                 "dmz:443 ingress-controller",
-                "dmz:993 cidr:10.0.0.0/8 except 10.1.0.0/16",
+                "dmz:993 cidr:11.0.0.0/8 except 11.1.0.0/16",
                 "dmz:993 ingress-controller",
             ],
         ),

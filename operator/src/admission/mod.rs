@@ -116,8 +116,8 @@ pub enum Verdict {
 /// What the guard's HTTP handler needs.
 #[derive(Clone)]
 pub struct GuardState {
-    /// The rules.
-    pub guard: Arc<Guard>,
+    /// The rules, replaced when the operator's configuration is reloaded.
+    pub guard: tokio::sync::watch::Receiver<Arc<Guard>>,
     /// Records refused attempts on the Tenant.
     pub recorder: Recorder,
     /// Counts refused attempts.
@@ -220,7 +220,8 @@ async fn review_request(
     };
     let response = AdmissionResponse::from(&request);
     let lookup = look_up(state.client.as_ref(), state.caches.as_ref(), &request).await;
-    match review(&state.guard, &request, &lookup) {
+    let guard = Arc::clone(&state.guard.borrow());
+    match review(&guard, &request, &lookup) {
         Verdict::Allow => Json(response.into_review()),
         Verdict::Deny { message, tenant } => {
             let user = request.user_info.username.clone().unwrap_or_default();
@@ -412,8 +413,9 @@ pub async fn start(
     };
     // Every replica keeps its caches, leader or not: the guard answers on each.
     let caches = Caches::start(client.clone());
+    let (rules, guard) = tokio::sync::watch::channel(Arc::new(config.guard.clone()));
     let state = GuardState {
-        guard: Arc::new(config.guard.clone()),
+        guard,
         recorder,
         metrics,
         client: Some(client.clone()),
@@ -473,7 +475,11 @@ pub async fn start(
             .await?;
         tracing::info!("admission guard configured");
     }
-    Ok(Started { server, ca_pem })
+    Ok(Started {
+        server,
+        ca_pem,
+        rules,
+    })
 }
 
 /// The guard, started.
@@ -483,6 +489,31 @@ pub struct Started {
     /// The CA its certificate chains to: the webhook's `caBundle`, and what backup pods trust
     /// when they fetch their credentials.
     pub ca_pem: String,
+    /// Replaces the rules it answers by: the operator sends the network settings of each
+    /// configuration it loads, so the guard and the controllers judge Tenants alike.
+    pub rules: tokio::sync::watch::Sender<Arc<Guard>>,
+}
+
+impl Started {
+    /// Keeps the guard's network settings those of `configs`, the live configuration, until
+    /// its sender is gone.
+    pub fn follow(&self, mut configs: tokio::sync::watch::Receiver<crate::config::Config>) {
+        let rules = self.rules.clone();
+        tokio::spawn(async move {
+            loop {
+                let network = configs.borrow_and_update().network.clone();
+                rules.send_modify(|guard| {
+                    *guard = Arc::new(Guard {
+                        network,
+                        ..Guard::clone(guard)
+                    });
+                });
+                if configs.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
 }
 
 impl GuardConfig {

@@ -220,7 +220,22 @@ pub fn review(
                 .and_then(|t| t.spec.tls.as_ref())
                 .map(|tls| tls.dns_names.clone())
                 .unwrap_or_default();
-            match ingress_problem(&data, &names) {
+            let internet = lookup
+                .namespace_labels
+                .as_ref()
+                .and_then(|l| l.get(EXPOSURE))
+                .is_some_and(|e| e == "Internet");
+            let firewall = match (&lookup.tenant, internet) {
+                (Some(tenant), true) => network::ingress_firewall(tenant, &guard.network),
+                _ => BTreeMap::new(),
+            };
+            let old = request
+                .old_object
+                .as_ref()
+                .map(|o| serde_json::to_value(o).unwrap_or_default());
+            let problem = ingress_problem(&data, &names)
+                .or_else(|| firewall_problem(old.as_ref(), &data, &firewall));
+            match problem {
                 Some(problem) => deny(format!("{what}: {problem}")),
                 None => Verdict::Allow,
             }
@@ -326,6 +341,56 @@ fn service_problem(spec: &Value, internet: bool) -> Option<String> {
             "spec.externalIPs is refused: it can capture other tenants' traffic (CVE-2020-8554)"
                 .into(),
         );
+    }
+    None
+}
+
+/// What is wrong with the firewall annotations of a tenant's Ingress in an internet-facing
+/// zone, if anything: the operator keeps them from `spec.firewall`, so nobody else may give
+/// them another value or remove them, and no other source-range annotation (another prefix,
+/// the `allowlist-` spelling a controller might prefer) may stand beside them.
+fn firewall_problem(
+    old: Option<&Value>,
+    new: &Value,
+    wanted: &BTreeMap<String, Option<String>>,
+) -> Option<String> {
+    if wanted.is_empty() {
+        return None;
+    }
+    let annotation = |object: Option<&Value>, key: &str| -> Option<String> {
+        object?["metadata"]["annotations"][key]
+            .as_str()
+            .map(str::to_string)
+    };
+    for key in new["metadata"]["annotations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+    {
+        if key.contains("source-range") && !wanted.contains_key(key) {
+            return Some(format!(
+                "annotation {key} is refused: the tenant's firewall reaches the ingress controller only through {}, which the operator keeps from spec.firewall",
+                wanted.keys().cloned().collect::<Vec<_>>().join(" and ")
+            ));
+        }
+    }
+    for (key, value) in wanted {
+        let now = annotation(Some(new), key);
+        let before = annotation(old, key);
+        let refused = match (&now, value) {
+            (Some(now), Some(value)) => now != value,
+            (Some(_), None) => true,
+            // Removing what the operator set; a value that must go anyway may go.
+            (None, Some(_)) => before.is_some(),
+            (None, None) => false,
+        };
+        if refused {
+            let shown = value.as_deref().unwrap_or("absent");
+            return Some(format!(
+                "metadata.annotations[{key}] may only be the tenant's firewall ({shown}): the operator keeps it from spec.firewall; change the Tenant instead"
+            ));
+        }
     }
     None
 }

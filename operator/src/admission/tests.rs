@@ -850,6 +850,72 @@ fn a_tenants_ingresses_serve_only_its_names() {
 }
 
 #[test]
+fn the_firewall_annotations_of_an_ingress_are_the_operators() {
+    let guard = Guard::default();
+    let owner: Tenant = serde_json::from_value(json!({"apiVersion": "enclave.dev/v1alpha1",
+        "kind": "Tenant", "metadata": {"name": "acme"}, "spec": {
+            "tls": {"dnsNames": ["shop.acme.example"]},
+            "firewall": {"allowCidrs": ["198.51.100.0/24"]}}}))
+    .expect("tenant");
+    let internet = Lookup {
+        tenant: Some(owner.clone()),
+        ..zone_of("acme", "Internet")
+    };
+    let allow = "nginx.ingress.kubernetes.io/whitelist-source-range";
+    let deny = "nginx.ingress.kubernetes.io/denylist-source-range";
+    let ingress = |annotations: Value| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "i", "annotations": annotations},
+            "spec": {"rules": [{"host": "shop.acme.example"}]}})
+    };
+    let kind = ("networking.k8s.io", "Ingress");
+    let verdict = |lookup: &Lookup, old: Option<Value>, new: Value| {
+        let operation = if old.is_some() { "UPDATE" } else { "CREATE" };
+        review(
+            &guard,
+            lookup,
+            &request(kind, operation, "alice", &[], old, Some(new)),
+        )
+    };
+    // Created without them (the operator adds them at once), or with exactly the tenant's.
+    assert_eq!(verdict(&internet, None, ingress(json!({}))), Verdict::Allow);
+    let kept = ingress(json!({allow: "198.51.100.0/24"}));
+    assert_eq!(verdict(&internet, None, kept.clone()), Verdict::Allow);
+    for (old, new, field) in [
+        // Widened,
+        (None, ingress(json!({allow: "0.0.0.0/0"})), allow),
+        // a deny list the tenant's firewall does not have,
+        (
+            None,
+            ingress(json!({allow: "198.51.100.0/24", deny: "192.0.2.0/24"})),
+            deny,
+        ),
+        // removed once the operator set it,
+        (Some(kept.clone()), ingress(json!({})), allow),
+        // or the same filter under another name the controller may read first.
+        (
+            None,
+            ingress(json!({"nginx.ingress.kubernetes.io/allowlist-source-range": "0.0.0.0/0"})),
+            "allowlist-source-range",
+        ),
+    ] {
+        match verdict(&internet, old, new) {
+            Verdict::Deny { message, .. } => assert!(message.contains(field), "{message}"),
+            Verdict::Allow => panic!("{field}: allowed"),
+        }
+    }
+    // Outside the internet-facing zones the ingress controller cannot reach the pods.
+    let internal = Lookup {
+        tenant: Some(owner),
+        ..zone_of("acme", "Internal")
+    };
+    assert_eq!(
+        verdict(&internal, None, ingress(json!({allow: "0.0.0.0/0"}))),
+        Verdict::Allow
+    );
+}
+
+#[test]
 fn managed_labels_cannot_ride_in_a_template() {
     let guard = Guard::default();
     let managed_labels =

@@ -40,6 +40,34 @@ impl Cidr {
     }
 }
 
+impl Cidr {
+    /// The two ranges one bit longer that make up this one; `None` for a single address.
+    #[must_use]
+    pub fn halves(&self) -> Option<(Cidr, Cidr)> {
+        let max = if self.addr.is_ipv4() { 32 } else { 128 };
+        if self.prefix >= max {
+            return None;
+        }
+        let prefix = self.prefix + 1;
+        let with_bit = |set: bool| -> Cidr {
+            let addr = match self.addr {
+                IpAddr::V4(a) => {
+                    let bit = 1u32 << (32 - u32::from(prefix));
+                    let base = u32::from(a) & !(bit | (bit - 1));
+                    IpAddr::V4((if set { base | bit } else { base }).into())
+                }
+                IpAddr::V6(a) => {
+                    let bit = 1u128 << (128 - u32::from(prefix));
+                    let base = u128::from(a) & !(bit | (bit - 1));
+                    IpAddr::V6((if set { base | bit } else { base }).into())
+                }
+            };
+            Cidr { addr, prefix }
+        };
+        Some((with_bit(false), with_bit(true)))
+    }
+}
+
 fn same_prefix(a: u128, b: u128, prefix: u8) -> bool {
     if prefix == 0 {
         return true;
@@ -65,6 +93,15 @@ mod tests {
         assert!(c("10.0.0.0/24").contains(&c("10.0.0.0/24")));
         assert!(c("::/0").contains(&c("2001:db8::/32")));
         assert!(!c("::/0").contains(&c("10.0.0.0/8")));
+    }
+
+    #[test]
+    fn halves_split_a_range_in_two() {
+        let (low, high) = c("10.0.0.0/8").halves().expect("halves");
+        assert_eq!((low, high), (c("10.0.0.0/9"), c("10.128.0.0/9")));
+        let (low, high) = c("fc00::/7").halves().expect("halves");
+        assert_eq!((low, high), (c("fc00::/8"), c("fd00::/8")));
+        assert_eq!(c("10.1.2.3/32").halves(), None);
     }
 
     #[test]

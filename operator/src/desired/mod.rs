@@ -69,6 +69,7 @@ pub fn desired(tenant: &Tenant, config: &Config) -> Result<Desired, Invalid> {
         tenant,
         &identity,
         &config.backup,
+        &config.network.cluster_cidrs,
         &config.namespace,
         (config.operator_ca.as_deref(), config.broker_url.as_deref()),
     )?;

@@ -1,8 +1,12 @@
 //! What the applied NetworkPolicies let each zone reach outside itself, against what the spec
 //! asks: the other half of the exposure report (`status.egress`).
 
-use super::{ANYWHERE, DNS, ZoneNamespace, isolates, of_zone, rule_ports, source};
+use super::{
+    ANYWHERE, DNS, ZoneNamespace, applies, cidr_source, of_zone, partial_pods, rule_ports, source,
+    unselected,
+};
 use crate::config::NetworkConfig;
+use crate::desired::backup::BACKUP;
 use enclave_crds::{EgressEntry, Protocol, Tenant};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
@@ -15,29 +19,32 @@ pub fn evaluate_egress(
 ) -> Vec<EgressEntry> {
     let mut entries = Vec::new();
     for zone in zones {
-        let here = of_zone(policies, zone);
-        let isolates_egress = isolates(&here, "Egress");
-        if !isolates_egress {
-            // Without an egress policy, every pod reaches everything.
-            entries.push(egress_entry(zone.zone, 0, None, Protocol::Tcp, ANYWHERE));
-            continue;
+        let here: Vec<&NetworkPolicy> = of_zone(policies, zone)
+            .into_iter()
+            .filter(|p| applies(p, "Egress"))
+            .collect();
+        if let Some(unselected) = unselected(&here) {
+            // Pods no egress policy selects reach everything.
+            let mut open = egress_entry(zone.zone, 0, None, Protocol::Tcp, ANYWHERE);
+            open.pods = unselected.pods;
+            entries.push(open);
         }
-        for rule in here
-            .iter()
-            .filter_map(|p| p.spec.as_ref())
-            .filter(|s| s.policy_types.iter().flatten().any(|t| t == "Egress"))
-            .flat_map(|s| s.egress.iter().flatten())
-        {
-            let destinations: Vec<String> = match rule.to.as_deref() {
-                None | Some([]) => vec![ANYWHERE.to_string()],
-                Some(peers) => peers
-                    .iter()
-                    .filter_map(|peer| source(peer, zone, zones, network))
-                    .collect(),
-            };
-            for to in &destinations {
-                for (port, end, protocol) in rule_ports(rule.ports.as_deref()) {
-                    entries.push(egress_entry(zone.zone, port, end, protocol, to));
+        for spec in here.iter().filter_map(|p| p.spec.as_ref()) {
+            let pods = partial_pods(spec.pod_selector.as_ref());
+            for rule in spec.egress.iter().flatten() {
+                let destinations: Vec<String> = match rule.to.as_deref() {
+                    None | Some([]) => vec![ANYWHERE.to_string()],
+                    Some(peers) => peers
+                        .iter()
+                        .filter_map(|peer| source(peer, zone, zones, network))
+                        .collect(),
+                };
+                for to in &destinations {
+                    for (port, end, protocol) in rule_ports(rule.ports.as_deref()) {
+                        let mut reached = egress_entry(zone.zone, port, end, protocol, to);
+                        reached.pods.clone_from(&pods);
+                        entries.push(reached);
+                    }
                 }
             }
         }
@@ -49,6 +56,7 @@ pub fn evaluate_egress(
             e.end_port,
             e.protocol == Protocol::Udp,
             e.to.clone(),
+            e.pods.clone(),
         )
     });
     entries.dedup();
@@ -68,6 +76,7 @@ pub(super) fn egress_entry(
         end_port,
         protocol,
         to: to.to_string(),
+        pods: None,
     }
 }
 
@@ -83,6 +92,8 @@ pub struct BackupEgress {
     pub store_cidrs: Vec<String>,
     /// The object store's port.
     pub store_port: i32,
+    /// The cluster's pod and Service ranges, left out of the store's CIDRs.
+    pub cluster_cidrs: Vec<String>,
 }
 
 /// What the spec asks each zone to reach outside itself: the cluster DNS, the ports of the
@@ -91,6 +102,7 @@ pub struct BackupEgress {
 #[must_use]
 pub fn expected_egress(tenant: &Tenant, backup: &BackupEgress) -> Vec<EgressEntry> {
     let mut entries = Vec::new();
+    let cluster: Vec<&String> = backup.cluster_cidrs.iter().collect();
     let backed_up: Vec<&str> = if tenant.spec.backup.is_some() {
         tenant
             .spec
@@ -127,18 +139,23 @@ pub fn expected_egress(tenant: &Tenant, backup: &BackupEgress) -> Vec<EgressEntr
             .iter()
             .filter(|e| e.zone.as_ref().is_none_or(|z| *z == zone.name))
         {
+            let Some(to) = cidr_source(&third.cidr, &cluster) else {
+                continue; // inside the cluster's ranges: never opened
+            };
             for port in &third.ports {
                 entries.push(egress_entry(
                     &zone.name,
                     port.port,
                     None,
                     port.protocol,
-                    &format!("cidr:{}", third.cidr),
+                    &to,
                 ));
             }
         }
         if backed_up.contains(&zone.name.as_str()) {
-            entries.push(egress_entry(
+            // Only the backup pods, selected by their label.
+            let backup_pods = Some(format!("{BACKUP}=true"));
+            let mut broker = egress_entry(
                 &zone.name,
                 backup.broker_port,
                 None,
@@ -147,15 +164,18 @@ pub fn expected_egress(tenant: &Tenant, backup: &BackupEgress) -> Vec<EgressEntr
                     "namespaces:kubernetes.io/metadata.name={}",
                     backup.operator_namespace
                 ),
-            ));
-            for cidr in &backup.store_cidrs {
-                entries.push(egress_entry(
-                    &zone.name,
-                    backup.store_port,
-                    None,
-                    Protocol::Tcp,
-                    &format!("cidr:{cidr}"),
-                ));
+            );
+            broker.pods.clone_from(&backup_pods);
+            entries.push(broker);
+            for to in backup
+                .store_cidrs
+                .iter()
+                .filter_map(|cidr| cidr_source(cidr, &cluster))
+            {
+                let mut store =
+                    egress_entry(&zone.name, backup.store_port, None, Protocol::Tcp, &to);
+                store.pods.clone_from(&backup_pods);
+                entries.push(store);
             }
         }
     }
@@ -177,7 +197,14 @@ pub fn expected_egress(tenant: &Tenant, backup: &BackupEgress) -> Vec<EgressEntr
 pub fn egress_differences(actual: &[EgressEntry], expected: &[EgressEntry]) -> Vec<String> {
     let describe = |e: &EgressEntry| {
         let range = e.end_port.map_or_else(String::new, |end| format!("-{end}"));
-        format!("{} to {}:{}{range}/{:?}", e.zone, e.to, e.port, e.protocol)
+        let pods = e
+            .pods
+            .as_ref()
+            .map_or_else(String::new, |p| format!(" (pods {p})"));
+        format!(
+            "{} to {}:{}{range}/{:?}{pods}",
+            e.zone, e.to, e.port, e.protocol
+        )
     };
     let extra = actual
         .iter()

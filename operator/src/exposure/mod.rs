@@ -39,37 +39,105 @@ pub fn evaluate(
 ) -> Vec<ExposureEntry> {
     let mut entries = Vec::new();
     for zone in zones {
-        let here = of_zone(policies, zone);
-        let isolates_ingress = isolates(&here, "Ingress");
-        if !isolates_ingress {
-            // Without an ingress policy, every port is open to everyone.
-            entries.push(entry(zone.zone, 0, Protocol::Tcp, ANYWHERE));
-            continue;
+        let here: Vec<&NetworkPolicy> = of_zone(policies, zone)
+            .into_iter()
+            .filter(|p| applies(p, "Ingress"))
+            .collect();
+        if let Some(unselected) = unselected(&here) {
+            // Pods no ingress policy selects take anything, on every port.
+            let mut open = entry(zone.zone, 0, Protocol::Tcp, ANYWHERE);
+            open.pods = unselected.pods;
+            entries.push(open);
         }
-        for rule in here
-            .iter()
-            .filter_map(|p| p.spec.as_ref())
-            .flat_map(|s| s.ingress.iter().flatten())
-        {
-            let sources: Vec<String> = match &rule.from {
-                None => vec![ANYWHERE.to_string()],
-                Some(peers) if peers.is_empty() => vec![ANYWHERE.to_string()],
-                Some(peers) => peers
-                    .iter()
-                    .filter_map(|peer| source(peer, zone, zones, network))
-                    .collect(),
-            };
-            let ports = rule_ports(rule.ports.as_deref());
-            for from in &sources {
-                for (port, end, protocol) in &ports {
-                    let mut opened = entry(zone.zone, *port, *protocol, from);
-                    opened.end_port = *end;
-                    entries.push(opened);
+        for policy in &here {
+            let Some(spec) = &policy.spec else { continue };
+            let pods = partial_pods(spec.pod_selector.as_ref());
+            for rule in spec.ingress.iter().flatten() {
+                let sources: Vec<String> = match &rule.from {
+                    None => vec![ANYWHERE.to_string()],
+                    Some(peers) if peers.is_empty() => vec![ANYWHERE.to_string()],
+                    Some(peers) => peers
+                        .iter()
+                        .filter_map(|peer| source(peer, zone, zones, network))
+                        .collect(),
+                };
+                let ports = rule_ports(rule.ports.as_deref());
+                for from in &sources {
+                    for (port, end, protocol) in &ports {
+                        let mut opened = entry(zone.zone, *port, *protocol, from);
+                        opened.end_port = *end;
+                        opened.pods.clone_from(&pods);
+                        entries.push(opened);
+                    }
                 }
             }
         }
     }
     normalise(entries)
+}
+
+/// Whether `policy` governs `direction` (`Ingress`, `Egress`) for the pods it selects.
+fn applies(policy: &NetworkPolicy, direction: &str) -> bool {
+    policy.spec.as_ref().is_some_and(|s| match &s.policy_types {
+        Some(types) => types.iter().any(|t| t == direction),
+        // No policyTypes: Ingress is implied, Egress only with egress rules.
+        None => direction == "Ingress" || s.egress.is_some(),
+    })
+}
+
+/// Which pods of a zone no policy of `governing` selects: `None` when one selects every pod
+/// (the zone is isolated); otherwise the report's description of them, `None` inside for
+/// every pod (no policy selects any), or `not a=b, not c=d` when policies select only some.
+fn unselected(governing: &[&NetworkPolicy]) -> Option<Unselected> {
+    let selectors: Vec<Option<&LabelSelector>> = governing
+        .iter()
+        .map(|p| p.spec.as_ref().and_then(|s| s.pod_selector.as_ref()))
+        .collect();
+    if selectors.iter().any(|s| selects_all_pods(*s)) {
+        return None;
+    }
+    let partial: Vec<String> = selectors
+        .iter()
+        .flatten()
+        .map(|s| format!("not {}", describe_selector(s)))
+        .collect();
+    Some(Unselected {
+        pods: (!partial.is_empty()).then(|| partial.join(", ")),
+    })
+}
+
+/// The pods of a zone that no policy selects.
+pub(super) struct Unselected {
+    /// As the report describes them; `None`: every pod.
+    pub pods: Option<String>,
+}
+
+/// The pods a policy selects, when not all of them.
+fn partial_pods(selector: Option<&LabelSelector>) -> Option<String> {
+    selector
+        .filter(|s| !selects_all_pods(Some(s)))
+        .map(describe_selector)
+}
+
+/// A label selector in kubectl's syntax: `app=web,tier in (a,b),!debug`.
+fn describe_selector(selector: &LabelSelector) -> String {
+    let mut parts: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in selector.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            other => format!("{} {other} ({values})", e.key),
+        });
+    }
+    parts.join(",")
 }
 
 /// The ports the tenant's Services open on the nodes or a load balancer: reachable from
@@ -110,21 +178,6 @@ fn of_zone<'p>(policies: &'p [NetworkPolicy], zone: &ZoneNamespace<'_>) -> Vec<&
         .iter()
         .filter(|p| p.metadata.namespace.as_deref() == Some(zone.namespace))
         .collect()
-}
-
-/// Whether `policies` isolate every pod of the zone for `direction` (`Ingress`, `Egress`):
-/// only a policy selecting every pod does; without one, some pod takes (or reaches) anything.
-fn isolates(policies: &[&NetworkPolicy], direction: &str) -> bool {
-    policies.iter().any(|p| {
-        p.spec.as_ref().is_some_and(|s| {
-            selects_all_pods(s.pod_selector.as_ref())
-                && match &s.policy_types {
-                    Some(types) => types.iter().any(|t| t == direction),
-                    // No policyTypes: Ingress is implied, Egress only with egress rules.
-                    None => direction == "Ingress" || s.egress.is_some(),
-                }
-        })
-    })
 }
 
 /// The ports of a rule: `(port, end of range, protocol)`; none listed means every port.
@@ -194,30 +247,35 @@ fn source(
             .collect();
         return (!names.is_empty()).then(|| format!("zone:{}", names.join(",")));
     }
-    let selected = PeerSelector {
-        namespace_labels: namespaces.match_labels.clone().unwrap_or_default(),
-        pod_labels: peer
-            .pod_selector
-            .as_ref()
-            .and_then(|s| s.match_labels.clone())
-            .unwrap_or_default(),
+    let no_expressions = |s: Option<&LabelSelector>| {
+        s.is_none_or(|s| s.match_expressions.as_ref().is_none_or(Vec::is_empty))
     };
-    if selected == network.ingress_controller {
-        return Some(INGRESS_CONTROLLER.to_string());
+    if no_expressions(Some(namespaces)) && no_expressions(peer.pod_selector.as_ref()) {
+        let selected = PeerSelector {
+            namespace_labels: namespaces.match_labels.clone().unwrap_or_default(),
+            pod_labels: peer
+                .pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone())
+                .unwrap_or_default(),
+        };
+        if selected == network.ingress_controller {
+            return Some(INGRESS_CONTROLLER.to_string());
+        }
+        if selected == network.dns {
+            return Some(DNS.to_string());
+        }
     }
-    if selected == network.dns {
-        return Some(DNS.to_string());
-    }
-    let described: Vec<String> = selected
-        .namespace_labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    Some(if described.is_empty() {
+    let described = describe_selector(namespaces);
+    let mut from = if described.is_empty() {
         "all-namespaces".to_string()
     } else {
-        format!("namespaces:{}", described.join(","))
-    })
+        format!("namespaces:{described}")
+    };
+    if let Some(pods) = partial_pods(peer.pod_selector.as_ref()) {
+        from = format!("{from} pods:{pods}");
+    }
+    Some(from)
 }
 
 fn selects_all_pods(selector: Option<&LabelSelector>) -> bool {
@@ -247,9 +305,10 @@ fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool 
     by_labels && by_expressions
 }
 
-/// What the spec asks to be reachable from outside each zone.
+/// What the spec asks to be reachable from outside each zone, with the configured cluster
+/// ranges left out of every CIDR.
 #[must_use]
-pub fn expected(tenant: &Tenant) -> Vec<ExposureEntry> {
+pub fn expected(tenant: &Tenant, network: &NetworkConfig) -> Vec<ExposureEntry> {
     let mut entries = Vec::new();
     for zone in &tenant.spec.zones {
         for port in &zone.ports {
@@ -270,7 +329,7 @@ pub fn expected(tenant: &Tenant) -> Vec<ExposureEntry> {
                     port.protocol,
                     INGRESS_CONTROLLER,
                 ));
-                for from in internet_sources(tenant) {
+                for from in internet_sources(tenant, &network.cluster_cidrs) {
                     entries.push(entry(&zone.name, port.port, port.protocol, &from));
                 }
             }
@@ -279,38 +338,106 @@ pub fn expected(tenant: &Tenant) -> Vec<ExposureEntry> {
     normalise(entries)
 }
 
-/// The firewall's allowed ranges minus its denied ones, as the report names them.
-fn internet_sources(tenant: &Tenant) -> Vec<String> {
+/// The firewall's allowed ranges minus its denied ones and the cluster's, as the report names
+/// them.
+fn internet_sources(tenant: &Tenant, cluster: &[String]) -> Vec<String> {
     let firewall = &tenant.spec.firewall;
     let allowed = if firewall.allow_cidrs.is_empty() {
         vec!["0.0.0.0/0".to_string(), "::/0".to_string()]
     } else {
         firewall.allow_cidrs.clone()
     };
-    let denied: Vec<(&String, Cidr)> = firewall
-        .deny_cidrs
-        .iter()
-        .filter_map(|d| Cidr::parse(d).map(|c| (d, c)))
-        .collect();
+    let denied: Vec<&String> = firewall.deny_cidrs.iter().chain(cluster).collect();
     allowed
         .iter()
-        .filter_map(|a| {
-            let range = Cidr::parse(a)?;
-            if denied.iter().any(|(_, d)| d.contains(&range)) {
-                return None; // denied whole
-            }
-            let inside: Vec<&str> = denied
-                .iter()
-                .filter(|(_, d)| range.contains(d))
-                .map(|(t, _)| t.as_str())
-                .collect();
-            Some(if inside.is_empty() {
-                format!("cidr:{a}")
-            } else {
-                format!("cidr:{a} except {}", inside.join(","))
-            })
-        })
+        .filter_map(|a| cidr_source(a, &denied))
         .collect()
+}
+
+/// How the report names `cidr` with the ranges of `left_out` inside it taken out; `None` when
+/// one of them covers it whole.
+pub(crate) fn cidr_source(cidr: &str, left_out: &[&String]) -> Option<String> {
+    let range = Cidr::parse(cidr)?;
+    let mut inside: Vec<&str> = Vec::new();
+    for text in left_out {
+        let Some(out) = Cidr::parse(text) else {
+            continue;
+        };
+        if out.contains(&range) {
+            return None;
+        }
+        if range.contains(&out) && !inside.contains(&text.as_str()) {
+            inside.push(text);
+        }
+    }
+    Some(if inside.is_empty() {
+        format!("cidr:{cidr}")
+    } else {
+        format!("cidr:{cidr} except {}", inside.join(","))
+    })
+}
+
+/// Every ipBlock of `policies` through which pods of the cluster's ranges could be reached
+/// (or reach in), for network plugins that match ipBlocks against pod addresses: none should
+/// be, or a CIDR rule is a route to other tenants' pods. Each as `namespace/policy: cidr`.
+#[must_use]
+pub fn cluster_reach(policies: &[NetworkPolicy], cluster: &[String]) -> Vec<String> {
+    let cluster: Vec<Cidr> = cluster.iter().filter_map(|c| Cidr::parse(c)).collect();
+    let mut found = Vec::new();
+    for policy in policies {
+        let Some(spec) = &policy.spec else { continue };
+        let peers = spec
+            .ingress
+            .iter()
+            .flatten()
+            .flat_map(|r| r.from.iter().flatten())
+            .chain(
+                spec.egress
+                    .iter()
+                    .flatten()
+                    .flat_map(|r| r.to.iter().flatten()),
+            );
+        for block in peers.filter_map(|p| p.ip_block.as_ref()) {
+            let Some(range) = Cidr::parse(&block.cidr) else {
+                continue;
+            };
+            let except: Vec<Cidr> = block
+                .except
+                .iter()
+                .flatten()
+                .filter_map(|e| Cidr::parse(e))
+                .collect();
+            let reaches = cluster.iter().any(|c| {
+                if c.contains(&range) {
+                    !covered(range, &except)
+                } else {
+                    range.contains(c) && !covered(*c, &except)
+                }
+            });
+            if reaches {
+                found.push(format!(
+                    "{}/{}: ipBlock {} reaches the cluster's pod or Service ranges",
+                    policy.metadata.namespace.as_deref().unwrap_or_default(),
+                    policy.metadata.name.as_deref().unwrap_or_default(),
+                    block.cidr
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// Whether the ranges of `parts` together cover all of `range`.
+fn covered(range: Cidr, parts: &[Cidr]) -> bool {
+    if parts.iter().any(|p| p.contains(&range)) {
+        return true;
+    }
+    if !parts.iter().any(|p| range.contains(p)) {
+        return false;
+    }
+    range
+        .halves()
+        .is_some_and(|(low, high)| covered(low, parts) && covered(high, parts))
 }
 
 fn entry(zone: &str, port: i32, protocol: Protocol, from: &str) -> ExposureEntry {
@@ -320,6 +447,7 @@ fn entry(zone: &str, port: i32, protocol: Protocol, from: &str) -> ExposureEntry
         end_port: None,
         protocol,
         from: from.to_string(),
+        pods: None,
     }
 }
 
@@ -331,6 +459,7 @@ fn normalise(mut entries: Vec<ExposureEntry>) -> Vec<ExposureEntry> {
             e.end_port,
             e.protocol == Protocol::Udp,
             e.from.clone(),
+            e.pods.clone(),
         )
     };
     entries.sort_by_key(key);
@@ -343,8 +472,12 @@ fn normalise(mut entries: Vec<ExposureEntry>) -> Vec<ExposureEntry> {
 pub fn differences(actual: &[ExposureEntry], expected: &[ExposureEntry]) -> Vec<String> {
     let describe = |e: &ExposureEntry| {
         let range = e.end_port.map_or_else(String::new, |end| format!("-{end}"));
+        let pods = e
+            .pods
+            .as_ref()
+            .map_or_else(String::new, |p| format!(" (pods {p})"));
         format!(
-            "{}:{}{range}/{:?} from {}",
+            "{}:{}{range}/{:?} from {}{pods}",
             e.zone, e.port, e.protocol, e.from
         )
     };
@@ -362,6 +495,9 @@ pub fn differences(actual: &[ExposureEntry], expected: &[ExposureEntry]) -> Vec<
 mod egress;
 
 pub use egress::{BackupEgress, egress_differences, evaluate_egress, expected_egress};
+
+#[cfg(test)]
+mod exactness;
 
 #[cfg(test)]
 mod tests;

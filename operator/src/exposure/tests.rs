@@ -37,9 +37,9 @@ fn built_policies_expose_exactly_what_the_spec_asks() {
     let actual = report(&t);
     assert_eq!(
         actual,
-        expected(&t),
+        expected(&t, &NetworkConfig::default()),
         "{:?}",
-        differences(&actual, &expected(&t))
+        differences(&actual, &expected(&t, &NetworkConfig::default()))
     );
     let froms: Vec<_> = actual
         .iter()
@@ -49,8 +49,8 @@ fn built_policies_expose_exactly_what_the_spec_asks() {
         froms,
         [
             "app:8080 zone:dmz",
-            "dmz:443 cidr:0.0.0.0/0 except 203.0.113.0/24",
-            "dmz:443 cidr:::/0",
+            "dmz:443 cidr:0.0.0.0/0 except 203.0.113.0/24,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10",
+            "dmz:443 cidr:::/0 except fc00::/7",
             "dmz:443 ingress-controller"
         ]
     );
@@ -71,7 +71,7 @@ fn a_namespace_without_ingress_policy_is_open_to_anywhere() {
     );
     assert_ne!(
         evaluate(&zones, &[], &NetworkConfig::default()),
-        expected(&t)
+        expected(&t, &NetworkConfig::default())
     );
 }
 
@@ -138,10 +138,9 @@ fn a_policy_selecting_some_pods_still_exposes_the_zone() {
         "spec": {"podSelector": {"matchLabels": {"app": "debug"}}, "policyTypes": ["Ingress"],
             "ingress": [{"ports": [{"port": 22}]}]}
     }));
-    assert!(
-        report.contains(&entry("app", 22, Protocol::Tcp, ANYWHERE)),
-        "{report:?}"
-    );
+    let mut debug = entry("app", 22, Protocol::Tcp, ANYWHERE);
+    debug.pods = Some("app=debug".into());
+    assert!(report.contains(&debug), "{report:?}");
 }
 
 #[test]
@@ -208,6 +207,7 @@ fn built_policies_reach_exactly_what_the_spec_asks() {
             &t,
             &identity,
             &backup_config,
+            &crate::config::NetworkConfig::default().cluster_cidrs,
             "enclave-system",
             (None, Some("https://127.0.0.1:9443/credentials")),
         )
@@ -234,6 +234,7 @@ fn built_policies_reach_exactly_what_the_spec_asks() {
             broker_port: 9443,
             store_cidrs: backup_config.store_cidrs.clone(),
             store_port: backup_config.store_port,
+            cluster_cidrs: config.cluster_cidrs.clone(),
         },
     );
     assert_eq!(egress_differences(&actual, &expected), Vec::<String>::new());
@@ -246,13 +247,16 @@ fn built_policies_reach_exactly_what_the_spec_asks() {
         Protocol::Tcp,
         "cidr:198.51.100.0/24"
     )));
-    assert!(actual.contains(&egress_entry(
+    // The store, from the backup pods only, never the cluster's own ranges.
+    let mut store = egress_entry(
         "data",
         443,
         None,
         Protocol::Tcp,
-        "cidr:0.0.0.0/0"
-    )));
+        "cidr:0.0.0.0/0 except 10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10",
+    );
+    store.pods = Some("enclave.dev/backup=true".into());
+    assert!(actual.contains(&store), "{actual:?}");
     assert!(actual.contains(&egress_entry("dmz", 53, None, Protocol::Udp, "dns")));
     // A policy letting a zone out anywhere is reported, and differs from the spec.
     let mut open: NetworkPolicy = serde_json::from_value(serde_json::json!({
@@ -266,7 +270,7 @@ fn built_policies_reach_exactly_what_the_spec_asks() {
     let differences = egress_differences(&leaky, &expected);
     assert_eq!(
         differences,
-        ["reachable but not declared: dmz to anywhere:443/Tcp"]
+        ["reachable but not declared: dmz to anywhere:443/Tcp (pods app=x)"]
     );
 }
 

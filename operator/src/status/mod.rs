@@ -77,6 +77,8 @@ pub struct NetworkReport {
     pub egress: Vec<enclave_crds::EgressEntry>,
     /// Differences from what the spec asks; empty when isolated as declared.
     pub differences: Vec<String>,
+    /// The Ingresses of the internet-facing zones and their firewall annotations.
+    pub ingresses: Vec<enclave_crds::IngressFirewallStatus>,
 }
 
 /// The status for `outcome`, keeping each condition's transition time while its value holds.
@@ -141,6 +143,7 @@ pub fn tenant_status(
     // Without a fresh report (a blocked or deleted tenant), the last one stands.
     let kept = previous.cloned().unwrap_or_default();
     let egress = network.map_or_else(|| kept.egress.clone(), |r| r.egress.clone());
+    let ingresses = network.map_or_else(|| kept.ingresses.clone(), |r| r.ingresses.clone());
     let exposure = match network {
         Some(report) => {
             let isolated = report.differences.is_empty();
@@ -194,6 +197,7 @@ pub fn tenant_status(
         tenant_bindings: kept.tenant_bindings,
         exposure,
         egress,
+        ingresses,
         usage: kept.usage,
         certificate: kept.certificate,
         backup: kept.backup,

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service,
     ServiceAccount,
 };
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::Api;
@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, instrument, warn};
 
 mod access;
+mod ingress;
 mod lifecycle;
 mod observe;
 mod preflight;
@@ -122,7 +123,21 @@ pub async fn run(
         Api::<Tenant>::all(client.clone()),
         watcher::Config::default(),
     );
-    let tenants = controller.store();
+    let zone_tenants = controller.store();
+    // The Tenant whose zone `namespace` is, from the controller's cache.
+    let by_zone = move |namespace: String| {
+        zone_tenants
+            .state()
+            .iter()
+            .find(|t| {
+                t.spec
+                    .zones
+                    .iter()
+                    .any(|z| t.zone_namespace(&z.name) == namespace)
+            })
+            .map(|t| ObjectRef::from_obj(&**t))
+    };
+    let by_zone_too = by_zone.clone();
     let controller = controller
         // Only the namespaces the operator manages are watched, never every namespace; they
         // carry no owner reference (see build::namespaces), so they are mapped by label.
@@ -136,19 +151,14 @@ pub async fn run(
         .watches(
             Api::<NetworkPolicy>::all(client.clone()),
             watcher::Config::default(),
-            move |policy| {
-                let namespace = policy.namespace()?;
-                tenants
-                    .state()
-                    .iter()
-                    .find(|t| {
-                        t.spec
-                            .zones
-                            .iter()
-                            .any(|z| t.zone_namespace(&z.name) == namespace)
-                    })
-                    .map(|t| ObjectRef::from_obj(&**t))
-            },
+            move |policy| by_zone(policy.namespace()?),
+        )
+        // Every Ingress (the tenants' own): each in an internet-facing zone carries the
+        // firewall's source ranges for the ingress controller, set as soon as it appears.
+        .watches(
+            Api::<Ingress>::all(client.clone()),
+            watcher::Config::default(),
+            move |ingress| by_zone_too(ingress.namespace()?),
         )
         .watches(
             Api::<RoleBinding>::all(client.clone()),

@@ -4,14 +4,15 @@
 
 use super::reconcile::Reconcile;
 use crate::desired::labels;
+use crate::desired::network::{FIREWALL_APPLIED, FIREWALL_PENDING, FIREWALL_UNSUPPORTED};
 use crate::error::{Phase, Result, api};
 use crate::exposure::{self, ZoneNamespace};
 use crate::status::{NetworkReport, Observed, Snapshot, job_ended};
-use enclave_crds::{Tenant, TenantStatus};
+use enclave_crds::{IngressFirewallStatus, Tenant, TenantStatus};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, ResourceQuota, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams};
 use kube::{Resource, ResourceExt};
@@ -213,16 +214,83 @@ impl Reconcile<'_> {
             ),
             store_cidrs: self.config.backup.store_cidrs.clone(),
             store_port: self.config.backup.store_port,
+            cluster_cidrs: self.config.network.cluster_cidrs.clone(),
         };
-        let mut differences = exposure::differences(&exposure, &exposure::expected(self.tenant));
+        let mut differences = exposure::differences(
+            &exposure,
+            &exposure::expected(self.tenant, &self.config.network),
+        );
+        // Under a network plugin that matches ipBlocks against pod addresses.
+        differences.extend(exposure::cluster_reach(
+            &policies,
+            &self.config.network.cluster_cidrs,
+        ));
         differences.extend(exposure::egress_differences(
             &egress,
             &exposure::expected_egress(self.tenant, &backup),
         ));
+        let ingresses = self.ingress_firewall(namespaces).await?;
+        differences.extend(
+            ingresses
+                .iter()
+                .filter(|i| i.firewall == FIREWALL_PENDING)
+                .map(|i| {
+                    format!(
+                        "Ingress {} of zone {} does not carry the firewall's source ranges",
+                        i.name, i.zone
+                    )
+                }),
+        );
         Ok(NetworkReport {
             exposure,
             egress,
             differences,
+            ingresses,
         })
+    }
+
+    /// Whether each Ingress of the internet-facing zones carries the firewall's annotations.
+    async fn ingress_firewall(
+        &self,
+        namespaces: &[Namespace],
+    ) -> Result<Vec<IngressFirewallStatus>> {
+        let wanted = crate::desired::network::ingress_firewall(self.tenant, &self.config.network);
+        let mut found = Vec::new();
+        for namespace in namespaces {
+            let Some(labels) = namespace.metadata.labels.as_ref() else {
+                continue;
+            };
+            let Some(zone) = labels.get(labels::ZONE) else {
+                continue;
+            };
+            if labels.get(crate::labels::EXPOSURE).map(String::as_str) != Some("Internet") {
+                continue;
+            }
+            let name = namespace.name_any();
+            let ingresses = Api::<Ingress>::namespaced(self.ctx.client.clone(), &name)
+                .list(&ListParams::default())
+                .await
+                .map_err(api(Phase::Observe, "list", "Ingress", &name))?
+                .items;
+            for ingress in ingresses {
+                let firewall = if wanted.is_empty() {
+                    FIREWALL_UNSUPPORTED
+                } else if crate::desired::network::carries_firewall(
+                    ingress.metadata.annotations.as_ref(),
+                    &wanted,
+                ) {
+                    FIREWALL_APPLIED
+                } else {
+                    FIREWALL_PENDING
+                };
+                found.push(IngressFirewallStatus {
+                    zone: zone.clone(),
+                    name: ingress.name_any(),
+                    firewall: firewall.to_string(),
+                });
+            }
+        }
+        found.sort_by(|a, b| (&a.zone, &a.name).cmp(&(&b.zone, &b.name)));
+        Ok(found)
     }
 }

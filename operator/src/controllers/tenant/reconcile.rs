@@ -95,6 +95,7 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
     step.with_certificates(&mut desired, &tls);
     step.revoke_removed(&names, &desired.role_bindings).await?;
     let (outcome, swept) = step.apply_and_sweep(desired, &names, deadline).await?;
+    step.keep_ingress_firewall().await?;
     step.conclude(&outcome, previous, tls.report.as_ref(), Some(names))
         .await?;
     let swept = swept?;

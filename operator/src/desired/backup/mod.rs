@@ -15,8 +15,7 @@ use k8s_openapi::api::core::v1::{
     VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -286,6 +285,7 @@ pub fn backup_objects(
     tenant: &Tenant,
     identity: &Identity,
     config: &BackupConfig,
+    cluster_cidrs: &[String],
     namespace: &str,
     operator: (Option<&str>, Option<&str>),
 ) -> Result<BackupObjects, Invalid> {
@@ -368,17 +368,18 @@ pub fn backup_objects(
                             ..NetworkPolicyPort::default()
                         }]),
                     },
-                    // The object store, where the configuration says it is.
+                    // The object store, where the configuration says it is, never the cluster's
+                    // own ranges (another tenant's pods).
                     NetworkPolicyEgressRule {
                         to: Some(
                             config
                                 .store_cidrs
                                 .iter()
-                                .map(|cidr| NetworkPolicyPeer {
-                                    ip_block: Some(IPBlock {
-                                        cidr: cidr.clone(),
-                                        except: None,
-                                    }),
+                                .filter_map(|cidr| {
+                                    crate::desired::network::outside_cluster(cidr, cluster_cidrs)
+                                })
+                                .map(|block| NetworkPolicyPeer {
+                                    ip_block: Some(block),
                                     ..NetworkPolicyPeer::default()
                                 })
                                 .collect(),

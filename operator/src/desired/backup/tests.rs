@@ -41,6 +41,7 @@ fn build(t: &Tenant) -> BackupObjects {
         t,
         &Identity::of(t).expect("identity"),
         &BackupConfig::default(),
+        &crate::config::NetworkConfig::default().cluster_cidrs,
         "enclave-system",
         (Some("CA"), Some("https://127.0.0.1:9443/credentials")),
     )
@@ -170,6 +171,7 @@ fn a_schedule_that_is_not_cron_is_refused() {
         &t,
         &Identity::of(&t).expect("identity"),
         &BackupConfig::default(),
+        &[],
         "x",
         (None, None),
     )
@@ -212,6 +214,7 @@ fn backup_pods_reach_only_the_brokers_port_and_the_stores_range() {
         &backed_up(),
         &Identity::of(&backed_up()).expect("identity"),
         &config,
+        &crate::config::NetworkConfig::default().cluster_cidrs,
         "enclave-system",
         (
             None,

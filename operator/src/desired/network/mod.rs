@@ -9,7 +9,9 @@
 //!   the third parties of `spec.egress`.
 //!
 //! Tenant zones are selected by the tenant's uid label, never its name, so no other tenant's
-//! namespace can ever match.
+//! namespace can ever match. Every `ipBlock` leaves out the cluster's pod and Service ranges
+//! (`network.clusterCidrs`): some network plugins match ipBlocks against pod addresses, and a
+//! CIDR rule must never become a route to another tenant's pods.
 
 use super::cidr::Cidr;
 use super::{Identity, Invalid, labels};
@@ -40,6 +42,40 @@ pub fn validate(tenant: &Tenant, config: &NetworkConfig) -> Result<(), Invalid> 
         .into_iter()
         .filter_map(|peer| peer.namespace_labels.get("kubernetes.io/metadata.name"));
     let reserved: Vec<&String> = config.reserved_namespaces.iter().chain(selected).collect();
+    let cluster = cluster_ranges(config);
+    let inside_cluster = |cidr: &str| {
+        Cidr::parse(cidr).and_then(|range| {
+            cluster
+                .iter()
+                .find(|(_, c)| c.contains(&range))
+                .map(|(text, _)| text.clone())
+        })
+    };
+    let spec_cidrs = tenant
+        .spec
+        .egress
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("spec.egress[{i}].cidr"), &e.cidr))
+        .chain(
+            tenant
+                .spec
+                .firewall
+                .allow_cidrs
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("spec.firewall.allowCidrs[{i}]"), c)),
+        );
+    for (field, cidr) in spec_cidrs {
+        if let Some(range) = inside_cluster(cidr) {
+            return Err(Invalid {
+                reason: "ClusterRange",
+                message: format!(
+                    "{field}: {cidr} lies inside the cluster's pod and Service range {range} (network.clusterCidrs): other tenants' pods are never reached by a CIDR; a zone reaches the tenant's own zones through allowFrom"
+                ),
+            });
+        }
+    }
     for zone in &tenant.spec.zones {
         let namespace = tenant.zone_namespace(&zone.name);
         if reserved.contains(&&namespace) {
@@ -149,7 +185,7 @@ fn ingress_rules(
             from: Some(vec![external_peer(&config.ingress_controller)]),
             ports: ports.clone(),
         });
-        let blocks: Vec<NetworkPolicyPeer> = firewall_blocks(tenant)
+        let blocks: Vec<NetworkPolicyPeer> = firewall_blocks(tenant, config)
             .into_iter()
             .map(|(cidr, except)| NetworkPolicyPeer {
                 ip_block: Some(IPBlock {
@@ -202,12 +238,14 @@ fn egress_rules(
         .iter()
         .filter(|e| e.zone.as_ref().is_none_or(|z| *z == zone.name))
     {
+        // A range inside the cluster's is refused at admission; should the configuration
+        // change under it, the rule goes rather than open a way to other tenants.
+        let Some(block) = outside_cluster(&third_party.cidr, &config.cluster_cidrs) else {
+            continue;
+        };
         rules.push(NetworkPolicyEgressRule {
             to: Some(vec![NetworkPolicyPeer {
-                ip_block: Some(IPBlock {
-                    cidr: third_party.cidr.clone(),
-                    except: None,
-                }),
+                ip_block: Some(block),
                 ..NetworkPolicyPeer::default()
             }]),
             ports: Some(policy_ports(&third_party.ports)),
@@ -216,11 +254,81 @@ fn egress_rules(
     rules
 }
 
-/// The firewall's allowed sources, each with the denied ranges inside it as exceptions. An
-/// allowed range that a denied one covers whole is dropped; no allowed range means any
-/// address, in both families.
+/// `status.ingresses[].firewall` of an Ingress carrying the firewall's annotations.
+pub const FIREWALL_APPLIED: &str = "Applied";
+/// Of an Ingress not carrying them yet, or changed by someone else.
+pub const FIREWALL_PENDING: &str = "Pending";
+/// Of every Ingress when the configuration names no annotations for the ingress controller.
+pub const FIREWALL_UNSUPPORTED: &str = "Unsupported";
+
+/// The annotations through which the shared ingress controller enforces the tenant's
+/// firewall on its Ingresses in internet-facing zones (`network.ingressFirewall`): each key
+/// with its value, comma-separated ranges, or `None` where it must be absent (no range
+/// listed). Empty when the configuration names no annotations.
 #[must_use]
-pub fn firewall_blocks(tenant: &Tenant) -> Vec<(String, Vec<String>)> {
+pub fn ingress_firewall(
+    tenant: &Tenant,
+    config: &NetworkConfig,
+) -> BTreeMap<String, Option<String>> {
+    let Some(keys) = &config.ingress_firewall else {
+        return BTreeMap::new();
+    };
+    let list = |cidrs: &[String]| (!cidrs.is_empty()).then(|| cidrs.join(","));
+    let firewall = &tenant.spec.firewall;
+    BTreeMap::from([
+        (keys.allow_annotation.clone(), list(&firewall.allow_cidrs)),
+        (keys.deny_annotation.clone(), list(&firewall.deny_cidrs)),
+    ])
+}
+
+/// Whether `annotations` hold exactly the firewall's `wanted` values.
+#[must_use]
+pub fn carries_firewall(
+    annotations: Option<&BTreeMap<String, String>>,
+    wanted: &BTreeMap<String, Option<String>>,
+) -> bool {
+    wanted
+        .iter()
+        .all(|(key, value)| annotations.and_then(|a| a.get(key)) == value.as_ref())
+}
+
+/// The configured cluster ranges that parse (the configuration's loader refuses the others).
+fn cluster_ranges(config: &NetworkConfig) -> Vec<(String, Cidr)> {
+    config
+        .cluster_cidrs
+        .iter()
+        .filter_map(|text| Some((text.clone(), Cidr::parse(text)?)))
+        .collect()
+}
+
+/// An ipBlock of `cidr` without the cluster's ranges inside it (`except`); `None` when `cidr`
+/// lies wholly inside one of them, or is no CIDR.
+#[must_use]
+pub fn outside_cluster(cidr: &str, cluster_cidrs: &[String]) -> Option<IPBlock> {
+    let range = Cidr::parse(cidr)?;
+    let mut except = Vec::new();
+    for text in cluster_cidrs {
+        let Some(cluster) = Cidr::parse(text) else {
+            continue;
+        };
+        if cluster.contains(&range) {
+            return None;
+        }
+        if range.contains(&cluster) && !except.contains(text) {
+            except.push(text.clone());
+        }
+    }
+    Some(IPBlock {
+        cidr: cidr.to_string(),
+        except: (!except.is_empty()).then_some(except),
+    })
+}
+
+/// The firewall's allowed sources, each with the denied ranges and then the cluster's ranges
+/// inside it as exceptions. An allowed range that a denied or cluster range covers whole is
+/// dropped; no allowed range means any address, in both families.
+#[must_use]
+pub fn firewall_blocks(tenant: &Tenant, config: &NetworkConfig) -> Vec<(String, Vec<String>)> {
     let firewall = &tenant.spec.firewall;
     let allow: Vec<String> = if firewall.allow_cidrs.is_empty() {
         vec!["0.0.0.0/0".into(), "::/0".into()]
@@ -231,6 +339,7 @@ pub fn firewall_blocks(tenant: &Tenant) -> Vec<(String, Vec<String>)> {
         .deny_cidrs
         .iter()
         .filter_map(|d| Some((d.clone(), Cidr::parse(d)?)))
+        .chain(cluster_ranges(config))
         .collect();
     allow
         .into_iter()
@@ -239,11 +348,12 @@ pub fn firewall_blocks(tenant: &Tenant) -> Vec<(String, Vec<String>)> {
             if deny.iter().any(|(_, d)| d.contains(&range)) {
                 return None;
             }
-            let except = deny
-                .iter()
-                .filter(|(_, d)| range.contains(d))
-                .map(|(t, _)| t.clone())
-                .collect();
+            let mut except: Vec<String> = Vec::new();
+            for (t, _) in deny.iter().filter(|(_, d)| range.contains(d)) {
+                if !except.contains(t) {
+                    except.push(t.clone());
+                }
+            }
             Some((text, except))
         })
         .collect()

@@ -139,7 +139,21 @@ fn internet_zone_admits_ingress_controller_and_firewall_sources() {
         .clone()
         .expect("ipBlock");
     assert_eq!(block.cidr, "0.0.0.0/0");
-    assert_eq!(block.except, Some(vec!["203.0.113.0/24".to_string()]));
+    // The denied range, then the cluster's (every private range by default).
+    assert_eq!(
+        block.except,
+        Some(
+            [
+                "203.0.113.0/24",
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "100.64.0.0/10"
+            ]
+            .map(String::from)
+            .to_vec()
+        )
+    );
     assert_eq!(
         rules[1].ports.as_ref().expect("ports")[0].port,
         Some(IntOrString::Int(443))
@@ -157,20 +171,32 @@ fn firewall_drops_allowed_range_covered_by_a_denied_one() {
             "2001:db8::/32".into(),
         ],
     };
+    let no_cluster = NetworkConfig {
+        cluster_cidrs: vec![],
+        ..NetworkConfig::default()
+    };
     assert_eq!(
-        firewall_blocks(&t),
+        firewall_blocks(&t, &no_cluster),
         [("10.0.0.0/8".to_string(), vec!["10.1.0.0/16".to_string()])]
     );
+    // Under the default cluster ranges, 10.0.0.0/8 is the cluster's own: dropped.
+    assert_eq!(firewall_blocks(&t, &NetworkConfig::default()), []);
 }
 
 #[test]
 fn empty_firewall_allows_both_families() {
-    let blocks = firewall_blocks(&three_zones());
+    let blocks = firewall_blocks(&three_zones(), &NetworkConfig::default());
     assert_eq!(
         blocks,
         [
-            ("0.0.0.0/0".to_string(), vec![]),
-            ("::/0".to_string(), vec![])
+            (
+                "0.0.0.0/0".to_string(),
+                crate::config::PRIVATE_RANGES[..4]
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            ),
+            ("::/0".to_string(), vec!["fc00::/7".to_string()])
         ]
     );
 }
@@ -258,4 +284,130 @@ fn a_zone_named_like_a_platform_namespace_is_refused() {
     let mut fine = crate::desired::fixtures::tenant("acme");
     fine.spec.zones = t.spec.zones.clone();
     assert!(validate(&fine, &NetworkConfig::default()).is_ok());
+}
+
+#[test]
+fn every_ip_block_leaves_out_the_cluster_ranges() {
+    let mut t = three_zones();
+    t.spec.egress = vec![EgressRule {
+        zone: None,
+        cidr: "0.0.0.0/0".into(),
+        ports: vec![Port {
+            port: 443,
+            protocol: Protocol::Tcp,
+        }],
+        description: None,
+    }];
+    let config = NetworkConfig {
+        cluster_cidrs: vec!["10.244.0.0/16".into(), "10.96.0.0/12".into()],
+        ..NetworkConfig::default()
+    };
+    let all = zone_policies(&t, &Identity::of(&t).expect("identity"), &config);
+    let blocks: Vec<IPBlock> = all
+        .iter()
+        .filter_map(|p| p.spec.as_ref())
+        .flat_map(|s| {
+            let ingress = s
+                .ingress
+                .iter()
+                .flatten()
+                .flat_map(|r| r.from.iter().flatten());
+            let egress = s
+                .egress
+                .iter()
+                .flatten()
+                .flat_map(|r| r.to.iter().flatten());
+            ingress.chain(egress).cloned().collect::<Vec<_>>()
+        })
+        .filter_map(|peer| peer.ip_block)
+        .collect();
+    assert!(blocks.len() >= 4, "{blocks:?}");
+    for block in blocks.iter().filter(|b| b.cidr == "0.0.0.0/0") {
+        assert_eq!(
+            block.except.as_deref(),
+            Some(&["10.244.0.0/16".to_string(), "10.96.0.0/12".to_string()][..])
+        );
+    }
+    // IPv6 has no cluster range here: nothing to leave out.
+    assert!(
+        blocks
+            .iter()
+            .any(|b| b.cidr == "::/0" && b.except.is_none())
+    );
+    assert_eq!(
+        outside_cluster("10.244.3.0/24", &config.cluster_cidrs),
+        None
+    );
+}
+
+#[test]
+fn a_spec_cidr_inside_the_cluster_ranges_is_refused() {
+    let config = NetworkConfig {
+        cluster_cidrs: vec!["10.244.0.0/16".into()],
+        ..NetworkConfig::default()
+    };
+    let mut t = three_zones();
+    t.spec.egress = vec![EgressRule {
+        zone: None,
+        cidr: "10.244.7.0/24".into(),
+        ports: vec![Port {
+            port: 5432,
+            protocol: Protocol::Tcp,
+        }],
+        description: None,
+    }];
+    let error = validate(&t, &config).expect_err("inside the pod range");
+    assert_eq!(error.reason, "ClusterRange");
+    assert!(
+        error
+            .message
+            .starts_with("spec.egress[0].cidr: 10.244.7.0/24"),
+        "{}",
+        error.message
+    );
+    t.spec.egress.clear();
+    t.spec.firewall.allow_cidrs = vec!["198.51.100.0/24".into(), "10.244.0.0/16".into()];
+    let error = validate(&t, &config).expect_err("the pod range itself");
+    assert!(
+        error.message.starts_with("spec.firewall.allowCidrs[1]"),
+        "{}",
+        error.message
+    );
+    // A range holding the cluster's is fine: the cluster's part is left out.
+    t.spec.firewall.allow_cidrs = vec!["10.0.0.0/8".into()];
+    assert!(validate(&t, &config).is_ok());
+}
+
+#[test]
+fn the_ingress_firewall_names_the_spec_ranges() {
+    let mut t = three_zones();
+    t.spec.firewall = Firewall {
+        allow_cidrs: vec!["198.51.100.0/24".into(), "203.0.113.0/24".into()],
+        deny_cidrs: vec![],
+    };
+    let wanted = ingress_firewall(&t, &NetworkConfig::default());
+    assert_eq!(
+        wanted["nginx.ingress.kubernetes.io/whitelist-source-range"].as_deref(),
+        Some("198.51.100.0/24,203.0.113.0/24")
+    );
+    assert_eq!(
+        wanted["nginx.ingress.kubernetes.io/denylist-source-range"],
+        None
+    );
+    let mut annotations = BTreeMap::from([(
+        "nginx.ingress.kubernetes.io/whitelist-source-range".to_string(),
+        "198.51.100.0/24,203.0.113.0/24".to_string(),
+    )]);
+    assert!(carries_firewall(Some(&annotations), &wanted));
+    annotations.insert(
+        "nginx.ingress.kubernetes.io/denylist-source-range".into(),
+        "192.0.2.0/24".into(),
+    );
+    assert!(!carries_firewall(Some(&annotations), &wanted));
+    assert!(!carries_firewall(None, &wanted));
+    let unsupported = NetworkConfig {
+        ingress_firewall: None,
+        ..NetworkConfig::default()
+    };
+    assert!(ingress_firewall(&t, &unsupported).is_empty());
 }
