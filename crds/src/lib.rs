@@ -642,13 +642,17 @@ pub struct BackupDestination {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Security {
-    /// Password complexity level required by the applications.
+    /// Password complexity level required by the applications, published as concrete
+    /// parameters (minimum length, character classes, Argon2id hashing parameters) in each
+    /// zone's `enclave-security` ConfigMap.
     #[serde(default)]
     pub password_policy: PasswordPolicy,
-    /// Download volume per user and hour above which an alert is raised (such as `500Mi`).
+    /// Download volume per user and hour above which an alert is raised (such as `500Mi`),
+    /// published in bytes as `download.thresholdBytesPerHour` in each zone's `enclave-security`
+    /// ConfigMap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("isQuantity(self)").message("downloadThreshold must be a quantity such as 500Mi"))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("downloadThreshold must be a positive quantity such as 500Mi"))]
     pub download_threshold: Option<String>,
 }
 

@@ -296,6 +296,9 @@ impl ControlPlane {
                 format!("--audit-log-path={}", self.audit_log.display()),
                 "--audit-log-format=json".to_string(),
                 "--audit-log-mode=blocking".to_string(),
+                // Never rotated during a run (the default rotates at 100 MB): the harness reads
+                // only this file, and a rotation would hide writes from a zero-writes check.
+                "--audit-log-maxsize=100000".to_string(),
                 "--profiling=false".to_string(),
                 "--v=1".to_string(),
             ]),

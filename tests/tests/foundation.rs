@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use enclave_crds::{Phase, Tenant};
 use enclave_tests::harness::{env, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -205,8 +205,8 @@ async fn unchanged_tenant_costs_zero_writes() -> Result<()> {
         "objects written more than once while setting up: {repeated:?}"
     );
     assert!(
-        per_object.len() == 3 + 7 + 3 + 3 + 6 + 3,
-        "3 namespaces, 7 policies (app and data serve no port: no ingress policy), 3 quotas, 3 limits, 6 bindings, 3 TLS policies: {per_object:?}"
+        per_object.len() == 3 + 7 + 3 + 3 + 6 + 3 + 3,
+        "3 namespaces, 7 policies (app and data serve no port: no ingress policy), 3 quotas, 3 limits, 6 bindings, 3 TLS policies, 3 security options: {per_object:?}"
     );
 
     // Make the operator reconcile again: a metadata change that leaves the spec as is.
@@ -267,6 +267,11 @@ async fn invalid_tenants_are_refused_naming_the_field() -> Result<()> {
             "bad-cidr",
             json!({"firewall": {"allowCidrs": ["10.0.0.0/33"]}}),
             "spec.firewall.allowCidrs",
+        ),
+        (
+            "bad-download-threshold",
+            json!({"security": {"downloadThreshold": "-1Gi"}}),
+            "spec.security.downloadThreshold",
         ),
         (
             "bad-egress-cidr",
@@ -680,6 +685,51 @@ async fn kubectl_explain_documents_the_fields() -> Result<()> {
         out.status.success(),
         "short name `tnt` not served: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn security_options_reach_every_zone_and_follow_the_spec() -> Result<()> {
+    let client = env().client().await?;
+    let mut manifest = tenant("sec-opts");
+    manifest["spec"] = json!({
+        "zones": [{"name": "web"}, {"name": "app"}],
+        "security": {"passwordPolicy": "Strict", "downloadThreshold": "500Mi"}
+    });
+    create_tenant(&client, manifest).await?;
+    wait_for_phase(&client, "sec-opts", Phase::Ready).await?;
+    for zone in ["web", "app"] {
+        let data = Api::<ConfigMap>::namespaced(client.clone(), &format!("sec-opts-{zone}"))
+            .get("enclave-security")
+            .await?
+            .data
+            .unwrap_or_default();
+        assert_eq!(data["password.minLength"], "16", "{zone}");
+        assert_eq!(data["password.hash.algorithm"], "argon2id");
+        assert_eq!(data["download.thresholdBytesPerHour"], "524288000");
+    }
+    // Changed in the spec: reflected at once, in place.
+    Api::<Tenant>::all(client.clone())
+        .patch(
+            "sec-opts",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"security": {"passwordPolicy": "Standard", "downloadThreshold": null}}})),
+        )
+        .await?;
+    let configs = Api::<ConfigMap>::namespaced(client.clone(), "sec-opts-app");
+    let data = eventually("the changed security options", WAIT, || async {
+        let data = configs
+            .get("enclave-security")
+            .await?
+            .data
+            .unwrap_or_default();
+        Ok((data.get("password.minLength").map(String::as_str) == Some("8")).then_some(data))
+    })
+    .await?;
+    assert!(
+        !data.contains_key("download.thresholdBytesPerHour"),
+        "{data:?}"
     );
     Ok(())
 }

@@ -176,8 +176,9 @@ fn namespace_of(zone: &str) -> String {
 
 /// What every zone has (README, "What the operator keeps today, per zone namespace"): the
 /// namespace, the network zone's policies (every zone here serves a port, so each has an
-/// ingress policy), the quota, the limits, the binding of `spec.access`, and the TLS policy,
-/// which is published with or without `spec.tls`.
+/// ingress policy), the quota, the limits, the binding of `spec.access`, the TLS policy,
+/// which is published with or without `spec.tls`, and the security options, which are
+/// published with or without `spec.security`.
 fn zone_objects(zone: &str) -> BTreeSet<String> {
     let ns = namespace_of(zone);
     let ns = Some(ns.as_str());
@@ -190,6 +191,7 @@ fn zone_objects(zone: &str) -> BTreeSet<String> {
         entry("LimitRange", ns, "enclave-limits"),
         entry("RoleBinding", ns, "enclave-admins"),
         entry("ConfigMap", ns, "enclave-tls-policy"),
+        entry("ConfigMap", ns, "enclave-security"),
     ])
 }
 

@@ -116,6 +116,7 @@ impl<'a> Applier<'a> {
                     password,
                     network_policies: backup_policies,
                 },
+            security,
             tls:
                 TlsObjects {
                     policies,
@@ -162,6 +163,7 @@ impl<'a> Applier<'a> {
         }
         step(self.apply_kind(&bundles, "").await);
         step(self.apply_kind(&policies, "").await);
+        step(self.apply_kind(&security, "").await);
         step(self.certificates(certificates).await);
         step(self.apply_kind(&services, "").await);
         step(self.apply_kind(&disruption_budgets, "").await);

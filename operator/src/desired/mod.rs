@@ -8,17 +8,19 @@ pub mod namespaces;
 pub mod network;
 pub mod quota;
 pub mod requests;
+pub mod security;
 pub mod storage;
 pub mod tls;
 pub mod workloads;
 
 use crate::config::Config;
 use enclave_crds::Tenant;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
+use std::collections::BTreeMap;
 
 pub use crate::labels::{FINALIZER, MANAGER};
 
@@ -52,6 +54,8 @@ pub struct Desired {
     pub storage: storage::StorageObjects,
     /// Backup CronJobs and what they run as.
     pub backup: backup::BackupObjects,
+    /// The security options, `enclave-security`, per zone.
+    pub security: Vec<ConfigMap>,
     /// The TLS policy here; the certificates, which need the live CA, are added by the TLS
     /// step before the apply.
     pub tls: tls::TlsObjects,
@@ -90,11 +94,32 @@ pub fn desired(tenant: &Tenant, config: &Config) -> Result<Desired, Invalid> {
         workloads: workloads::workload_objects(tenant, &identity, &config.images)?,
         storage: storage::storage_objects(tenant, &identity, config)?,
         backup,
+        security: security::config_maps(tenant, &identity),
         tls: tls::TlsObjects {
             policies: tls::policies(tenant, &identity, policy),
             ..tls::TlsObjects::default()
         },
     })
+}
+
+/// One ConfigMap named `name` holding `data` in every zone of the tenant.
+#[must_use]
+pub fn per_zone_config_maps(
+    tenant: &Tenant,
+    identity: &Identity,
+    name: &str,
+    data: &BTreeMap<String, String>,
+) -> Vec<ConfigMap> {
+    tenant
+        .spec
+        .zones
+        .iter()
+        .map(|z| ConfigMap {
+            metadata: identity.zone_object(tenant, &z.name, name),
+            data: Some(data.clone()),
+            ..ConfigMap::default()
+        })
+        .collect()
 }
 
 /// The restricted container security context (Pod Security `restricted`) of every container the

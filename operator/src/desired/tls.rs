@@ -237,16 +237,8 @@ pub fn serving_secret(
 /// The CA bundle in every zone: what clients of the tenant's services trust.
 #[must_use]
 pub fn bundles(tenant: &Tenant, identity: &Identity, bundle: &str) -> Vec<ConfigMap> {
-    tenant
-        .spec
-        .zones
-        .iter()
-        .map(|z| ConfigMap {
-            metadata: identity.zone_object(tenant, &z.name, BUNDLE),
-            data: Some(BTreeMap::from([("ca.crt".to_string(), bundle.to_string())])),
-            ..ConfigMap::default()
-        })
-        .collect()
+    let data = BTreeMap::from([("ca.crt".to_string(), bundle.to_string())]);
+    super::per_zone_config_maps(tenant, identity, BUNDLE, &data)
 }
 
 /// The TLS policy in every zone, for front services and ingress controllers to read.
@@ -267,16 +259,7 @@ pub fn policies(tenant: &Tenant, identity: &Identity, policy: Policy) -> Vec<Con
         ("hstsMaxAgeSeconds".to_string(), "31536000".to_string()),
         ("ingressAnnotations".to_string(), ingress),
     ]);
-    tenant
-        .spec
-        .zones
-        .iter()
-        .map(|z| ConfigMap {
-            metadata: identity.zone_object(tenant, &z.name, POLICY),
-            data: Some(data.clone()),
-            ..ConfigMap::default()
-        })
-        .collect()
+    super::per_zone_config_maps(tenant, identity, POLICY, &data)
 }
 
 /// The certificate and key a Secret holds, if readable text.
