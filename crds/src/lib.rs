@@ -283,12 +283,12 @@ pub struct Firewall {
     /// Sources allowed to reach internet-facing zones, as CIDRs. Empty: any address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 64)))]
-    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("every allowCidrs entry must be a CIDR such as 203.0.113.0/24"))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c) && cidr(c) == cidr(c).masked())").message("every allowCidrs entry must be a network such as 203.0.113.0/24, without host bits"))]
     pub allow_cidrs: Vec<String>,
     /// Sources refused even when inside an allowed range, as CIDRs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 64)))]
-    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("every denyCidrs entry must be a CIDR such as 203.0.113.0/24"))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c) && cidr(c) == cidr(c).masked())").message("every denyCidrs entry must be a network such as 203.0.113.0/24, without host bits"))]
     pub deny_cidrs: Vec<String>,
 }
 
@@ -302,7 +302,7 @@ pub struct EgressRule {
     pub zone: Option<String>,
     /// Destination, as a CIDR.
     #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new("isCIDR(self)").message("cidr must be a CIDR such as 198.51.100.0/24"))]
+    #[x_kube(validation = Rule::new("isCIDR(self) && cidr(self) == cidr(self).masked()").message("cidr must be a network such as 198.51.100.0/24, without host bits"))]
     pub cidr: String,
     /// Destination ports; at least one.
     #[schemars(length(min = 1, max = 16))]

@@ -328,15 +328,38 @@ impl ConfigFile {
     /// When it is not valid YAML or names a field that does not exist.
     pub fn parse(yaml: &str) -> Result<Self, serde_yaml::Error> {
         let file: Self = serde_yaml::from_str(yaml)?;
-        if let Some(bad) = file
-            .network
-            .cluster_cidrs
-            .iter()
-            .find(|c| crate::desired::cidr::Cidr::parse(c).is_none())
-        {
-            return Err(<serde_yaml::Error as serde::de::Error>::custom(format!(
-                "network.clusterCidrs: {bad:?} is not a CIDR such as 10.244.0.0/16"
-            )));
+        let invalid = |message: String| <serde_yaml::Error as serde::de::Error>::custom(message);
+        let not_network =
+            |c: &&String| crate::desired::cidr::Cidr::parse(c).is_none_or(|c| !c.is_network());
+        for (field, list) in [
+            ("network.clusterCidrs", &file.network.cluster_cidrs),
+            ("backup.storeCidrs", &file.backup.store_cidrs),
+        ] {
+            if let Some(bad) = list.iter().find(not_network) {
+                return Err(invalid(format!(
+                    "{field}: {bad:?} is not a network such as 10.244.0.0/16 (no host bits, IPv4 written as IPv4)"
+                )));
+            }
+        }
+        if let Some(keys) = &file.network.ingress_firewall {
+            let qualified = |key: &str| {
+                let name = key.rsplit('/').next().unwrap_or_default();
+                !name.is_empty()
+                    && name.len() <= 63
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    && key.split('/').count() <= 2
+            };
+            if keys.allow_annotation == keys.deny_annotation
+                || !qualified(&keys.allow_annotation)
+                || !qualified(&keys.deny_annotation)
+            {
+                return Err(invalid(format!(
+                    "network.ingressFirewall: {:?} and {:?} must be two different annotation names",
+                    keys.allow_annotation, keys.deny_annotation
+                )));
+            }
         }
         if enclave_crds::duration::parse(&file.tls.ca_validity).is_none() {
             return Err(<serde_yaml::Error as serde::de::Error>::custom(format!(
@@ -462,6 +485,15 @@ mod tests {
                 .expect("parses");
         assert_eq!(file.network.cluster_cidrs, ["10.244.0.0/16"]);
         assert_eq!(file.network.ingress_firewall, None);
+        for bad in [
+            "network: {clusterCidrs: ['10.1.2.3/8']}",
+            "network: {clusterCidrs: ['::ffff:10.0.0.0/104']}",
+            "backup: {storeCidrs: ['203.0.113.9/24']}",
+            "network: {ingressFirewall: {allowAnnotation: a/x, denyAnnotation: a/x}}",
+            "network: {ingressFirewall: {allowAnnotation: '', denyAnnotation: a/x}}",
+        ] {
+            assert!(ConfigFile::parse(bad).is_err(), "{bad}");
+        }
         let defaults = ConfigFile::parse("{}").expect("parses");
         assert_eq!(defaults.network.cluster_cidrs, PRIVATE_RANGES);
         assert!(defaults.network.ingress_firewall.is_some());

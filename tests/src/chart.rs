@@ -126,6 +126,7 @@ pub fn operator_identity(
             "rbac.yaml",
             "operator-policy.yaml",
             "webhook.yaml",
+            "mutatingwebhook.yaml",
         ],
     )?;
     apply(kubectl, kubeconfig, &objects)?;

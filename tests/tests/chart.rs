@@ -7,7 +7,9 @@
 
 use anyhow::{Context as _, Result, bail, ensure};
 use enclave_crds::{Phase, RequestPhase, Tenant, TenantExport, TenantRestore};
-use enclave_operator::admission::{Guard, operator_service_account, webhook_configuration};
+use enclave_operator::admission::{
+    Guard, mutating_configuration, operator_service_account, webhook_configuration,
+};
 use enclave_tests::chart::{self, RELEASE, SERVICE_ACCOUNT, WEBHOOK_CONFIGURATION};
 use enclave_tests::controlplane::{ControlPlane, built, kubectl_output, repo_root};
 use enclave_tests::harness::eventually;
@@ -247,6 +249,25 @@ fn the_chart_webhook_configuration_is_the_operators() -> Result<()> {
         ensure!(hook["clientConfig"]["service"]["name"] == "enclave-webhook");
         ensure!(hook["timeoutSeconds"].as_i64().is_some_and(|t| t <= 10));
     }
+    // The mutation (the firewall on tenants' Ingresses), likewise.
+    let rendered = chart::render(NAMESPACE, &[], &["mutatingwebhook.yaml"])?;
+    let chart: Value = serde_yaml::from_str(&rendered)?;
+    let operator = serde_json::to_value(mutating_configuration(
+        WebhookClientConfig::default(),
+        "CA",
+        &guard,
+        NAMESPACE,
+    ))?;
+    let (ours, theirs) = (
+        without_client(&operator["webhooks"]),
+        without_client(&chart["webhooks"]),
+    );
+    ensure!(
+        ours.len() == 1 && ours == theirs,
+        "operator: {ours:#?}\nchart: {theirs:#?}"
+    );
+    ensure!(!rendered.contains("caBundle"));
+    ensure!(chart["webhooks"][0]["clientConfig"]["service"]["path"] == "/mutate");
     Ok(())
 }
 

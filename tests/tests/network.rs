@@ -289,7 +289,17 @@ async fn the_firewall_reaches_the_ingress_controller_through_every_ingress() -> 
         "spec": {"rules": [{"host": "shop.fw.example", "http": {"paths": [{"path": "/", "pathType": "Prefix",
             "backend": {"service": {"name": "web", "port": {"number": 443}}}}]}}]}
     }))?;
-    ingresses.create(&PostParams::default(), &ingress).await?;
+    // Given the firewall as it is admitted (the guard's mutation): never served without it.
+    let created = ingresses.create(&PostParams::default(), &ingress).await?;
+    let annotations = created.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        (annotations.get(ALLOW), annotations.get(DENY)),
+        (
+            Some(&"198.51.100.0/24".to_string()),
+            Some(&"198.51.100.128/25".to_string())
+        ),
+        "{annotations:?}"
+    );
     let carried = |allow: &'static str, deny: Option<&'static str>| {
         let ingresses = ingresses.clone();
         move || {
@@ -324,7 +334,8 @@ async fn the_firewall_reaches_the_ingress_controller_through_every_ingress() -> 
     assert_eq!(reported, [("web".into(), "shop".into(), "Applied".into())]);
     assert_eq!(isolated(&tenant).0, "True", "{}", isolated(&tenant).1);
 
-    // The tenant admin can neither widen it, nor remove it, nor add another spelling.
+    // The tenant admin can neither widen it, nor remove it, nor add another spelling: each
+    // change is undone as it is admitted.
     for (what, annotations) in [
         ("widen", json!({ALLOW: "0.0.0.0/0"})),
         ("remove", json!({ALLOW: null, DENY: null})),
@@ -333,20 +344,34 @@ async fn the_firewall_reaches_the_ingress_controller_through_every_ingress() -> 
             json!({"nginx.ingress.kubernetes.io/allowlist-source-range": "0.0.0.0/0"}),
         ),
     ] {
-        let error = ingresses
+        let patched = ingresses
             .patch(
                 "shop",
                 &PatchParams::default(),
                 &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
             )
-            .await
-            .expect_err(what);
-        let message = error.to_string();
-        assert!(
-            message.contains("source-range") && message.contains("403"),
-            "{what}: {message}"
+            .await?;
+        let kept = patched.metadata.annotations.unwrap_or_default();
+        assert_eq!(
+            (
+                kept.get(ALLOW).map(String::as_str),
+                kept.get(DENY).map(String::as_str),
+                kept.contains_key("nginx.ingress.kubernetes.io/allowlist-source-range")
+            ),
+            (Some("198.51.100.0/24"), Some("198.51.100.128/25"), false),
+            "{what}: {kept:?}"
         );
     }
+    // What would go past the filter is refused outright.
+    let error = ingresses
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"nginx.ingress.kubernetes.io/ssl-passthrough": "true"}}})),
+        )
+        .await
+        .expect_err("ssl-passthrough");
+    assert!(error.to_string().contains("ssl-passthrough"), "{error}");
 
     // The platform changes the firewall: every Ingress follows.
     Api::<Tenant>::all(client.clone())

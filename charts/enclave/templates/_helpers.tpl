@@ -53,14 +53,21 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* How the API server calls the guard: its Service, or a URL (an operator outside the cluster). */}}
 {{- define "enclave.webhookClient" -}}
-{{- if .Values.webhook.url -}}
-url: {{ .Values.webhook.url | quote }}
+{{- include "enclave.webhookClientAt" (list . "/validate") }}
+{{- end }}
+
+{{/* The guard's client configuration at a path: (list $ "/mutate"). */}}
+{{- define "enclave.webhookClientAt" -}}
+{{- $root := index . 0 }}
+{{- $path := index . 1 }}
+{{- if $root.Values.webhook.url -}}
+url: {{ printf "%s%s" (trimSuffix "/validate" $root.Values.webhook.url) $path | quote }}
 {{- else -}}
 service:
-  namespace: {{ .Release.Namespace }}
-  name: {{ include "enclave.fullname" . }}-webhook
-  path: /validate
-  port: {{ .Values.webhook.port }}
+  namespace: {{ $root.Release.Namespace }}
+  name: {{ include "enclave.fullname" $root }}-webhook
+  path: {{ $path }}
+  port: {{ $root.Values.webhook.port }}
 {{- end }}
 {{- end }}
 
@@ -80,4 +87,18 @@ service:
 {{- fail (printf "webhook.exemptGroups: %s would exempt everyone from the guard; name a break-glass group" .) }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* The webhooks' match condition: the operator's service account and the system controllers
+acting for admitted objects never reach the guard (operator/src/admission/mod.rs,
+SYSTEM_CONTROLLERS). */}}
+{{- define "enclave.notTrusted" -}}
+{{- $trusted := list (printf "system:serviceaccount:%s:%s" .Release.Namespace (include "enclave.serviceAccountName" .)) }}
+{{- range list "generic-garbage-collector" "namespace-controller" "deployment-controller" "replicaset-controller" "statefulset-controller" "job-controller" "cronjob-controller" "ttl-after-finished-controller" "persistent-volume-binder" }}
+{{- $trusted = append $trusted (printf "system:serviceaccount:kube-system:%s" .) }}
+{{- end }}
+{{- $trusted = append $trusted "system:kube-controller-manager" }}
+{{- $quoted := list }}
+{{- range $trusted }}{{ $quoted = append $quoted (printf "'%s'" .) }}{{ end }}
+{{- printf "!(request.userInfo.username in [%s])" (join ", " $quoted) }}
 {{- end }}

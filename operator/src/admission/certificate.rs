@@ -2,10 +2,12 @@
 //! by the first replica to start (or by cert-manager), served by every replica and reloaded
 //! when it changes, and named in the webhook configuration's `caBundle` by the leader.
 
-use super::webhook::{ServingCertificate, ca_bundle, server_config};
-use crate::cluster::{Gateway, Note};
+use super::webhook::{MUTATING_WEBHOOKS, ServingCertificate, WEBHOOKS, ca_bundle, server_config};
+use crate::cluster::{Gateway, Note, Writer};
 use crate::error::Phase;
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use std::time::Duration;
@@ -122,7 +124,8 @@ pub async fn keep_ca_bundle(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let secrets = Api::<Secret>::namespaced(gateway.client().clone(), &namespace);
-    let configurations = Api::<ValidatingWebhookConfiguration>::all(gateway.client().clone());
+    let validating = Api::<ValidatingWebhookConfiguration>::all(gateway.client().clone());
+    let mutating = Api::<MutatingWebhookConfiguration>::all(gateway.client().clone());
     let writer = gateway.writer(Phase::Start, None);
     let upkeep = async {
         loop {
@@ -134,43 +137,19 @@ pub async fn keep_ca_bundle(
                 .as_ref()
                 .and_then(ServingCertificate::from_secret)
                 .map(|c| c.ca_pem);
-            let live = configurations.get_opt(&webhook_configuration).await;
-            match (ca, live) {
-                (Some(ca), Ok(Some(live))) => {
-                    let bundle = k8s_openapi::ByteString(ca.as_bytes().to_vec());
-                    let current = live
-                        .webhooks
-                        .unwrap_or_default()
-                        .iter()
-                        .all(|w| w.client_config.ca_bundle.as_ref() == Some(&bundle));
-                    if !current {
-                        let fields = ca_bundle(&webhook_configuration, &ca);
-                        match writer
-                            .apply_fields::<ValidatingWebhookConfiguration>(
-                                None,
-                                &webhook_configuration,
-                                &fields,
-                            )
-                            .await
-                        {
-                            Ok(()) => tracing::info!(
-                                configuration = %webhook_configuration,
-                                "webhook caBundle set"
-                            ),
-                            Err(error) => {
-                                tracing::warn!(%error, "setting the webhook caBundle failed");
-                            }
-                        }
-                    }
+            match ca {
+                Some(ca) => {
+                    keep_one(&validating, &writer, &webhook_configuration, &WEBHOOKS, &ca).await;
+                    keep_one(
+                        &mutating,
+                        &writer,
+                        &webhook_configuration,
+                        &MUTATING_WEBHOOKS,
+                        &ca,
+                    )
+                    .await;
                 }
-                (_, Ok(None)) => tracing::warn!(
-                    configuration = %webhook_configuration,
-                    "the webhook configuration is missing: is the chart installed?"
-                ),
-                (_, Err(error)) => {
-                    tracing::warn!(%error, "reading the webhook configuration failed");
-                }
-                (None, _) => tracing::warn!(%secret, "no certificate to publish yet"),
+                None => tracing::warn!(%secret, "no certificate to publish yet"),
             }
             tokio::time::sleep(EVERY).await;
         }
@@ -178,5 +157,40 @@ pub async fn keep_ca_bundle(
     tokio::select! {
         () = upkeep => {},
         () = shutdown => {},
+    }
+}
+
+/// Sets the `caBundle` of each of `webhooks` in the configuration `name` to `ca`, unless all
+/// are already.
+async fn keep_one<K>(api: &Api<K>, writer: &Writer<'_>, name: &str, webhooks: &[&str], ca: &str)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize,
+    K: std::fmt::Debug,
+{
+    let kind = K::kind(&());
+    let live = match api.get_opt(name).await {
+        Ok(Some(live)) => serde_json::to_value(&live).unwrap_or_default(),
+        Ok(None) => {
+            tracing::warn!(configuration = %name, %kind, "the webhook configuration is missing: is the chart installed?");
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%error, %kind, "reading the webhook configuration failed");
+            return;
+        }
+    };
+    let fields = ca_bundle(&kind, name, webhooks, ca);
+    let bundle = &fields["webhooks"][0]["clientConfig"]["caBundle"];
+    let current = live["webhooks"].as_array().is_some_and(|hooks| {
+        hooks
+            .iter()
+            .all(|w| &w["clientConfig"]["caBundle"] == bundle)
+    });
+    if current {
+        return;
+    }
+    match writer.apply_fields::<K>(None, name, &fields).await {
+        Ok(()) => tracing::info!(configuration = %name, %kind, "webhook caBundle set"),
+        Err(error) => tracing::warn!(%error, %kind, "setting the webhook caBundle failed"),
     }
 }

@@ -22,9 +22,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
-use k8s_openapi::api::admissionregistration::v1::{
-    ValidatingWebhookConfiguration, WebhookClientConfig,
-};
+use k8s_openapi::api::admissionregistration::v1::WebhookClientConfig;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -35,16 +33,23 @@ use std::sync::Arc;
 pub const WEBHOOK_CONFIGURATION: &str = "enclave-guard";
 /// Path the guard serves.
 pub const PATH: &str = "/validate";
+/// Path of the guard's one mutation (the firewall on a tenant's Ingresses).
+pub const MUTATE_PATH: &str = "/mutate";
 
 mod cache;
 mod certificate;
+mod mutate;
 mod review;
 mod webhook;
 
 pub use cache::Caches;
 pub use certificate::keep_ca_bundle;
+pub use mutate::firewall_mutation;
 pub use review::{CONFIRM_DELETE, EXPOSURE, GRANTABLE_ROLES, Lookup, review, verb};
-pub use webhook::{ServingCertificate, WEBHOOKS, ca_bundle, webhook_configuration};
+pub use webhook::{
+    MUTATING_WEBHOOKS, ServingCertificate, WEBHOOKS, ca_bundle, mutating_configuration,
+    webhook_configuration,
+};
 
 /// The system controllers whose writes the guard never sees: they act for objects already
 /// admitted (a managed CronJob's Jobs, a managed Deployment's pods, claims being bound) and
@@ -195,7 +200,16 @@ async fn validate(
     tls: Option<axum::Extension<Arc<axum_server::tls::TlsInfo>>>,
     Json(review_in): Json<AdmissionReview<DynamicObject>>,
 ) -> Result<Json<AdmissionReview<DynamicObject>>, (axum::http::StatusCode, &'static str)> {
-    // The TLS layer verified any certificate presented; here, one must have been.
+    only_the_api_server(&state, tls)?;
+    Ok(review_request(&state, review_in).await)
+}
+
+/// With `require_client_certificate`, refuses a caller that presented no client certificate
+/// (the TLS layer verified any that was presented): the guard answers only the API server.
+fn only_the_api_server(
+    state: &GuardState,
+    tls: Option<axum::Extension<Arc<axum_server::tls::TlsInfo>>>,
+) -> Result<(), (axum::http::StatusCode, &'static str)> {
     let presented = tls.is_some_and(|info| !info.peer_certificates.is_empty());
     if state.require_client_certificate && !presented {
         tracing::warn!("admission review without the API server's client certificate: refused");
@@ -204,7 +218,36 @@ async fn validate(
             "the guard answers only the API server",
         ));
     }
-    Ok(review_request(&state, review_in).await)
+    Ok(())
+}
+
+/// The mutating webhook: sets the tenant's firewall on an Ingress as it is created or changed.
+/// Refuses nothing (the validating webhook does); a malformed review is answered as invalid.
+async fn mutate(
+    State(state): State<GuardState>,
+    tls: Option<axum::Extension<Arc<axum_server::tls::TlsInfo>>>,
+    Json(review_in): Json<AdmissionReview<DynamicObject>>,
+) -> Result<Json<AdmissionReview<DynamicObject>>, (axum::http::StatusCode, &'static str)> {
+    only_the_api_server(&state, tls)?;
+    let request: AdmissionRequest<DynamicObject> = match review_in.try_into() {
+        Ok(request) => request,
+        Err(error) => {
+            return Ok(Json(
+                AdmissionResponse::invalid(error.to_string()).into_review(),
+            ));
+        }
+    };
+    let response = AdmissionResponse::from(&request);
+    let lookup = look_up(state.client.as_ref(), state.caches.as_ref(), &request).await;
+    let guard = Arc::clone(&state.guard.borrow());
+    let Some(patch) = firewall_mutation(&guard, &request, &lookup) else {
+        return Ok(Json(response.into_review()));
+    };
+    tracing::info!(name = %request.name, namespace = ?request.namespace, "the firewall set on an Ingress");
+    Ok(Json(match response.clone().with_patch(patch) {
+        Ok(patched) => patched.into_review(),
+        Err(error) => response.deny(error.to_string()).into_review(),
+    }))
 }
 
 async fn review_request(
@@ -306,7 +349,10 @@ pub async fn serve(
     broker: Option<crate::credentials::Broker>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
-    let app = Router::new().route(PATH, post(validate)).with_state(state);
+    let app = Router::new()
+        .route(PATH, post(validate))
+        .route(MUTATE_PATH, post(mutate))
+        .with_state(state);
     let app = match broker {
         Some(broker) => app.merge(
             Router::new()
@@ -454,25 +500,21 @@ pub async fn start(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     if config.certificates == Certificates::Ephemeral {
-        let desired = webhook_configuration(
+        let writer = gateway.writer(crate::error::Phase::Start, None);
+        let validating = webhook_configuration(
+            config.client_config.clone(),
+            &ca_pem,
+            &config.guard,
+            &config.namespace,
+        );
+        apply_configuration(&client, &writer, &validating).await?;
+        let mutating = mutating_configuration(
             config.client_config,
             &ca_pem,
             &config.guard,
             &config.namespace,
         );
-        let live = kube::Api::<ValidatingWebhookConfiguration>::all(client)
-            .get_opt(WEBHOOK_CONFIGURATION)
-            .await
-            .map_err(crate::error::api(
-                crate::error::Phase::Start,
-                "get",
-                "ValidatingWebhookConfiguration",
-                WEBHOOK_CONFIGURATION,
-            ))?;
-        gateway
-            .writer(crate::error::Phase::Start, None)
-            .apply(&desired, live.as_ref())
-            .await?;
+        apply_configuration(&client, &writer, &mutating).await?;
         tracing::info!("admission guard configured");
     }
     Ok(Started {
@@ -534,4 +576,28 @@ impl GuardConfig {
             crate::credentials::PATH
         ))
     }
+}
+
+/// Applies one of the guard's webhook configurations, made whole by this replica.
+async fn apply_configuration<K>(
+    client: &kube::Client,
+    writer: &crate::cluster::Writer<'_>,
+    desired: &K,
+) -> crate::Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug,
+    K: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let kind = K::kind(&()).to_string();
+    let live = kube::Api::<K>::all(client.clone())
+        .get_opt(WEBHOOK_CONFIGURATION)
+        .await
+        .map_err(crate::error::api(
+            crate::error::Phase::Start,
+            "get",
+            &kind,
+            WEBHOOK_CONFIGURATION,
+        ))?;
+    writer.apply(desired, live.as_ref()).await?;
+    Ok(())
 }

@@ -220,15 +220,13 @@ pub fn review(
                 .and_then(|t| t.spec.tls.as_ref())
                 .map(|tls| tls.dns_names.clone())
                 .unwrap_or_default();
-            let internet = lookup
-                .namespace_labels
+            // In every zone of the tenant: the controller merges canaries and paths by host
+            // across namespaces, so an internal zone's Ingress could lend its filter (none).
+            let firewall = lookup
+                .tenant
                 .as_ref()
-                .and_then(|l| l.get(EXPOSURE))
-                .is_some_and(|e| e == "Internet");
-            let firewall = match (&lookup.tenant, internet) {
-                (Some(tenant), true) => network::ingress_firewall(tenant, &guard.network),
-                _ => BTreeMap::new(),
-            };
+                .map(|tenant| network::ingress_firewall(tenant, &guard.network))
+                .unwrap_or_default();
             let old = request
                 .old_object
                 .as_ref()
@@ -345,8 +343,7 @@ fn service_problem(spec: &Value, internet: bool) -> Option<String> {
     None
 }
 
-/// What is wrong with the firewall annotations of a tenant's Ingress in an internet-facing
-/// zone, if anything: the operator keeps them from `spec.firewall`, so nobody else may give
+/// What is wrong with the firewall annotations of a tenant's Ingress, if anything: the operator keeps them from `spec.firewall`, so nobody else may give
 /// them another value or remove them, and no other source-range annotation (another prefix,
 /// the `allowlist-` spelling a controller might prefer) may stand beside them.
 fn firewall_problem(
@@ -354,8 +351,23 @@ fn firewall_problem(
     new: &Value,
     wanted: &BTreeMap<String, Option<String>>,
 ) -> Option<String> {
+    // Room for the operator's values: beside them, the API server caps all annotations at
+    // 256 KiB, and an Ingress that filled it could never be given the firewall.
+    const ROOM: usize = 64 * 1024;
     if wanted.is_empty() {
         return None;
+    }
+    let others: usize = new["metadata"]["annotations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !wanted.contains_key(*k))
+        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+        .sum();
+    if others > ROOM {
+        return Some(format!(
+            "metadata.annotations hold {others} bytes: at most {ROOM} beside the firewall's, which the operator sets"
+        ));
     }
     let annotation = |object: Option<&Value>, key: &str| -> Option<String> {
         object?["metadata"]["annotations"][key]
@@ -401,13 +413,17 @@ fn firewall_problem(
 fn ingress_problem(ingress: &Value, names: &[String]) -> Option<String> {
     // Annotations that reach past the Ingress's own hosts, or put configuration (and so code)
     // into the shared controller, whose own token reads every Secret.
-    const REACHING: [&str; 6] = [
+    // `ssl-passthrough` routes at layer 4, past every filter; `satisfy: any` lets a password
+    // stand in for the source filter.
+    const REACHING: [&str; 8] = [
         "snippet",
         "server-alias",
         "auth-url",
         "auth-signin",
         "upstream-vhost",
         "mirror-",
+        "ssl-passthrough",
+        "satisfy",
     ];
     for key in ingress["metadata"]["annotations"]
         .as_object()

@@ -295,7 +295,7 @@ fn webhook_configuration_excludes_trusted_users_and_scopes_to_managed_objects() 
     assert_eq!(excluded(&hooks[0]), ["kube-system"]);
     assert_eq!(excluded(&hooks[1]), ["kube-system", "enclave-system"]);
     // The chart's configuration gets only its caBundles from the operator, one per webhook.
-    let bundle = ca_bundle("enclave", "CA");
+    let bundle = ca_bundle("ValidatingWebhookConfiguration", "enclave", &WEBHOOKS, "CA");
     let names: Vec<&str> = bundle["webhooks"]
         .as_array()
         .expect("webhooks")
@@ -904,15 +904,37 @@ fn the_firewall_annotations_of_an_ingress_are_the_operators() {
             Verdict::Allow => panic!("{field}: allowed"),
         }
     }
-    // Outside the internet-facing zones the ingress controller cannot reach the pods.
+    // In an internal zone too: a canary there, or a path of the same host, would lend the
+    // internet zone its filter.
     let internal = Lookup {
         tenant: Some(owner),
         ..zone_of("acme", "Internal")
     };
-    assert_eq!(
+    assert!(matches!(
         verdict(&internal, None, ingress(json!({allow: "0.0.0.0/0"}))),
-        Verdict::Allow
-    );
+        Verdict::Deny { .. }
+    ));
+    // No room left for the operator's values: refused.
+    let stuffed = ingress(json!({"x": "y".repeat(200_000)}));
+    match verdict(&internet, None, stuffed) {
+        Verdict::Deny { message, .. } => {
+            assert!(message.contains("metadata.annotations"), "{message}");
+        }
+        Verdict::Allow => panic!("stuffed annotations allowed"),
+    }
+    // Layer-4 passthrough and `satisfy: any` go past the filter.
+    for key in [
+        "nginx.ingress.kubernetes.io/ssl-passthrough",
+        "nginx.ingress.kubernetes.io/satisfy",
+    ] {
+        assert!(
+            matches!(
+                verdict(&internet, None, ingress(json!({key: "true"}))),
+                Verdict::Deny { .. }
+            ),
+            "{key}"
+        );
+    }
 }
 
 #[test]

@@ -2,18 +2,17 @@
 //! presents one, the verification of its client certificate), and the webhook configuration:
 //! for what the guard is called, and how it fails.
 
-use super::{Guard, WEBHOOK_CONFIGURATION};
+use super::{Guard, MUTATE_PATH, PATH, WEBHOOK_CONFIGURATION};
 use crate::labels::{self, MANAGER};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MatchCondition, RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration,
-    WebhookClientConfig,
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
+    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The guard's TLS server configuration. With `client_ca`, it verifies any client certificate
@@ -201,19 +200,19 @@ pub const WEBHOOKS: [&str; 4] = [
     "tenant-deletions.guard.enclave.dev",
 ];
 
-/// The fields of the webhook configuration `name` (installed by the chart) that the operator
-/// keeps: each webhook's `caBundle`, and nothing else, so that Helm or Argo CD own the rest
-/// and nobody fights over a field.
+/// The fields of the webhook configuration `name` of `kind` (installed by the chart) that the
+/// operator keeps: each webhook's `caBundle`, and nothing else, so that Helm or Argo CD own the
+/// rest and nobody fights over a field.
 #[must_use]
-pub fn ca_bundle(name: &str, ca_pem: &str) -> serde_json::Value {
+pub fn ca_bundle(kind: &str, name: &str, webhooks: &[&str], ca_pem: &str) -> serde_json::Value {
     // A ByteString serialises as base64, as the API wants it.
     let bundle = serde_json::to_value(ByteString(ca_pem.as_bytes().to_vec()))
         .unwrap_or(serde_json::Value::Null);
     serde_json::json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
+        "kind": kind,
         "metadata": {"name": name},
-        "webhooks": WEBHOOKS
+        "webhooks": webhooks
             .iter()
             .map(|webhook| serde_json::json!({"name": webhook, "clientConfig": {"caBundle": bundle}}))
             .collect::<Vec<_>>(),
@@ -242,18 +241,7 @@ pub fn webhook_configuration(
         }
     };
     let all = ["CREATE", "UPDATE", "DELETE"];
-    // The operator and the system controllers never reach the guard: the API server skips the
-    // call, so their work goes on while the guard is down.
-    let trusted: Vec<String> = guard
-        .operator_users
-        .iter()
-        .chain(&guard.exempt_users)
-        .map(|u| format!("'{u}'"))
-        .collect();
-    let not_trusted = MatchCondition {
-        name: "not-the-operator-or-system-controllers".into(),
-        expression: format!("!(request.userInfo.username in [{}])", trusted.join(", ")),
-    };
+    let not_trusted = not_trusted(guard);
     let managed = LabelSelector {
         match_labels: Some([(labels::MANAGED_BY.to_string(), MANAGER.to_string())].into()),
         ..LabelSelector::default()
@@ -268,15 +256,7 @@ pub fn webhook_configuration(
         operator: "NotIn".into(),
         values: Some(vec!["kube-system".into()]),
     };
-    let not_system_nor_operator = LabelSelectorRequirement {
-        values: Some(vec!["kube-system".into(), operator_namespace.to_string()]),
-        ..not_system.clone()
-    };
-    let outside = |match_labels: Option<BTreeMap<String, String>>,
-                   excluded: &LabelSelectorRequirement| LabelSelector {
-        match_labels,
-        match_expressions: Some(vec![excluded.clone()]),
-    };
+
     ValidatingWebhookConfiguration {
         metadata: ObjectMeta {
             name: Some(WEBHOOK_CONFIGURATION.into()),
@@ -338,12 +318,15 @@ pub fn webhook_configuration(
                     rule(&["storage.k8s.io"], &["storageclasses"], &all, "Cluster"),
                 ]),
                 object_selector: Some(managed),
-                match_conditions: Some(vec![not_trusted]),
+                match_conditions: Some(vec![not_trusted.clone()]),
                 failure_policy: Some("Fail".into()),
                 side_effects: "NoneOnDryRun".into(),
                 timeout_seconds: Some(5),
                 match_policy: Some("Equivalent".into()),
-                namespace_selector: Some(outside(None, &not_system)),
+                namespace_selector: Some(LabelSelector {
+                    match_expressions: Some(vec![not_system]),
+                    ..LabelSelector::default()
+                }),
             },
             // In tenant namespaces, whatever the labels: the backup identity, the scale and
             // exec subresources, Services and RoleBindings. Fails closed: while the guard is
@@ -404,15 +387,9 @@ pub fn webhook_configuration(
                         "Namespaced",
                     ),
                 ]),
-                namespace_selector: Some(outside(
-                    Some([(labels::MANAGED_BY.to_string(), MANAGER.to_string())].into()),
-                    &not_system_nor_operator,
-                )),
+                namespace_selector: Some(tenant_namespaces(operator_namespace)),
                 object_selector: Some(LabelSelector::default()),
-                match_conditions: Some(vec![MatchCondition {
-                    name: "not-the-operator-or-system-controllers".into(),
-                    expression: format!("!(request.userInfo.username in [{}])", trusted.join(", ")),
-                }]),
+                match_conditions: Some(vec![not_trusted.clone()]),
                 failure_policy: Some("Fail".into()),
                 side_effects: "NoneOnDryRun".into(),
                 timeout_seconds: Some(5),
@@ -457,5 +434,85 @@ pub fn webhook_configuration(
                 ..ValidatingWebhook::default()
             },
         ]),
+    }
+}
+
+/// The operator and the system controllers never reach the guard: the API server skips the
+/// call, so their work goes on while the guard is down.
+fn not_trusted(guard: &Guard) -> MatchCondition {
+    let trusted: Vec<String> = guard
+        .operator_users
+        .iter()
+        .chain(&guard.exempt_users)
+        .map(|u| format!("'{u}'"))
+        .collect();
+    MatchCondition {
+        name: "not-the-operator-or-system-controllers".into(),
+        expression: format!("!(request.userInfo.username in [{}])", trusted.join(", ")),
+    }
+}
+
+/// The tenants' namespaces (Enclave's label), never kube-system nor the operator's own.
+fn tenant_namespaces(operator_namespace: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some([(labels::MANAGED_BY.to_string(), MANAGER.to_string())].into()),
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "kubernetes.io/metadata.name".into(),
+            operator: "NotIn".into(),
+            values: Some(vec!["kube-system".into(), operator_namespace.to_string()]),
+        }]),
+    }
+}
+
+/// The names of the guard's mutating webhooks, in the order of [`mutating_configuration`].
+pub const MUTATING_WEBHOOKS: [&str; 1] = ["ingress-firewall.guard.enclave.dev"];
+
+/// The mutating webhook configuration (named like the validating one): the tenant's firewall
+/// set on its Ingresses as they are created or changed, at [`MUTATE_PATH`]. Fails closed, like
+/// the other rules of tenant namespaces: no Ingress of a tenant is admitted without its
+/// firewall. Reinvoked when a later mutating webhook changes the object.
+#[must_use]
+pub fn mutating_configuration(
+    client_config: WebhookClientConfig,
+    ca_pem: &str,
+    guard: &Guard,
+    operator_namespace: &str,
+) -> MutatingWebhookConfiguration {
+    let mut client_config = WebhookClientConfig {
+        ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+        ..client_config
+    };
+    if let Some(service) = &mut client_config.service {
+        service.path = Some(MUTATE_PATH.into());
+    }
+    if let Some(url) = &mut client_config.url {
+        *url = format!("{}{MUTATE_PATH}", url.strip_suffix(PATH).unwrap_or(url));
+    }
+    MutatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(WEBHOOK_CONFIGURATION.into()),
+            labels: Some([(labels::MANAGED_BY.to_string(), MANAGER.to_string())].into()),
+            ..ObjectMeta::default()
+        },
+        webhooks: Some(vec![MutatingWebhook {
+            name: MUTATING_WEBHOOKS[0].into(),
+            admission_review_versions: vec!["v1".into()],
+            client_config,
+            rules: Some(vec![RuleWithOperations {
+                api_groups: Some(vec!["networking.k8s.io".into()]),
+                api_versions: Some(vec!["*".into()]),
+                resources: Some(vec!["ingresses".into()]),
+                operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
+                scope: Some("Namespaced".into()),
+            }]),
+            namespace_selector: Some(tenant_namespaces(operator_namespace)),
+            object_selector: Some(LabelSelector::default()),
+            match_conditions: Some(vec![not_trusted(guard)]),
+            failure_policy: Some("Fail".into()),
+            side_effects: "None".into(),
+            timeout_seconds: Some(5),
+            match_policy: Some("Equivalent".into()),
+            reinvocation_policy: Some("IfNeeded".into()),
+        }]),
     }
 }

@@ -20,6 +20,35 @@ impl Cidr {
         (prefix <= max).then_some(Self { addr, prefix })
     }
 
+    /// True when the address is the network's own (no host bits set) and is not an IPv4
+    /// address written as IPv6 (`::ffff:10.0.0.0/104`), which network plugins read as IPv4.
+    #[must_use]
+    pub fn is_network(&self) -> bool {
+        let plain = match self.addr {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(a) => a.to_ipv4_mapped().is_none(),
+        };
+        plain && self.halves_base() == self.addr
+    }
+
+    /// The address with every bit past the prefix cleared.
+    fn halves_base(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        }
+    }
+
     /// True when every address of `other` is in `self`.
     #[must_use]
     pub fn contains(&self, other: &Cidr) -> bool {
@@ -93,6 +122,17 @@ mod tests {
         assert!(c("10.0.0.0/24").contains(&c("10.0.0.0/24")));
         assert!(c("::/0").contains(&c("2001:db8::/32")));
         assert!(!c("::/0").contains(&c("10.0.0.0/8")));
+    }
+
+    #[test]
+    fn a_network_has_no_host_bits_and_no_mapped_ipv4() {
+        assert!(c("10.0.0.0/8").is_network());
+        assert!(c("0.0.0.0/0").is_network());
+        assert!(c("10.1.2.3/32").is_network());
+        assert!(!c("10.1.2.3/8").is_network());
+        assert!(c("fc00::/7").is_network());
+        assert!(!c("::ffff:10.0.0.0/104").is_network());
+        assert!(!c("2001:db8::1/32").is_network());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The firewall at the shared ingress controller (R4): every Ingress of an internet-facing zone
+//! The firewall at the shared ingress controller (R4): every Ingress of the tenant's zones
 //! carries the tenant's allowed and denied source ranges in the annotations the controller
 //! reads (`network.ingressFirewall`), so traffic coming through it is filtered like traffic
 //! reaching the pods directly. The tenant's Ingresses are theirs; the operator owns only these
@@ -6,40 +6,37 @@
 
 use super::reconcile::Reconcile;
 use crate::cluster::Note;
-use crate::desired::network::{carries_firewall, ingress_firewall};
+use crate::desired::network::{firewall_patch, ingress_firewall};
 use crate::error::{Phase, Result, api};
-use enclave_crds::Exposure;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use tracing::warn;
 
 impl Reconcile<'_> {
-    /// Sets the firewall's annotations on every Ingress of the internet-facing zones that does
-    /// not carry them exactly. A merge patch: an Ingress deleted meanwhile is not made again.
+    /// Sets the firewall's annotations on every Ingress of the tenant's zones that does not
+    /// carry exactly them (an Ingress in an internal zone too: the controller merges canaries
+    /// and paths by host across namespaces, so the filter must hold on each). A merge patch: an
+    /// Ingress deleted meanwhile is not made again. One refused patch does not hold up the
+    /// others; the status then shows that Ingress `Pending` and `Isolated` false.
     pub(super) async fn keep_ingress_firewall(&self) -> Result<()> {
         let wanted = ingress_firewall(self.tenant, &self.config.network);
         if wanted.is_empty() {
             return Ok(());
         }
-        for zone in self
-            .tenant
-            .spec
-            .zones
-            .iter()
-            .filter(|z| z.exposure == Exposure::Internet)
-        {
+        for zone in &self.tenant.spec.zones {
             let namespace = self.tenant.zone_namespace(&zone.name);
             let ingresses = Api::<Ingress>::namespaced(self.ctx.client.clone(), &namespace)
                 .list(&ListParams::default())
                 .await
                 .map_err(api(Phase::Apply, "list", "Ingress", &namespace))?;
-            for ingress in ingresses
-                .items
-                .iter()
-                .filter(|i| !carries_firewall(i.metadata.annotations.as_ref(), &wanted))
-            {
+            for ingress in &ingresses.items {
+                let Some(patch) = firewall_patch(ingress.metadata.annotations.as_ref(), &wanted)
+                else {
+                    continue;
+                };
                 let name = ingress.name_any();
-                let patch = serde_json::json!({"metadata": {"annotations": wanted}});
+                let patch = serde_json::json!({"metadata": {"annotations": patch}});
                 let note = Note::normal(
                     "IngressFirewall",
                     "Update",
@@ -47,9 +44,13 @@ impl Reconcile<'_> {
                         "Ingress {namespace}/{name}: the firewall's source ranges set for the ingress controller"
                     ),
                 );
-                self.writer
+                if let Err(error) = self
+                    .writer
                     .patch::<Ingress>(Some(&namespace), &name, &patch, Some(note))
-                    .await?;
+                    .await
+                {
+                    warn!(%error, ingress = %name, "the firewall could not be set on an Ingress");
+                }
             }
         }
         Ok(())

@@ -249,7 +249,7 @@ impl Reconcile<'_> {
         })
     }
 
-    /// Whether each Ingress of the internet-facing zones carries the firewall's annotations.
+    /// Whether each Ingress of the tenant's zones carries the firewall's annotations.
     async fn ingress_firewall(
         &self,
         namespaces: &[Namespace],
@@ -263,9 +263,6 @@ impl Reconcile<'_> {
             let Some(zone) = labels.get(labels::ZONE) else {
                 continue;
             };
-            if labels.get(crate::labels::EXPOSURE).map(String::as_str) != Some("Internet") {
-                continue;
-            }
             let name = namespace.name_any();
             let ingresses = Api::<Ingress>::namespaced(self.ctx.client.clone(), &name)
                 .list(&ListParams::default())
@@ -275,10 +272,12 @@ impl Reconcile<'_> {
             for ingress in ingresses {
                 let firewall = if wanted.is_empty() {
                     FIREWALL_UNSUPPORTED
-                } else if crate::desired::network::carries_firewall(
+                } else if crate::desired::network::firewall_patch(
                     ingress.metadata.annotations.as_ref(),
                     &wanted,
-                ) {
+                )
+                .is_none()
+                {
                     FIREWALL_APPLIED
                 } else {
                     FIREWALL_PENDING

@@ -90,12 +90,14 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
         step.conclude(&outcome, previous, None, names).await?;
         return Ok(Action::requeue(wait));
     }
+    // The firewall on the tenant's Ingresses before any policy opens a zone to the ingress
+    // controller; only in namespaces the preflight found to be the tenant's.
+    step.keep_ingress_firewall().await?;
     // Certificates before the workloads that mount them.
     let tls = step.certificates().await?;
     step.with_certificates(&mut desired, &tls);
     step.revoke_removed(&names, &desired.role_bindings).await?;
     let (outcome, swept) = step.apply_and_sweep(desired, &names, deadline).await?;
-    step.keep_ingress_firewall().await?;
     step.conclude(&outcome, previous, tls.report.as_ref(), Some(names))
         .await?;
     let swept = swept?;

@@ -349,7 +349,7 @@ pub fn backup_objects(
                     ..LabelSelector::default()
                 }),
                 policy_types: Some(vec!["Egress".into()]),
-                egress: Some(vec![
+                egress: Some(backup_egress(
                     // The operator's credentials broker, on its port only.
                     NetworkPolicyEgressRule {
                         to: Some(vec![NetworkPolicyPeer {
@@ -368,29 +368,9 @@ pub fn backup_objects(
                             ..NetworkPolicyPort::default()
                         }]),
                     },
-                    // The object store, where the configuration says it is, never the cluster's
-                    // own ranges (another tenant's pods).
-                    NetworkPolicyEgressRule {
-                        to: Some(
-                            config
-                                .store_cidrs
-                                .iter()
-                                .filter_map(|cidr| {
-                                    crate::desired::network::outside_cluster(cidr, cluster_cidrs)
-                                })
-                                .map(|block| NetworkPolicyPeer {
-                                    ip_block: Some(block),
-                                    ..NetworkPolicyPeer::default()
-                                })
-                                .collect(),
-                        ),
-                        ports: Some(vec![NetworkPolicyPort {
-                            port: Some(IntOrString::Int(config.store_port)),
-                            protocol: Some("TCP".into()),
-                            ..NetworkPolicyPort::default()
-                        }]),
-                    },
-                ]),
+                    config,
+                    cluster_cidrs,
+                )),
                 ..NetworkPolicySpec::default()
             }),
         });
@@ -435,3 +415,35 @@ pub fn backup_objects(
 
 #[cfg(test)]
 mod tests;
+
+/// The backup pods' egress: the broker, and the object store where the configuration says it
+/// is, never the cluster's own ranges (another tenant's pods). A rule with an empty `to` would
+/// let them reach every destination: when every store range lies inside the cluster's, there is
+/// no store rule at all.
+fn backup_egress(
+    broker: NetworkPolicyEgressRule,
+    config: &BackupConfig,
+    cluster_cidrs: &[String],
+) -> Vec<NetworkPolicyEgressRule> {
+    let store: Vec<NetworkPolicyPeer> = config
+        .store_cidrs
+        .iter()
+        .filter_map(|cidr| crate::desired::network::outside_cluster(cidr, cluster_cidrs))
+        .map(|block| NetworkPolicyPeer {
+            ip_block: Some(block),
+            ..NetworkPolicyPeer::default()
+        })
+        .collect();
+    let mut rules = vec![broker];
+    if !store.is_empty() {
+        rules.push(NetworkPolicyEgressRule {
+            to: Some(store),
+            ports: Some(vec![NetworkPolicyPort {
+                port: Some(IntOrString::Int(config.store_port)),
+                protocol: Some("TCP".into()),
+                ..NetworkPolicyPort::default()
+            }]),
+        });
+    }
+    rules
+}

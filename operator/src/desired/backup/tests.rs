@@ -281,3 +281,32 @@ fn volume_names_stay_dns_labels_whatever_the_claims_are_named() {
         .expect("mounted");
     assert_eq!(mounted.mount_path, format!("/data/{long}"));
 }
+
+#[test]
+fn a_store_inside_the_cluster_ranges_opens_nothing() {
+    let config = BackupConfig {
+        store_cidrs: vec!["10.20.0.0/16".into()],
+        ..BackupConfig::default()
+    };
+    let objects = backup_objects(
+        &backed_up(),
+        &Identity::of(&backed_up()).expect("identity"),
+        &config,
+        &crate::config::NetworkConfig::default().cluster_cidrs,
+        "enclave-system",
+        (None, Some("https://127.0.0.1:9443/credentials")),
+    )
+    .expect("objects");
+    let egress = objects.network_policies[0]
+        .spec
+        .clone()
+        .and_then(|s| s.egress)
+        .expect("egress");
+    // Only the broker: an empty `to` would have let the backup pods reach anything.
+    assert_eq!(egress.len(), 1);
+    assert!(
+        egress
+            .iter()
+            .all(|r| r.to.as_ref().is_some_and(|t| !t.is_empty()))
+    );
+}

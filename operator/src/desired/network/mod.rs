@@ -281,15 +281,30 @@ pub fn ingress_firewall(
     ])
 }
 
-/// Whether `annotations` hold exactly the firewall's `wanted` values.
+/// What to merge into an Ingress's `annotations` so they hold exactly the firewall's `wanted`
+/// values and no other source-range filter (a stale key of an earlier configuration, another
+/// spelling): each key with its value, or `None` to remove it. `None` when nothing is to change.
 #[must_use]
-pub fn carries_firewall(
+pub fn firewall_patch(
     annotations: Option<&BTreeMap<String, String>>,
     wanted: &BTreeMap<String, Option<String>>,
-) -> bool {
-    wanted
-        .iter()
-        .all(|(key, value)| annotations.and_then(|a| a.get(key)) == value.as_ref())
+) -> Option<BTreeMap<String, Option<String>>> {
+    if wanted.is_empty() {
+        return None;
+    }
+    let live = |key: &String| annotations.and_then(|a| a.get(key));
+    let stale = annotations
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .filter(|k| k.contains("source-range") && !wanted.contains_key(*k));
+    let mut patch: BTreeMap<String, Option<String>> = stale.map(|k| (k.clone(), None)).collect();
+    for (key, value) in wanted {
+        if live(key) != value.as_ref() {
+            patch.insert(key.clone(), value.clone());
+        }
+    }
+    (!patch.is_empty()).then_some(patch)
 }
 
 /// The configured cluster ranges that parse (the configuration's loader refuses the others).

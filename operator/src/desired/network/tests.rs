@@ -398,13 +398,34 @@ fn the_ingress_firewall_names_the_spec_ranges() {
         "nginx.ingress.kubernetes.io/whitelist-source-range".to_string(),
         "198.51.100.0/24,203.0.113.0/24".to_string(),
     )]);
-    assert!(carries_firewall(Some(&annotations), &wanted));
+    assert_eq!(firewall_patch(Some(&annotations), &wanted), None);
     annotations.insert(
         "nginx.ingress.kubernetes.io/denylist-source-range".into(),
         "192.0.2.0/24".into(),
     );
-    assert!(!carries_firewall(Some(&annotations), &wanted));
-    assert!(!carries_firewall(None, &wanted));
+    annotations.insert(
+        "nginx.ingress.kubernetes.io/allowlist-source-range".into(),
+        "0.0.0.0/0".into(),
+    );
+    // The deny list the firewall does not have, and another spelling, both removed.
+    assert_eq!(
+        firewall_patch(Some(&annotations), &wanted),
+        Some(BTreeMap::from([
+            (
+                "nginx.ingress.kubernetes.io/allowlist-source-range".to_string(),
+                None
+            ),
+            (
+                "nginx.ingress.kubernetes.io/denylist-source-range".to_string(),
+                None
+            ),
+        ]))
+    );
+    assert_eq!(
+        firewall_patch(None, &wanted).map(|p| p.len()),
+        Some(1),
+        "the allow list set"
+    );
     let unsupported = NetworkConfig {
         ingress_firewall: None,
         ..NetworkConfig::default()
