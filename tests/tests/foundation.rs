@@ -274,6 +274,11 @@ async fn invalid_tenants_are_refused_naming_the_field() -> Result<()> {
             "spec.security.downloadThreshold",
         ),
         (
+            "bad-host-bits",
+            json!({"egress": [{"cidr": "198.51.100.7/24", "ports": [{"port": 443}]}]}),
+            "spec.egress[0].cidr",
+        ),
+        (
             "bad-egress-cidr",
             json!({"egress": [{"cidr": "not-a-cidr", "ports": [{"port": 443}]}]}),
             "spec.egress[0].cidr",
