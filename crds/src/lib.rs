@@ -194,7 +194,10 @@ pub struct Access {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.kind != 'ServiceAccount' || has(self.__namespace__)")
-        .message("a ServiceAccount subject needs its namespace")
+        .message("a ServiceAccount subject needs its namespace"),
+    validation = Rule::new("self.kind != 'ServiceAccount' || self.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+        .message("a ServiceAccount subject's name must be a DNS subdomain such as ci-deployer")
+        .field_path(".name")
 )]
 pub struct Subject {
     /// User, Group or `ServiceAccount`.
@@ -205,6 +208,7 @@ pub struct Subject {
     /// Namespace of a `ServiceAccount` subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
 }
 
@@ -234,6 +238,7 @@ pub struct Zone {
     /// Ports the zone serves; nothing else is reachable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q.port == p.port && q.protocol == p.protocol))").message("a port may be listed once per protocol"))]
     pub ports: Vec<Port>,
     /// Zones of the same tenant allowed to reach this zone's ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -279,6 +284,7 @@ pub enum Protocol {
 /// Source address lists of the internet-facing zones' virtual firewall.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.allowCidrs) || size(self.allowCidrs) == 0 || !has(self.denyCidrs) || self.denyCidrs.all(d, self.allowCidrs.exists(a, cidr(a).containsCIDR(d)))").message("every denyCidrs entry must lie inside one of allowCidrs (outside them nothing is allowed anyway)").field_path(".denyCidrs"))]
 pub struct Firewall {
     /// Sources allowed to reach internet-facing zones, as CIDRs. Empty: any address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -306,6 +312,7 @@ pub struct EgressRule {
     pub cidr: String,
     /// Destination ports; at least one.
     #[schemars(length(min = 1, max = 16))]
+    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q.port == p.port && q.protocol == p.protocol))").message("a port may be listed once per protocol"))]
     pub ports: Vec<Port>,
     /// Why the tenant needs it (shown in reports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -320,17 +327,17 @@ pub struct Quota {
     /// CPU limit, summed over the namespace's pods (a Kubernetes quantity such as `8` or `500m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("isQuantity(self)").message("cpu must be a quantity such as 8 or 500m"))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && !quantity(self).isLessThan(quantity('0'))").message("cpu must be a quantity of at least 0, such as 8 or 500m"))]
     pub cpu: Option<String>,
     /// Memory limit, summed over the namespace's pods (such as `16Gi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("isQuantity(self)").message("memory must be a quantity such as 16Gi"))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && !quantity(self).isLessThan(quantity('0'))").message("memory must be a quantity of at least 0, such as 16Gi"))]
     pub memory: Option<String>,
     /// Storage requested by the namespace's volumes (such as `500Gi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("isQuantity(self)").message("storage must be a quantity such as 500Gi"))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && !quantity(self).isLessThan(quantity('0'))").message("storage must be a quantity of at least 0, such as 500Gi"))]
     pub storage: Option<String>,
     /// Most pods in the namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -357,12 +364,15 @@ pub struct Workload {
     /// Ports the workload serves.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q.port == p.port && q.protocol == p.protocol))").message("a port may be listed once per protocol"))]
     pub ports: Vec<Port>,
     /// Entrypoint override.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
     pub command: Vec<String>,
     /// Arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
     pub args: Vec<String>,
     /// `ConfigMaps` and Secrets of the zone namespace exposed as environment variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -374,10 +384,12 @@ pub struct Workload {
     /// HTTP path answering 200 when a replica is ready to serve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("readinessPath must be an absolute path such as /healthz"))]
     pub readiness_path: Option<String>,
     /// Volumes of the tenant mounted into each replica.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(m, m.mountPath != '/tmp' && m.mountPath != '/' && self.exists_one(n, n.mountPath == m.mountPath) && self.exists_one(n, n.volume == m.volume))").message("each volume is mounted once, each mountPath used once, and never / nor /tmp (the replicas' scratch space)"))]
     pub volume_mounts: Vec<VolumeMount>,
 }
 
@@ -392,10 +404,12 @@ pub struct EnvSource {
     /// Name of a `ConfigMap` in the workload's zone namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
     pub config_map: Option<String>,
     /// Name of a Secret in the workload's zone namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
     pub secret: Option<String>,
 }
 
@@ -406,12 +420,12 @@ pub struct Resources {
     /// CPU of one replica (such as `250m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("isQuantity(self)").message("cpu must be a quantity such as 250m"))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("cpu must be a positive quantity such as 250m"))]
     pub cpu: Option<String>,
     /// Memory of one replica (such as `256Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("isQuantity(self)").message("memory must be a quantity such as 256Mi"))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("memory must be a positive quantity such as 256Mi"))]
     pub memory: Option<String>,
 }
 
@@ -456,7 +470,7 @@ pub struct Volume {
     pub zone: String,
     /// Capacity (such as `50Gi`); it may grow, never shrink.
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("isQuantity(self)").message("size must be a quantity such as 50Gi"))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("size must be a positive quantity such as 50Gi"))]
     pub size: String,
     /// Copies of every block, on different disks of different servers; at least 3.
     #[serde(default = "default_replicas")]
@@ -468,6 +482,7 @@ pub struct Volume {
     /// Storage profile of the operator's configuration. Immutable.
     #[serde(default = "default_profile")]
     #[schemars(length(min = 1, max = 63))]
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub profile: String,
     /// `ReadWriteOnce` (default) or `ReadWriteMany`.
     #[serde(default)]
@@ -600,6 +615,7 @@ pub struct Backup {
 /// How many snapshots of each period are kept.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.daily + self.weekly + self.monthly > 0").message("keep at least one snapshot: daily, weekly and monthly cannot all be 0"))]
 pub struct BackupRetention {
     /// Daily snapshots kept.
     #[schemars(range(min = 0, max = 366))]
@@ -635,6 +651,7 @@ pub struct BackupDestination {
     pub bucket: String,
     /// Secret in the operator's namespace holding the store's credentials.
     #[schemars(length(min = 1, max = 253))]
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
     pub credentials_secret: String,
 }
 

@@ -540,9 +540,20 @@ fn review_tenant(
     let Ok(tenant) = serde_json::to_value(object).and_then(serde_json::from_value::<Tenant>) else {
         return Verdict::Allow; // the schema refuses what does not parse
     };
-    if let Err(invalid) = network::validate(&tenant, &guard.network) {
+    let schedule = tenant
+        .spec
+        .backup
+        .as_ref()
+        .map_or(Ok(()), crate::desired::backup::validate_schedule);
+    if let Err(invalid) = network::validate(&tenant, &guard.network).and(schedule) {
+        // Every message names its field; those of a zone name it by its name.
+        let message = if invalid.message.starts_with("spec.") {
+            invalid.message
+        } else {
+            format!("spec.zones: {}", invalid.message)
+        };
         return Verdict::Deny {
-            message: format!("spec.zones: {}", invalid.message),
+            message,
             tenant: None,
         };
     }

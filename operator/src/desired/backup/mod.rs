@@ -276,6 +276,24 @@ fn empty_dir(name: &str, memory: bool) -> Volume {
     }
 }
 
+/// Refuses a schedule that is not a cron schedule (the guard at admission, the controller
+/// before anything is applied).
+///
+/// # Errors
+/// [`Invalid`] naming `spec.backup.schedule`.
+pub fn validate_schedule(backup: &enclave_crds::Backup) -> Result<(), Invalid> {
+    if croner::Cron::new(&backup.schedule).parse().is_err() {
+        return Err(Invalid {
+            reason: "InvalidSchedule",
+            message: format!(
+                "spec.backup.schedule: {:?} is not a cron schedule such as \"0 2 * * *\"",
+                backup.schedule
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The backup objects of every zone holding volumes; none without `spec.backup`. Backups are
 /// suspended while the tenant is stopped, so the last state before a decommissioning stays.
 ///
@@ -295,15 +313,7 @@ pub fn backup_objects(
     let Some(backup) = &tenant.spec.backup else {
         return Ok(objects);
     };
-    if croner::Cron::new(&backup.schedule).parse().is_err() {
-        return Err(Invalid {
-            reason: "InvalidSchedule",
-            message: format!(
-                "spec.backup.schedule {:?} is not a cron schedule such as \"0 2 * * *\"",
-                backup.schedule
-            ),
-        });
-    }
+    validate_schedule(backup)?;
     objects.password = Some(storage::KeySecret {
         secret: k8s_openapi::api::core::v1::Secret {
             metadata: ObjectMeta {
