@@ -113,7 +113,7 @@ pub struct TenantSpec {
     #[schemars(length(max = 32))]
     pub egress: Vec<EgressRule>,
 
-    /// Resource limits applied to each zone namespace.
+    /// The tenant's resource limits, in total over all its zones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<Quota>,
 
@@ -284,7 +284,7 @@ pub enum Protocol {
 /// Source address lists of the internet-facing zones' virtual firewall.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.allowCidrs) || size(self.allowCidrs) == 0 || !has(self.denyCidrs) || self.denyCidrs.all(d, self.allowCidrs.exists(a, cidr(a).containsCIDR(d)))").message("every denyCidrs entry must lie inside one of allowCidrs (outside them nothing is allowed anyway)").field_path(".denyCidrs"))]
+#[x_kube(validation = Rule::new("!has(self.allowCidrs) || size(self.allowCidrs) == 0 || !has(self.denyCidrs) || self.denyCidrs.all(d, self.allowCidrs.exists(a, cidr(a).containsCIDR(d) || cidr(d).containsCIDR(a)))").message("every denyCidrs entry must overlap one of allowCidrs (outside them nothing is allowed anyway)").field_path(".denyCidrs"))]
 pub struct Firewall {
     /// Sources allowed to reach internet-facing zones, as CIDRs. Empty: any address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -320,26 +320,29 @@ pub struct EgressRule {
     pub description: Option<String>,
 }
 
-/// Limits applied to each zone namespace (`ResourceQuota` and `LimitRange`).
+/// The tenant's total: split over its zones as one `ResourceQuota` each, by what each zone
+/// uses, so that the zones together never exceed it (a `LimitRange` gives containers that set
+/// no resources a default, so the quota can count them).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Quota {
-    /// CPU limit, summed over the namespace's pods (a Kubernetes quantity such as `8` or `500m`).
+    /// CPU limit, summed over the tenant's pods in all its zones (a Kubernetes quantity such as
+    /// `8` or `500m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("isQuantity(self) && !quantity(self).isLessThan(quantity('0'))").message("cpu must be a quantity of at least 0, such as 8 or 500m"))]
     pub cpu: Option<String>,
-    /// Memory limit, summed over the namespace's pods (such as `16Gi`).
+    /// Memory limit, summed over the tenant's pods in all its zones (such as `16Gi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("isQuantity(self) && !quantity(self).isLessThan(quantity('0'))").message("memory must be a quantity of at least 0, such as 16Gi"))]
     pub memory: Option<String>,
-    /// Storage requested by the namespace's volumes (such as `500Gi`).
+    /// Storage requested by the tenant's volumes in all its zones (such as `500Gi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("isQuantity(self) && !quantity(self).isLessThan(quantity('0'))").message("storage must be a quantity of at least 0, such as 500Gi"))]
     pub storage: Option<String>,
-    /// Most pods in the namespace.
+    /// Most pods of the tenant, in all its zones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10000))]
     pub pods: Option<i32>,

@@ -188,10 +188,15 @@ async fn three_zone_tenant_gets_exactly_the_declared_network_policies() -> Resul
     })
     .await?;
     // Quotas and container defaults per zone.
-    let quota = Api::<ResourceQuota>::namespaced(client.clone(), "iso-net-app")
-        .get("enclave-quota")
-        .await?;
-    assert_eq!(quota.spec.unwrap().hard.unwrap()["pods"].0, "20");
+    // spec.quota is the tenant's total: 20 pods split over the three zones, nothing used yet.
+    let mut pods = Vec::new();
+    for zone in ["dmz", "app", "data"] {
+        let quota = Api::<ResourceQuota>::namespaced(client.clone(), &format!("iso-net-{zone}"))
+            .get("enclave-quota")
+            .await?;
+        pods.push(quota.spec.unwrap().hard.unwrap()["pods"].0.clone());
+    }
+    assert_eq!(pods, ["7", "7", "6"]);
     Api::<LimitRange>::namespaced(client.clone(), "iso-net-app")
         .get("enclave-limits")
         .await?;
@@ -362,9 +367,9 @@ async fn tenant_admin_does_their_real_job() -> Result<()> {
             .map(|s| s.usage)
             .unwrap_or_default();
         let want = [
-            ("limits.cpu", "1/12"),
-            ("limits.memory", "1Gi/24Gi"),
-            ("pods", "2/60"),
+            ("limits.cpu", "1/4"),
+            ("limits.memory", "1Gi/8Gi"),
+            ("pods", "2/20"),
         ];
         Ok(want
             .iter()
@@ -609,5 +614,89 @@ async fn the_guard_refuses_what_rbac_allows_and_records_it_on_the_tenant() -> Re
         ),
         other => panic!("internet-facing port 22 accepted: {other:?}"),
     }
+    Ok(())
+}
+
+/// A pod Pod Security `restricted` admits, with the zone's default limits.
+fn small_pod(name: &str) -> k8s_openapi::api::core::v1::Pod {
+    object(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "registry.example/app:1",
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
+        }
+    }))
+}
+
+#[tokio::test]
+async fn the_quota_is_the_tenants_total_whatever_is_created_at_once() -> Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    let client = env().client().await?;
+    ready_tenant(
+        &client,
+        "iso-quota",
+        json!({"zones": [{"name": "app"}, {"name": "data"}], "quota": {"pods": 4}}),
+    )
+    .await?;
+    let pods = |zone: &str| Api::<Pod>::namespaced(client.clone(), &format!("iso-quota-{zone}"));
+    let count = || async {
+        let mut n = 0;
+        for zone in ["app", "data"] {
+            n += pods(zone)
+                .list(&kube::api::ListParams::default())
+                .await?
+                .items
+                .len();
+        }
+        Ok::<_, anyhow::Error>(n)
+    };
+    // Six pods at once in each zone: never more than the total.
+    let attempts = (0..12).map(|i| {
+        let api = pods(if i % 2 == 0 { "app" } else { "data" });
+        async move {
+            api.create(&PostParams::default(), &small_pod(&format!("burst-{i}")))
+                .await
+                .is_ok()
+        }
+    });
+    let created = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
+    assert!(
+        created <= 4,
+        "{created} pods admitted at once for a total of 4"
+    );
+    assert!(count().await? <= 4);
+    // One zone alone, trying again and again while the operator rebalances: it gets what the
+    // other leaves, and the tenant never holds more than 4.
+    for api in [pods("data")] {
+        for pod in api.list(&kube::api::ListParams::default()).await?.items {
+            api.delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+                .await?;
+        }
+    }
+    let mut next = 0;
+    eventually("the app zone reaching the whole total", WAIT, || {
+        next += 1;
+        let name = format!("more-{next}");
+        let count = &count;
+        let app = pods("app");
+        async move {
+            let _ = app.create(&PostParams::default(), &small_pod(&name)).await;
+            let total = count().await?;
+            assert!(total <= 4, "{total} pods for a total of 4");
+            let in_app = app
+                .list(&kube::api::ListParams::default())
+                .await?
+                .items
+                .len();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok((in_app == 4).then_some(()))
+        }
+    })
+    .await?;
     Ok(())
 }

@@ -89,7 +89,8 @@ pub fn desired(tenant: &Tenant, config: &Config) -> Result<Desired, Invalid> {
         namespaces: namespaces::zone_namespaces(tenant, &identity),
         network_policies: network::zone_policies(tenant, &identity, &config.network),
         role_bindings: access::role_bindings(tenant, &identity),
-        resource_quotas: quota::resource_quotas(tenant, &identity),
+        // Split evenly here; the reconcile splits it again by what each zone uses.
+        resource_quotas: quota::resource_quotas(tenant, &identity, &quota::Usage::new()),
         limit_ranges: quota::limit_ranges(tenant, &identity),
         workloads: workloads::workload_objects(tenant, &identity, &config.images)?,
         storage: storage::storage_objects(tenant, &identity, config)?,

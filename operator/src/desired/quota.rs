@@ -14,38 +14,157 @@ pub const QUOTA: &str = "enclave-quota";
 /// Name of the LimitRange of each zone namespace.
 pub const LIMITS: &str = "enclave-limits";
 
-/// The ResourceQuota of every zone, when the tenant declares a quota.
-#[must_use]
-pub fn resource_quotas(tenant: &Tenant, identity: &Identity) -> Vec<ResourceQuota> {
+/// What each zone namespace uses, per quota resource (`limits.cpu`, `pods`...), in nano-units
+/// ([`crate::units::quantity`]), as its ResourceQuota's `status.used` says.
+pub type Usage = BTreeMap<String, BTreeMap<String, i128>>;
+
+const NANO: i128 = 1_000_000_000;
+
+/// The smallest step of a resource, in nano-units: a millicore, or one byte or pod.
+fn step(resource: &str) -> i128 {
+    if resource.ends_with("cpu") {
+        NANO / 1000
+    } else {
+        NANO
+    }
+}
+
+/// A quantity of `resource` from nano-units, rounded down to its step.
+fn quantity_of(resource: &str, nano: i128) -> Quantity {
+    let units = nano / step(resource);
+    Quantity(if resource.ends_with("cpu") {
+        format!("{units}m")
+    } else {
+        units.to_string()
+    })
+}
+
+/// The tenant's total (`spec.quota`), per quota resource, in nano-units.
+fn totals(tenant: &Tenant) -> BTreeMap<String, i128> {
     let Some(quota) = &tenant.spec.quota else {
-        return Vec::new();
+        return BTreeMap::new();
     };
-    let mut hard = BTreeMap::new();
-    let mut set = |key: &str, value: Option<String>| {
-        if let Some(value) = value {
-            hard.insert(key.to_string(), Quantity(value));
+    [
+        ("limits.cpu", quota.cpu.clone()),
+        ("limits.memory", quota.memory.clone()),
+        ("requests.storage", quota.storage.clone()),
+        ("pods", quota.pods.map(|p| p.to_string())),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key.to_string(), crate::units::quantity(&value?)?)))
+    .collect()
+}
+
+/// The ResourceQuota of every zone, when the tenant declares a quota: `spec.quota` is the
+/// tenant's total, split over its zones. Each zone may keep what it uses (`used`), and the
+/// headroom left is shared: equally, the indivisible remainder to the zones using the most.
+/// The hard limits of all zones together never exceed the total, so the API server's own
+/// quota admission, atomic in each namespace, keeps the tenant within it whatever is created
+/// at once in several zones. The operator rebalances as usage moves (quotas are watched), and
+/// writes the shrinking limits before the growing ones ([`grows`]).
+#[must_use]
+pub fn resource_quotas(tenant: &Tenant, identity: &Identity, used: &Usage) -> Vec<ResourceQuota> {
+    let totals = totals(tenant);
+    if totals.is_empty() {
+        return Vec::new();
+    }
+    let namespaces: Vec<String> = tenant
+        .spec
+        .zones
+        .iter()
+        .map(|z| tenant.zone_namespace(&z.name))
+        .collect();
+    let zones = i128::try_from(namespaces.len()).unwrap_or(1).max(1);
+    let mut hard: Vec<BTreeMap<String, Quantity>> = vec![BTreeMap::new(); namespaces.len()];
+    for (resource, total) in &totals {
+        let using: Vec<i128> = namespaces
+            .iter()
+            .map(|ns| {
+                used.get(ns)
+                    .and_then(|u| u.get(resource))
+                    .copied()
+                    .unwrap_or(0)
+                    .max(0)
+            })
+            .collect();
+        let step = step(resource);
+        let free = (total - using.iter().sum::<i128>()).max(0) / step;
+        let (share, mut remainder) = (free / zones, free % zones);
+        // The remainder goes to the busiest zones, so one zone alone can reach the total.
+        let mut busiest: Vec<usize> = (0..namespaces.len()).collect();
+        busiest.sort_by_key(|&i| std::cmp::Reverse(using[i]));
+        let mut extra = vec![0; namespaces.len()];
+        for &i in &busiest {
+            if remainder == 0 {
+                break;
+            }
+            extra[i] = 1;
+            remainder -= 1;
         }
-    };
-    set("limits.cpu", quota.cpu.clone());
-    set("limits.memory", quota.memory.clone());
-    set("requests.storage", quota.storage.clone());
-    set("pods", quota.pods.map(|p| p.to_string()));
-    if hard.is_empty() {
-        return Vec::new();
+        for (i, limits) in hard.iter_mut().enumerate() {
+            let nano = using[i] + (share + extra[i]) * step;
+            limits.insert(resource.clone(), quantity_of(resource, nano));
+        }
     }
     tenant
         .spec
         .zones
         .iter()
-        .map(|zone| ResourceQuota {
+        .zip(hard)
+        .map(|(zone, hard)| ResourceQuota {
             metadata: identity.zone_object(tenant, &zone.name, QUOTA),
             spec: Some(ResourceQuotaSpec {
-                hard: Some(hard.clone()),
+                hard: Some(hard),
                 ..ResourceQuotaSpec::default()
             }),
             ..ResourceQuota::default()
         })
         .collect()
+}
+
+/// What a zone's quota uses, per resource, from its `status.used`.
+#[must_use]
+pub fn used(quota: &ResourceQuota) -> BTreeMap<String, i128> {
+    quota
+        .status
+        .as_ref()
+        .and_then(|s| s.used.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), crate::units::quantity(&v.0)?)))
+        .collect()
+}
+
+/// `desired` with each limit no higher than `live`'s: the first of the two writes of a
+/// rebalance, so that no zone's limit grows before the others' have shrunk. `None` when no
+/// limit grows (one write is enough).
+#[must_use]
+pub fn shrunk_first(
+    desired: &ResourceQuota,
+    live: Option<&ResourceQuota>,
+) -> Option<ResourceQuota> {
+    let live_hard = live
+        .and_then(|l| l.spec.as_ref())
+        .and_then(|s| s.hard.as_ref())?;
+    let wanted = desired.spec.as_ref().and_then(|s| s.hard.as_ref())?;
+    let nano = |q: &Quantity| crate::units::quantity(&q.0);
+    let mut lowered = wanted.clone();
+    let mut grows = false;
+    for (key, value) in &mut lowered {
+        if let Some(before) = live_hard.get(key)
+            && nano(value) > nano(before)
+        {
+            value.clone_from(before);
+            grows = true;
+        }
+    }
+    grows.then(|| ResourceQuota {
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(lowered),
+            ..ResourceQuotaSpec::default()
+        }),
+        ..desired.clone()
+    })
 }
 
 /// The LimitRange of every zone: defaults for containers that set no requests or limits.
@@ -90,24 +209,75 @@ mod tests {
             storage: None,
             pods: Some(60),
         });
-        let quotas = resource_quotas(&t, &Identity::of(&t).expect("identity"));
+        let identity = Identity::of(&t).expect("identity");
+        let quotas = resource_quotas(&t, &identity, &Usage::new());
         assert_eq!(quotas.len(), 3);
-        let hard = quotas[1]
-            .spec
-            .as_ref()
-            .and_then(|s| s.hard.clone())
-            .expect("hard");
-        assert_eq!(hard["limits.cpu"], Quantity("8".into()));
-        assert_eq!(hard["limits.memory"], Quantity("16Gi".into()));
-        assert_eq!(hard["pods"], Quantity("60".into()));
-        assert!(!hard.contains_key("requests.storage"));
+        let hard = |quotas: &[ResourceQuota], i: usize| {
+            quotas[i]
+                .spec
+                .as_ref()
+                .and_then(|s| s.hard.clone())
+                .expect("hard")
+        };
+        // Nothing used: the total shared, the remainder to the first zones.
+        let h = hard(&quotas, 1);
+        assert_eq!(h["limits.cpu"], Quantity("2667m".into()));
+        assert_eq!(h["limits.memory"], Quantity("5726623061".into()));
+        assert_eq!(h["pods"], Quantity("20".into()));
+        assert!(!h.contains_key("requests.storage"));
         assert_eq!(quotas[1].metadata.namespace.as_deref(), Some("acme-app"));
+        let sum = |quotas: &[ResourceQuota], key: &str| -> i128 {
+            (0..3)
+                .map(|i| crate::units::quantity(&hard(quotas, i)[key].0).expect("quantity"))
+                .sum()
+        };
+        assert!(sum(&quotas, "limits.cpu") <= 8_000_000_000);
+        assert_eq!(sum(&quotas, "pods"), 60_000_000_000);
+        // One zone busy: it keeps what it uses and shares what is left.
+        let used = Usage::from([(
+            "acme-data".to_string(),
+            BTreeMap::from([("pods".to_string(), 50 * NANO)]),
+        )]);
+        let quotas = resource_quotas(&t, &identity, &used);
+        let pods: Vec<Quantity> = (0..3).map(|i| hard(&quotas, i)["pods"].clone()).collect();
+        assert_eq!(pods, ["3", "3", "54"].map(|p| Quantity(p.into())));
+        assert_eq!(sum(&quotas, "pods"), 60_000_000_000);
+        // Over the total (the spec shrank): every zone keeps only what it uses.
+        let over = Usage::from([(
+            "acme-app".to_string(),
+            BTreeMap::from([("pods".to_string(), 70 * NANO)]),
+        )]);
+        let quotas = resource_quotas(&t, &identity, &over);
+        assert_eq!(hard(&quotas, 1)["pods"], Quantity("70".into()));
+        assert_eq!(hard(&quotas, 0)["pods"], Quantity("0".into()));
     }
 
     #[test]
     fn no_quota_declared_no_resource_quota() {
         let t = tenant("acme");
-        assert!(resource_quotas(&t, &Identity::of(&t).expect("identity")).is_empty());
+        assert!(
+            resource_quotas(&t, &Identity::of(&t).expect("identity"), &Usage::new()).is_empty()
+        );
+    }
+
+    #[test]
+    fn a_rebalance_lowers_before_it_raises() {
+        let quota = |pods: &str, cpu: &str| ResourceQuota {
+            spec: Some(ResourceQuotaSpec {
+                hard: Some(BTreeMap::from([
+                    ("pods".to_string(), Quantity(pods.into())),
+                    ("limits.cpu".to_string(), Quantity(cpu.into())),
+                ])),
+                ..ResourceQuotaSpec::default()
+            }),
+            ..ResourceQuota::default()
+        };
+        // Pods grow, cpu shrinks: first the cpu alone.
+        let first = shrunk_first(&quota("5", "1"), Some(&quota("3", "2"))).expect("two writes");
+        assert_eq!(first, quota("3", "1"));
+        // Nothing grows: one write.
+        assert_eq!(shrunk_first(&quota("3", "1"), Some(&quota("3", "2"))), None);
+        assert_eq!(shrunk_first(&quota("3", "1"), None), None);
     }
 
     #[test]

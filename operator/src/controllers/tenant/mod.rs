@@ -40,6 +40,7 @@ mod lifecycle;
 mod observe;
 mod preflight;
 mod purge;
+mod quota;
 mod reconcile;
 mod tls;
 

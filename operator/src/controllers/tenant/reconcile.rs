@@ -93,6 +93,7 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
     // The firewall on the tenant's Ingresses before any policy opens a zone to the ingress
     // controller; only in namespaces the preflight found to be the tenant's.
     step.keep_ingress_firewall().await?;
+    step.split_quota(&mut desired).await?;
     // Certificates before the workloads that mount them.
     let tls = step.certificates().await?;
     step.with_certificates(&mut desired, &tls);
