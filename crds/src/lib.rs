@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub mod duration;
+pub mod incidents;
 pub mod network;
 pub mod requests;
 
+pub use incidents::Incident;
 pub use network::{EgressEntry, ExposureEntry, IngressFirewallStatus};
 
 pub use requests::{
@@ -776,6 +778,11 @@ pub struct TenantStatus {
     /// source ranges for the shared ingress controller (`network.ingressFirewall`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingresses: Vec<IngressFirewallStatus>,
+    /// The latest incidents (at most 20, newest first): what degraded, when, whether it
+    /// recovered, and who is to be told. The whole register is kept in the ConfigMap
+    /// `enclave-incidents-<tenant>` of the operator's namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incidents: Vec<Incident>,
     /// The tenant's current certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateStatus>,

@@ -233,6 +233,8 @@ struct TenantState {
     /// Only while a purge is pending: cleared once the purge is verified.
     purge_after: Option<i64>,
     certificate_renewal: Option<i64>,
+    /// The types of the open incidents, with their severity.
+    incidents: Vec<(String, String)>,
 }
 
 /// Every phase, in the order the gauges list them.
@@ -293,6 +295,12 @@ impl TenantState {
                 .as_ref()
                 .and_then(|c| c.renewal_time.as_ref())
                 .map(|t| t.0.as_second()),
+            incidents: status
+                .incidents
+                .iter()
+                .filter(|i| i.resolved_at.is_none())
+                .map(|i| (i.type_.clone(), i.severity.clone()))
+                .collect(),
         }
     }
 }
@@ -394,6 +402,23 @@ impl Collector for TenantGauges {
             "When the tenant's serving certificate is due for renewal (Unix time, status.certificate.renewalTime)",
             tenants.iter().filter_map(|(tenant, state)| {
                 Some(([("tenant", tenant.as_str())], state.certificate_renewal?))
+            }),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "tenant_incident_open",
+            "1 for each open incident of the tenant (status.incidents), by type and severity: what alerting routes to the tenant's contacts",
+            tenants.iter().flat_map(|(tenant, state)| {
+                state.incidents.iter().map(move |(type_, severity)| {
+                    (
+                        [
+                            ("tenant", tenant.as_str()),
+                            ("type", type_.as_str()),
+                            ("severity", severity.as_str()),
+                        ],
+                        1,
+                    )
+                })
             }),
         )?;
         Ok(())
@@ -512,6 +537,16 @@ mod tests {
                 ..Default::default()
             }),
             purge_after: time(1_900_000_000),
+            incidents: vec![enclave_crds::Incident {
+                id: "RedundancyLost-1".into(),
+                type_: "RedundancyLost".into(),
+                severity: "warning".into(),
+                opened_at: time(1).expect("time"),
+                notified_at: None,
+                resolved_at: None,
+                summary: "web: 2 of 3".into(),
+                contacts: vec![],
+            }],
             ..Default::default()
         };
         m.certificate_expires("acme", k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
@@ -530,6 +565,7 @@ mod tests {
             r#"enclave_backup_last_success_timestamp_seconds{tenant="acme"} 1700000000"#,
             r#"enclave_certificate_renewal_timestamp_seconds{tenant="acme"} 1800000000"#,
             r#"enclave_tenant_purge_after_timestamp_seconds{tenant="acme"} 1900000000"#,
+            r#"enclave_tenant_incident_open{tenant="acme",type="RedundancyLost",severity="warning"} 1"#,
             "# TYPE enclave_tenant_phase gauge",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");

@@ -398,7 +398,8 @@ async fn the_report_reads_foreign_policies_exactly() -> Result<()> {
     create_tenant(
         &client,
         "net-exact",
-        json!({"zones": [{"name": "app", "ports": [{"port": 8080}]}]}),
+        json!({"zones": [{"name": "app", "ports": [{"port": 8080}]}],
+            "contacts": [{"email": "soc@exact.example"}, {"email": "billing@exact.example", "role": "Billing"}]}),
     )
     .await?;
     observed(&client, "net-exact", |_| true).await?;
@@ -444,6 +445,46 @@ async fn the_report_reads_foreign_policies_exactly() -> Result<()> {
             .contains("app:9000-9100/Tcp from namespaces:team in (observability) (pods app=api)"),
         "{message}"
     );
+    // An incident (R14): opened at once, for the security contact, announced by an Event.
+    let incident = tenant.status.as_ref().unwrap().incidents[0].clone();
+    assert_eq!(
+        (
+            incident.type_.as_str(),
+            incident.severity.as_str(),
+            incident.contacts.clone()
+        ),
+        (
+            "IsolationBroken",
+            "critical",
+            vec!["soc@exact.example".to_string()]
+        )
+    );
+    assert!(incident.notified_at.is_some() && incident.resolved_at.is_none());
+    let events = Api::<k8s_openapi::api::events::v1::Event>::all(client.clone())
+        .list(&ListParams::default().fields("regarding.name=net-exact"))
+        .await?;
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("IncidentOpened")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("soc@exact.example"))),
+        "{:?}",
+        events.items.iter().map(|e| &e.note).collect::<Vec<_>>()
+    );
+    // The policy gone: isolated again, the incident resolved and kept.
+    Api::<NetworkPolicy>::namespaced(client.clone(), "net-exact-app")
+        .delete("metrics", &kube::api::DeleteParams::default())
+        .await?;
+    let tenant = observed(&client, "net-exact", |t| {
+        t.status
+            .as_ref()
+            .is_some_and(|s| s.incidents.first().is_some_and(|i| i.resolved_at.is_some()))
+    })
+    .await?;
+    assert_eq!(isolated(&tenant).0, "True");
     Ok(())
 }
 

@@ -142,6 +142,8 @@ pub fn compute(
         _ if decommissioned => previous.and_then(|p| p.purged_at.clone()),
         _ => None,
     };
+    let before = previous.map(|p| p.incidents.as_slice()).unwrap_or_default();
+    status.incidents = super::incidents::track(tenant, before, &status, now);
     status
 }
 
@@ -183,6 +185,37 @@ pub fn announcements(
                 warning: true,
                 reason: reason.map_or(now_reason, str::to_string),
                 message,
+            });
+        }
+    }
+    // Each incident opened or resolved by this reconcile, at once (R14).
+    let known = |id: &str, resolved: bool| {
+        previous.is_some_and(|p| {
+            p.incidents
+                .iter()
+                .any(|i| i.id == id && (!resolved || i.resolved_at.is_some()))
+        })
+    };
+    for incident in &next.incidents {
+        let contacts = if incident.contacts.is_empty() {
+            "no security or operations contact in spec.contacts".to_string()
+        } else {
+            format!("to notify: {}", incident.contacts.join(", "))
+        };
+        if !known(&incident.id, false) && incident.resolved_at.is_none() {
+            events.push(Announcement {
+                warning: true,
+                reason: "IncidentOpened".into(),
+                message: format!(
+                    "{} incident {} ({}): {}; {contacts}",
+                    incident.severity, incident.id, incident.type_, incident.summary
+                ),
+            });
+        } else if incident.resolved_at.is_some() && !known(&incident.id, true) {
+            events.push(Announcement {
+                warning: false,
+                reason: "IncidentResolved".into(),
+                message: format!("incident {} ({}) resolved", incident.id, incident.type_),
             });
         }
     }

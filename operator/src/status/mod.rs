@@ -198,6 +198,7 @@ pub fn tenant_status(
         exposure,
         egress,
         ingresses,
+        incidents: kept.incidents,
         usage: kept.usage,
         certificate: kept.certificate,
         backup: kept.backup,
@@ -364,6 +365,7 @@ pub use crate::units::seconds;
 
 mod backup;
 mod compute;
+pub mod incidents;
 mod storage;
 mod workloads;
 

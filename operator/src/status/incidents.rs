@@ -1,0 +1,236 @@
+//! Incidents (R14: incidents reported within 24 hours, and a register): each degraded promise
+//! opens one when it is seen, is announced at once (a Warning Event, the
+//! `enclave_tenant_incident_open` series), and is resolved when it recovers. Pure.
+
+use super::{
+    BACKUP_HEALTHY, CERTIFICATE_READY, ISOLATED, READY, STORAGE_REPLICATED, TenantStatus, Time,
+    Timestamp, WORKLOADS_REDUNDANT, seconds,
+};
+use enclave_crds::{ContactRole, Incident, Phase, Tenant};
+
+/// How many incidents the status keeps, newest first.
+pub const KEPT_IN_STATUS: usize = 20;
+/// How long `Ready` may stay false (a tenant being set up, a short outage) before it is an
+/// incident.
+pub const NOT_READY_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long past its deadline a purge may run before it is an incident.
+pub const PURGE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What is degraded in `status` now: `(type, severity, summary)`.
+#[must_use]
+pub fn degraded(
+    status: &TenantStatus,
+    now: Timestamp,
+) -> Vec<(&'static str, &'static str, String)> {
+    let condition = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_);
+    let mut found = Vec::new();
+    let running = matches!(
+        status.phase,
+        Some(Phase::Ready | Phase::Degraded | Phase::Pending | Phase::Blocked)
+    );
+    if running
+        && let Some(ready) = condition(READY).filter(|c| c.status == "False")
+        && now
+            .duration_since(ready.last_transition_time.0)
+            .as_secs_f64()
+            >= NOT_READY_GRACE.as_secs_f64()
+    {
+        found.push((
+            "NotReady",
+            "critical",
+            format!("{}: {}", ready.reason, ready.message),
+        ));
+    }
+    for (type_, incident, severity) in [
+        (BACKUP_HEALTHY, "BackupFailing", "critical"),
+        (CERTIFICATE_READY, "CertificateNotReady", "critical"),
+        (ISOLATED, "IsolationBroken", "critical"),
+        (STORAGE_REPLICATED, "StorageNotReplicated", "warning"),
+    ] {
+        if let Some(c) = condition(type_).filter(|c| c.status == "False") {
+            found.push((incident, severity, format!("{}: {}", c.reason, c.message)));
+        }
+    }
+    if let Some(c) = condition(WORKLOADS_REDUNDANT).filter(|c| c.status == "False") {
+        let (incident, severity) = if c.reason == "Unavailable" {
+            ("WorkloadsUnavailable", "critical")
+        } else {
+            ("RedundancyLost", "warning")
+        };
+        found.push((incident, severity, format!("{}: {}", c.reason, c.message)));
+    }
+    if let Some(purge_after) = &status.purge_after
+        && status.purged_at.is_none()
+        && now.duration_since(purge_after.0).as_secs_f64() >= PURGE_GRACE.as_secs_f64()
+    {
+        found.push((
+            "PurgeOverdue",
+            "critical",
+            format!("the purge due at {} is not done", purge_after.0),
+        ));
+    }
+    found
+}
+
+/// The incidents after this reconcile: `previous` ones kept, a new one opened for each
+/// degraded promise without an open incident, open ones resolved when their promise holds
+/// again; at most [`KEPT_IN_STATUS`], newest first.
+#[must_use]
+pub fn track(
+    tenant: &Tenant,
+    previous: &[Incident],
+    status: &TenantStatus,
+    now: Timestamp,
+) -> Vec<Incident> {
+    let now = seconds(now);
+    let contacts: Vec<String> = tenant
+        .spec
+        .contacts
+        .iter()
+        .filter(|c| matches!(c.role, ContactRole::Security | ContactRole::Operations))
+        .map(|c| c.email.clone())
+        .collect();
+    let seen = degraded(status, now);
+    let mut incidents: Vec<Incident> = previous.to_vec();
+    for incident in incidents.iter_mut().filter(|i| i.resolved_at.is_none()) {
+        if !seen.iter().any(|(type_, ..)| *type_ == incident.type_) {
+            incident.resolved_at = Some(Time(now));
+        }
+    }
+    for (type_, severity, summary) in seen {
+        let open = incidents
+            .iter()
+            .any(|i| i.type_ == type_ && i.resolved_at.is_none());
+        if !open {
+            incidents.push(Incident {
+                id: format!("{type_}-{}", now.as_second()),
+                type_: type_.to_string(),
+                severity: severity.to_string(),
+                opened_at: Time(now),
+                // Announced in this same reconcile, by the Event and the metric.
+                notified_at: Some(Time(now)),
+                resolved_at: None,
+                summary: summary.chars().take(512).collect(),
+                contacts: contacts.clone(),
+            });
+        }
+    }
+    incidents.sort_by(|a, b| {
+        b.opened_at
+            .0
+            .cmp(&a.opened_at.0)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    incidents.truncate(KEPT_IN_STATUS);
+    incidents
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_764_633_600 + s).expect("time")
+    }
+
+    fn status(phase: Phase, conditions: &[(&str, &str, &str, i64)]) -> TenantStatus {
+        TenantStatus {
+            phase: Some(phase),
+            conditions: conditions
+                .iter()
+                .map(|(type_, status, reason, since)| Condition {
+                    type_: (*type_).into(),
+                    status: (*status).into(),
+                    reason: (*reason).into(),
+                    message: "m".into(),
+                    last_transition_time: Time(at(*since)),
+                    observed_generation: None,
+                })
+                .collect(),
+            ..TenantStatus::default()
+        }
+    }
+
+    fn tenant() -> Tenant {
+        serde_json::from_value(serde_json::json!({"apiVersion": "enclave.dev/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": "acme"}, "spec": {"contacts": [
+                {"email": "sec@acme.example"}, {"email": "bill@acme.example", "role": "Billing"}]}}))
+        .expect("tenant")
+    }
+
+    #[test]
+    fn an_incident_opens_once_names_its_contacts_and_resolves_on_recovery() {
+        let t = tenant();
+        let failing = status(
+            Phase::Degraded,
+            &[
+                (READY, "True", "Reconciled", 0),
+                (BACKUP_HEALTHY, "False", "BackupOverdue", 0),
+            ],
+        );
+        let opened = track(&t, &[], &failing, at(10));
+        assert_eq!(opened.len(), 1);
+        let incident = &opened[0];
+        assert_eq!(
+            (incident.type_.as_str(), incident.severity.as_str()),
+            ("BackupFailing", "critical")
+        );
+        assert_eq!(
+            incident.contacts,
+            ["sec@acme.example"],
+            "not the billing contact"
+        );
+        assert_eq!(incident.notified_at, Some(incident.opened_at.clone()));
+        // Still failing: the same incident, not another.
+        assert_eq!(track(&t, &opened, &failing, at(20)), opened);
+        // Recovered: resolved, kept in the register.
+        let healthy = status(
+            Phase::Ready,
+            &[
+                (READY, "True", "Reconciled", 0),
+                (BACKUP_HEALTHY, "True", "BackupSucceeded", 30),
+            ],
+        );
+        let resolved = track(&t, &opened, &healthy, at(30));
+        assert_eq!(resolved[0].resolved_at, Some(Time(at(30))));
+        // Failing again: a new incident, newest first.
+        let again = track(&t, &resolved, &failing, at(40));
+        assert_eq!(again.len(), 2);
+        assert!(again[0].resolved_at.is_none() && again[0].opened_at == Time(at(40)));
+    }
+
+    #[test]
+    fn not_ready_counts_only_after_the_grace_and_only_while_running() {
+        let t = tenant();
+        let pending = status(
+            Phase::Pending,
+            &[(READY, "False", "NamespaceTerminating", 0)],
+        );
+        assert!(track(&t, &[], &pending, at(60)).is_empty());
+        let grace = i64::try_from(NOT_READY_GRACE.as_secs()).expect("secs");
+        assert_eq!(track(&t, &[], &pending, at(grace))[0].type_, "NotReady");
+        let suspended = status(Phase::Suspended, &[(READY, "False", "Suspended", 0)]);
+        assert!(track(&t, &[], &suspended, at(grace * 10)).is_empty());
+    }
+
+    #[test]
+    fn the_status_keeps_the_newest_twenty() {
+        let t = tenant();
+        let mut incidents = Vec::new();
+        for i in 0..30 {
+            let failing = status(
+                Phase::Degraded,
+                &[(ISOLATED, "False", "UnexpectedExposure", 0)],
+            );
+            let healthy = status(
+                Phase::Ready,
+                &[(ISOLATED, "True", "ExposureMatchesSpec", 0)],
+            );
+            incidents = track(&t, &incidents, &failing, at(i * 10));
+            incidents = track(&t, &incidents, &healthy, at(i * 10 + 5));
+        }
+        assert_eq!(incidents.len(), KEPT_IN_STATUS);
+        assert_eq!(incidents[0].opened_at, Time(at(290)));
+    }
+}
