@@ -394,7 +394,7 @@ pub struct Workload {
     /// Volumes of the tenant mounted into each replica.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
-    #[x_kube(validation = Rule::new("self.all(m, m.mountPath != '/tmp' && m.mountPath != '/' && self.exists_one(n, n.mountPath == m.mountPath) && self.exists_one(n, n.volume == m.volume))").message("each volume is mounted once, each mountPath used once, and never / nor /tmp (the replicas' scratch space)"))]
+    #[x_kube(validation = Rule::new("self.all(m, !m.mountPath.matches('^/+(tmp/*)?$') && self.exists_one(n, n.mountPath == m.mountPath) && self.exists_one(n, n.volume == m.volume))").message("each volume is mounted once, each mountPath used once, and never / nor /tmp (the replicas' scratch space)"))]
     pub volume_mounts: Vec<VolumeMount>,
 }
 

@@ -415,7 +415,7 @@ fn ingress_problem(ingress: &Value, names: &[String]) -> Option<String> {
     // into the shared controller, whose own token reads every Secret.
     // `ssl-passthrough` routes at layer 4, past every filter; `satisfy: any` lets a password
     // stand in for the source filter.
-    const REACHING: [&str; 8] = [
+    const REACHING: [&str; 9] = [
         "snippet",
         "server-alias",
         "auth-url",
@@ -424,6 +424,8 @@ fn ingress_problem(ingress: &Value, names: &[String]) -> Option<String> {
         "mirror-",
         "ssl-passthrough",
         "satisfy",
+        // Injected into the controller's configuration (CVE-2025-1097).
+        "auth-tls-match-cn",
     ];
     for key in ingress["metadata"]["annotations"]
         .as_object()
@@ -545,7 +547,11 @@ fn review_tenant(
         .backup
         .as_ref()
         .map_or(Ok(()), crate::desired::backup::validate_schedule);
-    if let Err(invalid) = network::validate(&tenant, &guard.network).and(schedule) {
+    let quota = crate::desired::quota::totals(&tenant).map(drop);
+    if let Err(invalid) = network::validate(&tenant, &guard.network)
+        .and(schedule)
+        .and(quota)
+    {
         // Every message names its field; those of a zone name it by its name.
         let message = if invalid.message.starts_with("spec.") {
             invalid.message

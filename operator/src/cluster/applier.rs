@@ -139,7 +139,7 @@ impl<'a> Applier<'a> {
         step(self.namespaces(&namespaces).await);
         step(self.apply_kind(&network_policies, "").await);
         step(self.apply_kind(&backup_policies, "").await);
-        step(self.quotas(&resource_quotas).await);
+        step(self.apply_kind(&resource_quotas, "").await);
         step(self.apply_kind(&limit_ranges, "").await);
         step(self.apply_kind(&role_bindings, "").await);
         // Shared by every tenant asking for the same class: never swept by one of them.
@@ -308,23 +308,6 @@ impl<'a> Applier<'a> {
             }
         }
         first.map_or(Ok(()), Err)
-    }
-
-    /// The zones' quotas, in two writes when a rebalance raises a limit: every limit that
-    /// shrinks is lowered first, so the zones' limits together never exceed the tenant's
-    /// total between two writes (see [`crate::desired::quota::resource_quotas`]).
-    async fn quotas(&mut self, quotas: &[k8s_openapi::api::core::v1::ResourceQuota]) -> Result<()> {
-        let mut lowered = Vec::new();
-        for quota in quotas {
-            let live = self.live(quota).await?;
-            if let Some(first) = crate::desired::quota::shrunk_first(quota, live.as_ref()) {
-                lowered.push((first, live));
-            }
-        }
-        for (first, live) in &lowered {
-            self.writer.apply(first, live.as_ref()).await?;
-        }
-        self.apply_kind(quotas, "").await
     }
 
     /// Creates a key Secret with fresh random keys, unless it exists: a key is never

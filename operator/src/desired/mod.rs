@@ -69,6 +69,7 @@ pub struct Desired {
 pub fn desired(tenant: &Tenant, config: &Config) -> Result<Desired, Invalid> {
     let identity = Identity::of(tenant)?;
     network::validate(tenant, &config.network)?;
+    quota::totals(tenant)?;
     let backup = backup::backup_objects(
         tenant,
         &identity,

@@ -1,7 +1,7 @@
 //! Quotas (R11): a ResourceQuota per zone namespace from `spec.quota`, and a LimitRange giving
 //! containers that set no resources a default, so the quota can count them.
 
-use super::Identity;
+use super::{Identity, Invalid};
 use enclave_crds::Tenant;
 use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, ResourceQuota, ResourceQuotaSpec,
@@ -40,19 +40,77 @@ fn quantity_of(resource: &str, nano: i128) -> Quantity {
 }
 
 /// The tenant's total (`spec.quota`), per quota resource, in nano-units.
-fn totals(tenant: &Tenant) -> BTreeMap<String, i128> {
+///
+/// # Errors
+/// [`Invalid`] naming the field whose quantity cannot be read (the schema's `isQuantity`
+/// admits forms such as `1e40` that no limit can hold): no limit is ever dropped silently.
+pub fn totals(tenant: &Tenant) -> Result<BTreeMap<String, i128>, Invalid> {
     let Some(quota) = &tenant.spec.quota else {
-        return BTreeMap::new();
+        return Ok(BTreeMap::new());
     };
-    [
-        ("limits.cpu", quota.cpu.clone()),
-        ("limits.memory", quota.memory.clone()),
-        ("requests.storage", quota.storage.clone()),
-        ("pods", quota.pods.map(|p| p.to_string())),
-    ]
-    .into_iter()
-    .filter_map(|(key, value)| Some((key.to_string(), crate::units::quantity(&value?)?)))
-    .collect()
+    let mut totals = BTreeMap::new();
+    for (key, field, value) in [
+        ("limits.cpu", "cpu", quota.cpu.clone()),
+        ("limits.memory", "memory", quota.memory.clone()),
+        ("requests.storage", "storage", quota.storage.clone()),
+        ("pods", "pods", quota.pods.map(|p| p.to_string())),
+    ] {
+        let Some(value) = value else { continue };
+        let nano = crate::units::quantity(&value)
+            .filter(|n| (0..=NANO << 64).contains(n))
+            .ok_or_else(|| Invalid {
+                reason: "InvalidQuota",
+                message: format!("spec.quota.{field}: {value:?} cannot be read as a limit"),
+            })?;
+        totals.insert(key.to_string(), nano);
+    }
+    Ok(totals)
+}
+
+/// What each zone's declared objects need at their peak, per quota resource: the claims of
+/// its volumes, and its workloads' replicas (N+1, and one more while a rollout surges) with
+/// their limits. A zone is never given less than this, so that a volume or a replica larger
+/// than an even share of the headroom can still be admitted.
+#[must_use]
+pub fn reserved(tenant: &Tenant) -> Usage {
+    let mut reserved = Usage::new();
+    let mut add = |zone: &str, key: &str, nano: i128| {
+        let entry = reserved
+            .entry(tenant.zone_namespace(zone))
+            .or_default()
+            .entry(key.to_string())
+            .or_default();
+        *entry = entry.saturating_add(nano);
+    };
+    for volume in &tenant.spec.volumes {
+        let claims =
+            i128::try_from(crate::desired::storage::claim_names(tenant, volume).len()).unwrap_or(0);
+        let size = crate::units::quantity(&volume.size).unwrap_or(0).max(0);
+        add(
+            &volume.zone,
+            "requests.storage",
+            size.saturating_mul(claims),
+        );
+    }
+    for workload in &tenant.spec.workloads {
+        let replicas = i128::from(workload.capacity) + 2;
+        let resources = workload.resources.clone().unwrap_or_default();
+        let limit = |value: Option<String>, default: &str| {
+            crate::units::quantity(value.as_deref().unwrap_or(default)).unwrap_or(0)
+        };
+        add(&workload.zone, "pods", replicas * NANO);
+        add(
+            &workload.zone,
+            "limits.cpu",
+            replicas.saturating_mul(limit(resources.cpu, "500m")),
+        );
+        add(
+            &workload.zone,
+            "limits.memory",
+            replicas.saturating_mul(limit(resources.memory, "512Mi")),
+        );
+    }
+    reserved
 }
 
 /// The ResourceQuota of every zone, when the tenant declares a quota: `spec.quota` is the
@@ -64,10 +122,11 @@ fn totals(tenant: &Tenant) -> BTreeMap<String, i128> {
 /// writes the shrinking limits before the growing ones ([`grows`]).
 #[must_use]
 pub fn resource_quotas(tenant: &Tenant, identity: &Identity, used: &Usage) -> Vec<ResourceQuota> {
-    let totals = totals(tenant);
+    let totals = totals(tenant).unwrap_or_default();
     if totals.is_empty() {
         return Vec::new();
     }
+    let reserved = reserved(tenant);
     let namespaces: Vec<String> = tenant
         .spec
         .zones
@@ -85,10 +144,18 @@ pub fn resource_quotas(tenant: &Tenant, identity: &Identity, used: &Usage) -> Ve
                     .copied()
                     .unwrap_or(0)
                     .max(0)
+                    .max(
+                        reserved
+                            .get(ns)
+                            .and_then(|u| u.get(resource))
+                            .copied()
+                            .unwrap_or(0),
+                    )
             })
             .collect();
         let step = step(resource);
-        let free = (total - using.iter().sum::<i128>()).max(0) / step;
+        let busy = using.iter().fold(0_i128, |sum, u| sum.saturating_add(*u));
+        let free = total.saturating_sub(busy).max(0) / step;
         let (share, mut remainder) = (free / zones, free % zones);
         // The remainder goes to the busiest zones, so one zone alone can reach the total.
         let mut busiest: Vec<usize> = (0..namespaces.len()).collect();
@@ -102,7 +169,7 @@ pub fn resource_quotas(tenant: &Tenant, identity: &Identity, used: &Usage) -> Ve
             remainder -= 1;
         }
         for (i, limits) in hard.iter_mut().enumerate() {
-            let nano = using[i] + (share + extra[i]) * step;
+            let nano = using[i].saturating_add((share + extra[i]) * step);
             limits.insert(resource.clone(), quantity_of(resource, nano));
         }
     }
@@ -135,36 +202,104 @@ pub fn used(quota: &ResourceQuota) -> BTreeMap<String, i128> {
         .collect()
 }
 
-/// `desired` with each limit no higher than `live`'s: the first of the two writes of a
-/// rebalance, so that no zone's limit grows before the others' have shrunk. `None` when no
-/// limit grows (one write is enough).
+/// How a rebalance is written without ever letting the zones together exceed the total:
+/// first every limit that shrinks (`lowered`, written before anything else), then the limits
+/// that grow, each only within what is left once every zone is counted at the most it can
+/// hold now, its live limit or its usage if higher (`kept`). Headroom a zone gives up
+/// becomes usable by the others on the next reconcile, once its lowered limit is in force.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rebalance {
+    /// Quotas to write first: each live limit lowered to the split's where that is lower.
+    pub lowered: Vec<ResourceQuota>,
+    /// The quotas to keep: the split, raises capped.
+    pub kept: Vec<ResourceQuota>,
+}
+
+/// The limits of a quota, in nano-units.
+fn limits(quota: &ResourceQuota) -> BTreeMap<String, i128> {
+    quota
+        .spec
+        .as_ref()
+        .and_then(|s| s.hard.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), crate::units::quantity(&v.0)?)))
+        .collect()
+}
+
+/// The rebalance from the live quotas (`live[i]` for `desired[i]`'s zone) to `desired`.
 #[must_use]
-pub fn shrunk_first(
-    desired: &ResourceQuota,
-    live: Option<&ResourceQuota>,
-) -> Option<ResourceQuota> {
-    let live_hard = live
-        .and_then(|l| l.spec.as_ref())
-        .and_then(|s| s.hard.as_ref())?;
-    let wanted = desired.spec.as_ref().and_then(|s| s.hard.as_ref())?;
-    let nano = |q: &Quantity| crate::units::quantity(&q.0);
-    let mut lowered = wanted.clone();
-    let mut grows = false;
-    for (key, value) in &mut lowered {
-        if let Some(before) = live_hard.get(key)
-            && nano(value) > nano(before)
-        {
-            value.clone_from(before);
-            grows = true;
+pub fn rebalance(
+    tenant: &Tenant,
+    desired: &[ResourceQuota],
+    live: &[Option<ResourceQuota>],
+) -> Rebalance {
+    let totals = totals(tenant).unwrap_or_default();
+    let wanted: Vec<BTreeMap<String, i128>> = desired.iter().map(limits).collect();
+    let live_of = |i: usize| live.get(i).and_then(Option::as_ref);
+    let mut capped = wanted.clone();
+    for (resource, total) in &totals {
+        // The most each zone can hold now: its live limit, or its usage if higher; a zone
+        // without a quota yet is counted at the split's value (its usage is not known).
+        let holds: Vec<i128> = (0..desired.len())
+            .map(|i| {
+                let want = wanted[i].get(resource).copied().unwrap_or(0);
+                match live_of(i) {
+                    Some(q) => limits(q)
+                        .get(resource)
+                        .copied()
+                        .unwrap_or(*total)
+                        .max(used(q).get(resource).copied().unwrap_or(0)),
+                    None => want,
+                }
+            })
+            .collect();
+        let mut budget = holds
+            .iter()
+            .fold(*total, |left, h| left.saturating_sub(*h))
+            .max(0);
+        for i in 0..desired.len() {
+            let want = wanted[i].get(resource).copied().unwrap_or(0);
+            if live_of(i).is_none() || want <= holds[i] {
+                continue; // new, lowered, or within what it holds already
+            }
+            let grant = (want - holds[i]).min(budget);
+            budget -= grant;
+            capped[i].insert(resource.clone(), holds[i] + grant);
         }
     }
-    grows.then(|| ResourceQuota {
+    let with_limits = |base: &ResourceQuota, nano: &BTreeMap<String, i128>| ResourceQuota {
         spec: Some(ResourceQuotaSpec {
-            hard: Some(lowered),
+            hard: Some(
+                nano.iter()
+                    .map(|(k, v)| (k.clone(), quantity_of(k, *v)))
+                    .collect(),
+            ),
             ..ResourceQuotaSpec::default()
         }),
-        ..desired.clone()
-    })
+        ..base.clone()
+    };
+    let mut lowered = Vec::new();
+    for (i, quota) in desired.iter().enumerate() {
+        let Some(live) = live_of(i) else { continue };
+        let mut first = limits(live);
+        let mut lowers = false;
+        for (resource, want) in &wanted[i] {
+            if first.get(resource).is_none_or(|h| want < h) {
+                first.insert(resource.clone(), *want);
+                lowers = true;
+            }
+        }
+        if lowers {
+            lowered.push(with_limits(quota, &first));
+        }
+    }
+    let kept = desired
+        .iter()
+        .zip(&capped)
+        .map(|(quota, nano)| with_limits(quota, nano))
+        .collect();
+    Rebalance { lowered, kept }
 }
 
 /// The LimitRange of every zone: defaults for containers that set no requests or limits.
@@ -260,24 +395,101 @@ mod tests {
         );
     }
 
+    fn pods_of(quotas: &[ResourceQuota]) -> Vec<String> {
+        quotas
+            .iter()
+            .map(|q| {
+                q.spec.as_ref().and_then(|s| s.hard.as_ref()).expect("hard")["pods"]
+                    .0
+                    .clone()
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_rebalance_lowers_before_it_raises() {
-        let quota = |pods: &str, cpu: &str| ResourceQuota {
-            spec: Some(ResourceQuotaSpec {
-                hard: Some(BTreeMap::from([
-                    ("pods".to_string(), Quantity(pods.into())),
-                    ("limits.cpu".to_string(), Quantity(cpu.into())),
-                ])),
+    fn a_rebalance_lowers_first_and_raises_only_within_what_the_zones_can_hold() {
+        let mut t = tenant("acme");
+        t.spec.zones.truncate(2); // dmz, app
+        t.spec.quota = Some(Quota {
+            pods: Some(10),
+            ..Quota::default()
+        });
+        let identity = Identity::of(&t).expect("identity");
+        let live = |zone: usize, pods: &str, used: &str| {
+            let mut q = resource_quotas(&t, &identity, &Usage::new())[zone].clone();
+            q.spec = Some(ResourceQuotaSpec {
+                hard: Some(BTreeMap::from([(
+                    "pods".to_string(),
+                    Quantity(pods.into()),
+                )])),
                 ..ResourceQuotaSpec::default()
-            }),
-            ..ResourceQuota::default()
+            });
+            q.status = Some(k8s_openapi::api::core::v1::ResourceQuotaStatus {
+                used: Some(BTreeMap::from([(
+                    "pods".to_string(),
+                    Quantity(used.into()),
+                )])),
+                ..Default::default()
+            });
+            q
         };
-        // Pods grow, cpu shrinks: first the cpu alone.
-        let first = shrunk_first(&quota("5", "1"), Some(&quota("3", "2"))).expect("two writes");
-        assert_eq!(first, quota("3", "1"));
-        // Nothing grows: one write.
-        assert_eq!(shrunk_first(&quota("3", "1"), Some(&quota("3", "2"))), None);
-        assert_eq!(shrunk_first(&quota("3", "1"), None), None);
+        let usage = |now: &[Option<ResourceQuota>]| -> Usage {
+            ["acme-dmz", "acme-app"]
+                .iter()
+                .zip(now)
+                .map(|(ns, q)| ((*ns).to_string(), q.as_ref().map(used).unwrap_or_default()))
+                .collect()
+        };
+        // Live 5 and 5; dmz uses 4, app nothing: the split wants dmz 7, app 3.
+        let now = [Some(live(0, "5", "4")), Some(live(1, "5", "0"))];
+        let desired = resource_quotas(&t, &identity, &usage(&now));
+        assert_eq!(pods_of(&desired), ["7", "3"]);
+        let plan = rebalance(&t, &desired, &now);
+        // app lowered first; dmz not raised yet: app may hold 5 until its 3 is in force.
+        assert_eq!(pods_of(&plan.lowered), ["3"]);
+        assert_eq!(pods_of(&plan.kept), ["5", "3"]);
+        // Next reconcile, app's 3 in force: dmz gets the rest.
+        let now = [Some(live(0, "5", "4")), Some(live(1, "3", "0"))];
+        let plan = rebalance(&t, &desired, &now);
+        assert!(plan.lowered.is_empty());
+        assert_eq!(pods_of(&plan.kept), ["7", "3"]);
+        // app holding 6 past its limit of 3 (the stale read): dmz is not raised past 10 - 6.
+        let now = [Some(live(0, "4", "4")), Some(live(1, "3", "6"))];
+        let desired = resource_quotas(&t, &identity, &usage(&now));
+        let plan = rebalance(&t, &desired, &now);
+        assert_eq!(pods_of(&plan.kept), ["4", "6"]);
+    }
+
+    #[test]
+    fn what_a_zone_declares_is_reserved_for_it() {
+        let mut t = tenant("acme");
+        t.spec.quota = Some(Quota {
+            storage: Some("500Gi".into()),
+            ..Quota::default()
+        });
+        t.spec.volumes = vec![
+            serde_json::from_value(
+                serde_json::json!({"name": "db", "zone": "data", "size": "200Gi"}),
+            )
+            .expect("volume"),
+        ];
+        let quotas = resource_quotas(&t, &Identity::of(&t).expect("identity"), &Usage::new());
+        let storage: Vec<i128> = quotas
+            .iter()
+            .map(|q| {
+                let hard = q.spec.as_ref().and_then(|s| s.hard.as_ref()).expect("hard");
+                crate::units::quantity(&hard["requests.storage"].0).expect("quantity")
+            })
+            .collect();
+        // data holds its 200Gi claim and a third of the rest.
+        assert!(storage[2] >= 300 * (1 << 30) * NANO, "{storage:?}");
+        assert!(storage.iter().sum::<i128>() <= 500 * (1 << 30) * NANO);
+        let mut bad = t.clone();
+        bad.spec.quota = Some(Quota {
+            cpu: Some("1e40".into()),
+            ..Quota::default()
+        });
+        assert_eq!(totals(&bad).expect_err("unreadable").reason, "InvalidQuota");
     }
 
     #[test]

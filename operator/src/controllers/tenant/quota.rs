@@ -10,23 +10,40 @@ use kube::api::Api;
 
 impl Reconcile<'_> {
     /// Splits `spec.quota` over the zones by their live usage (`status.used` of each zone's
-    /// quota); a zone without a quota yet uses nothing.
+    /// quota, and what each zone declares), writes every limit that shrinks at once, and
+    /// leaves in `desired` the limits to apply, raises capped so that the zones together never
+    /// hold more than the total ([`quota::rebalance`]).
+    ///
+    /// # Errors
+    /// When a quota cannot be read or lowered.
     pub(super) async fn split_quota(&self, desired: &mut Desired) -> Result<()> {
         if self.tenant.spec.quota.is_none() {
             return Ok(());
         }
         let mut used = Usage::new();
+        let mut live = Vec::new();
         for zone in &self.tenant.spec.zones {
             let namespace = self.tenant.zone_namespace(&zone.name);
-            let live = Api::<ResourceQuota>::namespaced(self.ctx.client.clone(), &namespace)
+            let quota = Api::<ResourceQuota>::namespaced(self.ctx.client.clone(), &namespace)
                 .get_opt(QUOTA)
                 .await
                 .map_err(api(Phase::Apply, "get", "ResourceQuota", &namespace))?;
-            if let Some(live) = live {
-                used.insert(namespace, quota::used(&live));
+            if let Some(quota) = &quota {
+                used.insert(namespace, quota::used(quota));
             }
+            live.push(quota);
         }
-        desired.resource_quotas = quota::resource_quotas(self.tenant, &self.identity, &used);
+        let split = quota::resource_quotas(self.tenant, &self.identity, &used);
+        let plan = quota::rebalance(self.tenant, &split, &live);
+        for lowered in &plan.lowered {
+            let name = (&lowered.metadata.namespace, &lowered.metadata.name);
+            let live = live
+                .iter()
+                .flatten()
+                .find(|l| (&l.metadata.namespace, &l.metadata.name) == name);
+            self.writer.apply(lowered, live).await?;
+        }
+        desired.resource_quotas = plan.kept;
         Ok(())
     }
 }

@@ -282,7 +282,15 @@ fn empty_dir(name: &str, memory: bool) -> Volume {
 /// # Errors
 /// [`Invalid`] naming `spec.backup.schedule`.
 pub fn validate_schedule(backup: &enclave_crds::Backup) -> Result<(), Invalid> {
-    if croner::Cron::new(&backup.schedule).parse().is_err() {
+    // As the CronJob controller reads it: five fields (or a macro such as @daily), none of
+    // the extensions (L, W, #) croner would accept and the API server would refuse.
+    let schedule = backup.schedule.trim();
+    let fields = schedule.split_whitespace().count();
+    let extended = schedule.contains(['L', 'W', '#']);
+    if (!schedule.starts_with('@') && fields != 5)
+        || extended
+        || croner::Cron::new(schedule).parse().is_err()
+    {
         return Err(Invalid {
             reason: "InvalidSchedule",
             message: format!(

@@ -177,6 +177,19 @@ fn a_schedule_that_is_not_cron_is_refused() {
     )
     .expect_err("invalid");
     assert_eq!(error.reason, "InvalidSchedule");
+    // What croner accepts but the CronJob controller refuses, and what both accept.
+    let check = |schedule: &str| {
+        validate_schedule(&enclave_crds::Backup {
+            schedule: schedule.into(),
+            ..t.spec.backup.clone().expect("backup")
+        })
+    };
+    for refused in ["0 2 L * *", "0 2 * * 5#3", "0 2 15W * *", "0 0 2 * * *"] {
+        assert!(check(refused).is_err(), "{refused}");
+    }
+    for accepted in ["0 2 * * *", "*/15 * * * 1-5", "@daily"] {
+        assert!(check(accepted).is_ok(), "{accepted}");
+    }
 }
 
 #[test]
