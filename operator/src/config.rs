@@ -192,6 +192,16 @@ pub struct IngressFirewall {
     /// Annotation holding the denied source ranges, comma-separated
     /// (`nginx.ingress.kubernetes.io/denylist-source-range`).
     pub deny_annotation: String,
+    /// The IngressClass of the controller that reads them (`nginx`): a tenant's Ingress
+    /// without a class is given it, and one naming another class is refused, since another
+    /// controller would serve it without the filter. `null` leaves classes alone.
+    #[serde(default = "nginx_class")]
+    pub ingress_class: Option<String>,
+}
+
+#[allow(clippy::unnecessary_wraps)] // serde's default for an optional field
+fn nginx_class() -> Option<String> {
+    Some("nginx".into())
 }
 
 impl Default for IngressFirewall {
@@ -199,6 +209,7 @@ impl Default for IngressFirewall {
         Self {
             allow_annotation: "nginx.ingress.kubernetes.io/whitelist-source-range".into(),
             deny_annotation: "nginx.ingress.kubernetes.io/denylist-source-range".into(),
+            ingress_class: nginx_class(),
         }
     }
 }

@@ -362,6 +362,26 @@ async fn the_firewall_reaches_the_ingress_controller_through_every_ingress() -> 
             "{what}: {kept:?}"
         );
     }
+    // Served by the controller that reads the firewall, and by no other.
+    let live = ingresses.get("shop").await?;
+    assert_eq!(
+        live.spec
+            .as_ref()
+            .and_then(|s| s.ingress_class_name.as_deref()),
+        Some("nginx")
+    );
+    let error = ingresses
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ingressClassName": "alb"}})),
+        )
+        .await
+        .expect_err("another class");
+    assert!(
+        error.to_string().contains("spec.ingressClassName alb"),
+        "{error}"
+    );
     // What would go past the filter is refused outright.
     let error = ingresses
         .patch(

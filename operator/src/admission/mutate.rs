@@ -10,6 +10,9 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
 use serde_json::Value;
 
+/// The annotation older Ingresses name their class by.
+pub const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+
 /// The JSON patch giving an Ingress of a tenant zone exactly the firewall's annotations, or
 /// `None` when it needs none (another kind, not a tenant's namespace, the operator's own
 /// request, or already carried).
@@ -29,9 +32,35 @@ pub fn firewall_mutation(
     let tenant = lookup.tenant.as_ref()?;
     let object = request.object.as_ref()?;
     let wanted = ingress_firewall(tenant, &guard.network);
-    let changes = firewall_patch(object.metadata.annotations.as_ref(), &wanted)?;
-    let annotations = PointerBuf::parse("/metadata/annotations").ok()?;
     let mut operations = Vec::new();
+    // No class: the class of the controller that reads the firewall, not the cluster's
+    // default (which may be another controller's).
+    let class = guard
+        .network
+        .ingress_firewall
+        .as_ref()
+        .and_then(|f| f.ingress_class.clone());
+    let classless = object.data["spec"]["ingressClassName"].is_null()
+        && object
+            .metadata
+            .annotations
+            .as_ref()
+            .is_none_or(|a| !a.contains_key(CLASS_ANNOTATION));
+    if let Some(class) = class.filter(|_| classless) {
+        let spec = if object.data["spec"].is_object() {
+            PointerBuf::parse("/spec/ingressClassName").ok()?
+        } else {
+            return None; // no spec: the API server refuses it anyway
+        };
+        operations.push(PatchOperation::Add(AddOperation {
+            path: spec,
+            value: Value::String(class),
+        }));
+    }
+    let Some(changes) = firewall_patch(object.metadata.annotations.as_ref(), &wanted) else {
+        return (!operations.is_empty()).then_some(Patch(operations));
+    };
+    let annotations = PointerBuf::parse("/metadata/annotations").ok()?;
     if object.metadata.annotations.is_none() {
         // No annotations yet: add the object whole, with only the values to set.
         let set: serde_json::Map<String, Value> = changes
@@ -96,11 +125,15 @@ mod tests {
 
     /// The Ingress's annotations once `patch` is applied.
     fn patched(annotations: Option<Value>, patch: &Patch) -> Value {
-        let mut doc = json!({"metadata": {}});
+        let mut doc = json!({"metadata": {}, "spec": {"rules": []}});
         if let Some(a) = annotations {
             doc["metadata"]["annotations"] = a;
         }
         json_patch::patch(&mut doc, patch).expect("applies");
+        assert_eq!(
+            doc["spec"]["ingressClassName"], "nginx",
+            "the firewall's class given"
+        );
         doc["metadata"]["annotations"].clone()
     }
 
@@ -130,7 +163,8 @@ mod tests {
     fn nothing_to_change_no_patch() {
         let guard = Guard::default();
         let carried = json!({"nginx.ingress.kubernetes.io/whitelist-source-range": "198.51.100.0/24",
-            "nginx.ingress.kubernetes.io/denylist-source-range": "198.51.100.0/28"});
+            "nginx.ingress.kubernetes.io/denylist-source-range": "198.51.100.0/28",
+            "kubernetes.io/ingress.class": "nginx"});
         assert!(firewall_mutation(&guard, &request("alice", Some(carried)), &lookup()).is_none());
         // Outside a tenant's namespaces, and for the operator itself, nothing is changed.
         assert!(firewall_mutation(&guard, &request("alice", None), &Lookup::default()).is_none());

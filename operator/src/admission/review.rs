@@ -231,8 +231,15 @@ pub fn review(
                 .old_object
                 .as_ref()
                 .map(|o| serde_json::to_value(o).unwrap_or_default());
+            let class = guard
+                .network
+                .ingress_firewall
+                .as_ref()
+                .and_then(|f| f.ingress_class.as_deref())
+                .filter(|_| lookup.tenant.is_some());
             let problem = ingress_problem(&data, &names)
-                .or_else(|| firewall_problem(old.as_ref(), &data, &firewall));
+                .or_else(|| firewall_problem(old.as_ref(), &data, &firewall))
+                .or_else(|| class_problem(&data, class?));
             match problem {
                 Some(problem) => deny(format!("{what}: {problem}")),
                 None => Verdict::Allow,
@@ -341,6 +348,29 @@ fn service_problem(spec: &Value, internet: bool) -> Option<String> {
         );
     }
     None
+}
+
+/// What is wrong with the class of a tenant's Ingress, if anything: another controller than
+/// the one reading the firewall's annotations (`class`) would serve it unfiltered.
+fn class_problem(ingress: &Value, class: &str) -> Option<String> {
+    let named = [
+        (
+            "spec.ingressClassName",
+            &ingress["spec"]["ingressClassName"],
+        ),
+        (
+            "metadata.annotations[kubernetes.io/ingress.class]",
+            &ingress["metadata"]["annotations"][super::mutate::CLASS_ANNOTATION],
+        ),
+    ];
+    named.into_iter().find_map(|(field, value)| {
+        let value = value.as_str()?;
+        (value != class).then(|| {
+            format!(
+                "{field} {value} is refused: only the {class} controller enforces the tenant's firewall (network.ingressFirewall)"
+            )
+        })
+    })
 }
 
 /// What is wrong with the firewall annotations of a tenant's Ingress, if anything: the operator keeps them from `spec.firewall`, so nobody else may give

@@ -922,6 +922,23 @@ fn the_firewall_annotations_of_an_ingress_are_the_operators() {
         }
         Verdict::Allow => panic!("stuffed annotations allowed"),
     }
+    // Another controller would serve it without the filter.
+    let mut other = ingress(json!({}));
+    other["spec"]["ingressClassName"] = json!("alb");
+    match verdict(&internet, None, other) {
+        Verdict::Deny { message, .. } => {
+            assert!(message.contains("spec.ingressClassName alb"), "{message}");
+        }
+        Verdict::Allow => panic!("another class allowed"),
+    }
+    let old_style = ingress(json!({"kubernetes.io/ingress.class": "traefik"}));
+    assert!(matches!(
+        verdict(&internet, None, old_style),
+        Verdict::Deny { .. }
+    ));
+    let mut nginx = ingress(json!({}));
+    nginx["spec"]["ingressClassName"] = json!("nginx");
+    assert_eq!(verdict(&internet, None, nginx), Verdict::Allow);
     // Layer-4 passthrough and `satisfy: any` go past the filter.
     for key in [
         "nginx.ingress.kubernetes.io/ssl-passthrough",
