@@ -7,15 +7,13 @@
 use anyhow::{Context as _, Result};
 use enclave_crds::Tenant;
 use enclave_operator::config::NetworkConfig;
-use enclave_operator::exposure::cluster_reach;
+use enclave_operator::exposure::{cluster_reach, selects};
 use enclave_tests::harness::{OPERATOR_NAMESPACE, env, eventually};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -72,27 +70,6 @@ async fn policies_of(client: &Client, namespaces: &[String]) -> Result<Vec<Netwo
         );
     }
     Ok(all)
-}
-
-/// Whether `selector` selects a namespace labelled `labels` (labels and expressions).
-fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let by_labels = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
-        let value = labels.get(&e.key);
-        let values = e.values.clone().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => true, // unknown: assume the worst
-        }
-    });
-    by_labels && by_expressions
 }
 
 #[tokio::test]

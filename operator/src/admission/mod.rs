@@ -38,6 +38,7 @@ pub const MUTATE_PATH: &str = "/mutate";
 
 mod cache;
 mod certificate;
+mod ingress;
 mod mutate;
 mod review;
 mod webhook;
@@ -507,14 +508,14 @@ pub async fn start(
             &config.guard,
             &config.namespace,
         );
-        apply_configuration(&client, &writer, &validating).await?;
+        webhook::apply_configuration(&client, &writer, &validating).await?;
         let mutating = mutating_configuration(
             config.client_config,
             &ca_pem,
             &config.guard,
             &config.namespace,
         );
-        apply_configuration(&client, &writer, &mutating).await?;
+        webhook::apply_configuration(&client, &writer, &mutating).await?;
         tracing::info!("admission guard configured");
     }
     Ok(Started {
@@ -576,28 +577,4 @@ impl GuardConfig {
             crate::credentials::PATH
         ))
     }
-}
-
-/// Applies one of the guard's webhook configurations, made whole by this replica.
-async fn apply_configuration<K>(
-    client: &kube::Client,
-    writer: &crate::cluster::Writer<'_>,
-    desired: &K,
-) -> crate::Result<()>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug,
-    K: serde::de::DeserializeOwned + serde::Serialize,
-{
-    let kind = K::kind(&()).to_string();
-    let live = kube::Api::<K>::all(client.clone())
-        .get_opt(WEBHOOK_CONFIGURATION)
-        .await
-        .map_err(crate::error::api(
-            crate::error::Phase::Start,
-            "get",
-            &kind,
-            WEBHOOK_CONFIGURATION,
-        ))?;
-    writer.apply(desired, live.as_ref()).await?;
-    Ok(())
 }

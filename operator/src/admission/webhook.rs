@@ -516,3 +516,27 @@ pub fn mutating_configuration(
         }]),
     }
 }
+
+/// Applies one of the guard's webhook configurations, made whole by this replica.
+pub(super) async fn apply_configuration<K>(
+    client: &kube::Client,
+    writer: &crate::cluster::Writer<'_>,
+    desired: &K,
+) -> crate::Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug,
+    K: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let kind = K::kind(&()).to_string();
+    let live = kube::Api::<K>::all(client.clone())
+        .get_opt(WEBHOOK_CONFIGURATION)
+        .await
+        .map_err(crate::error::api(
+            crate::error::Phase::Start,
+            "get",
+            &kind,
+            WEBHOOK_CONFIGURATION,
+        ))?;
+    writer.apply(desired, live.as_ref()).await?;
+    Ok(())
+}

@@ -225,7 +225,7 @@ fn source(
     // Which of the tenant's own namespaces does the selector match, and could it match others?
     let matched: Vec<&ZoneNamespace<'_>> = zones
         .iter()
-        .filter(|z| matches(namespaces, z.labels))
+        .filter(|z| selects(namespaces, z.labels))
         .collect();
     let tenant_only = namespaces
         .match_labels
@@ -285,7 +285,9 @@ fn selects_all_pods(selector: Option<&LabelSelector>) -> bool {
     })
 }
 
-fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+/// Whether `selector` selects an object labelled `labels`, as the API server reads it.
+#[must_use]
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let by_labels = selector
         .match_labels
         .iter()
