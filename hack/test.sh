@@ -41,8 +41,8 @@ hack/build-cert-manager.sh --vet
 echo "==> CRD YAML is generated from the types"
 cargo run --quiet --package enclave-crds --bin crdgen | diff -u charts/enclave/files/crds/tenants.enclave.dev.yaml - \
   || { echo "the CRD YAML is stale: run 'cargo run -p enclave-crds --bin crdgen > charts/enclave/files/crds/tenants.enclave.dev.yaml'"; exit 1; }
-echo "==> cargo build --bin enclave-operator (tests/tests/chart.rs runs the binary itself)"
-cargo build --quiet --package enclave-operator --bin enclave-operator
+echo "==> cargo build --bins: enclave-operator and kubectl-enclave (tests/tests/chart.rs and incidents.rs run them)"
+cargo build --quiet --package enclave-operator --bins
 echo "==> cargo test"
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT

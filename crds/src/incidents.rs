@@ -18,8 +18,10 @@ pub struct Incident {
     pub severity: String,
     /// When the operator saw it.
     pub opened_at: Time,
-    /// When it was announced: a Warning Event on the Tenant and the
-    /// `enclave_tenant_incident_open` series, which alerting routes to the contacts.
+    /// When it was announced: by a Warning Event on the Tenant and the
+    /// `enclave_tenant_incident_open` series (which the tenant's `AlertmanagerConfig` routes to
+    /// its contacts) or, when the operator has `notifications.webhookUrl`, when that receiver
+    /// accepted it. Absent until then; tried again every 30 seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notified_at: Option<Time>,
     /// When it recovered; absent while it is open.

@@ -34,6 +34,34 @@ pub struct Config {
     /// Where backup pods reach the credentials broker, from the guard's settings, unless
     /// `backup.credentialsUrl` says otherwise.
     pub broker_url: Option<String>,
+    /// How incidents reach people beyond the Tenant's Events and metrics.
+    pub notifications: NotificationsConfig,
+}
+
+/// How incidents (R14) reach the tenants' contacts and the platform team.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// A URL (`http://` or `https://`) receiving each incident as JSON in a POST when it opens
+    /// and when it resolves; an incident's `notifiedAt` is when the receiver accepted it (any
+    /// 2xx). Unset: incidents are announced by the Tenant's Events and metrics alone.
+    pub webhook_url: Option<String>,
+    /// A PEM CA bundle the receiver's certificate must chain to; unset: the public web PKI.
+    pub webhook_ca: Option<String>,
+    /// Keep an `AlertmanagerConfig` per tenant in the operator's namespace (when
+    /// prometheus-operator's CRD is served) that routes alerts labelled with the tenant to its
+    /// security and operations contacts by e-mail.
+    pub alertmanager_config: bool,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            webhook_ca: None,
+            alertmanager_config: true,
+        }
+    }
 }
 
 /// What the backup Jobs run, and where they fetch their credentials.
@@ -298,6 +326,7 @@ impl Default for Config {
             backup: BackupConfig::default(),
             operator_ca: None,
             broker_url: None,
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -317,6 +346,8 @@ pub struct ConfigFile {
     pub tls: TlsConfig,
     /// The backup Jobs.
     pub backup: BackupConfig,
+    /// Incident notifications.
+    pub notifications: NotificationsConfig,
 }
 
 impl ConfigFile {
@@ -329,6 +360,7 @@ impl ConfigFile {
             storage_profiles: self.storage_profiles,
             tls: self.tls,
             backup: self.backup,
+            notifications: self.notifications,
             ..base.clone()
         }
     }
@@ -371,6 +403,15 @@ impl ConfigFile {
                     keys.allow_annotation, keys.deny_annotation
                 )));
             }
+        }
+        if let Some(url) = &file.notifications.webhook_url
+            && !url.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            })
+        {
+            return Err(invalid(format!(
+                "notifications.webhookUrl: {url:?} is not an http:// or https:// URL"
+            )));
         }
         if enclave_crds::duration::parse(&file.tls.ca_validity).is_none() {
             return Err(<serde_yaml::Error as serde::de::Error>::custom(format!(

@@ -6,10 +6,11 @@
 //! - [`config`], [`pki`]: the operator's configuration; CAs and certificates (pure);
 //! - [`desired`]: pure builders, `(Tenant, configuration) -> Desired`;
 //! - [`exposure`], [`status`]: pure evaluation of the network and of the status;
+//! - [`report`]: the compliance report, promise by promise, from a Tenant (pure);
 //! - [`cluster`]: the only code that writes to the API server, and the applier;
 //! - [`controllers`]: the Tenant pipeline and the restore/export requests;
-//! - [`admission`], [`credentials`], [`telemetry`]: the guard, the backup broker, the admin
-//!   server.
+//! - [`admission`], [`credentials`], [`telemetry`], [`notify`]: the guard, the backup broker,
+//!   the admin server, the incident webhook.
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -23,7 +24,9 @@ pub mod error;
 pub mod exposure;
 pub mod labels;
 pub mod leader;
+pub mod notify;
 pub mod pki;
+pub mod report;
 pub mod status;
 pub mod telemetry;
 pub mod units;

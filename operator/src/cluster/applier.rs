@@ -117,6 +117,7 @@ impl<'a> Applier<'a> {
                     network_policies: backup_policies,
                 },
             security,
+            report,
             tls:
                 TlsObjects {
                     policies,
@@ -164,6 +165,7 @@ impl<'a> Applier<'a> {
         step(self.apply_kind(&bundles, "").await);
         step(self.apply_kind(&policies, "").await);
         step(self.apply_kind(&security, "").await);
+        step(self.apply_kind(&report, "").await);
         step(self.certificates(certificates).await);
         step(self.apply_kind(&services, "").await);
         step(self.apply_kind(&disruption_budgets, "").await);

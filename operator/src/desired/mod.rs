@@ -4,6 +4,7 @@
 pub mod access;
 pub mod backup;
 pub mod cidr;
+pub mod incidents;
 pub mod namespaces;
 pub mod network;
 pub mod quota;
@@ -56,6 +57,9 @@ pub struct Desired {
     pub backup: backup::BackupObjects,
     /// The security options, `enclave-security`, per zone.
     pub security: Vec<ConfigMap>,
+    /// The compliance report, `enclave-report`, per zone: added by the reconcile (the report
+    /// reads the status, above this module), empty here.
+    pub report: Vec<ConfigMap>,
     /// The TLS policy here; the certificates, which need the live CA, are added by the TLS
     /// step before the apply.
     pub tls: tls::TlsObjects,
@@ -97,6 +101,7 @@ pub fn desired(tenant: &Tenant, config: &Config) -> Result<Desired, Invalid> {
         storage: storage::storage_objects(tenant, &identity, config)?,
         backup,
         security: security::config_maps(tenant, &identity),
+        report: Vec::new(),
         tls: tls::TlsObjects {
             policies: tls::policies(tenant, &identity, policy),
             ..tls::TlsObjects::default()

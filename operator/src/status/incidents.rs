@@ -6,7 +6,7 @@ use super::{
     BACKUP_HEALTHY, CERTIFICATE_READY, ISOLATED, READY, STORAGE_REPLICATED, TenantStatus, Time,
     Timestamp, WORKLOADS_REDUNDANT, seconds,
 };
-use enclave_crds::{ContactRole, Incident, Phase, Tenant};
+use enclave_crds::{Incident, Phase, Tenant};
 
 /// How many incidents the status keeps, newest first.
 pub const KEPT_IN_STATUS: usize = 20;
@@ -83,13 +83,7 @@ pub fn track(
     now: Timestamp,
 ) -> Vec<Incident> {
     let now = seconds(now);
-    let contacts: Vec<String> = tenant
-        .spec
-        .contacts
-        .iter()
-        .filter(|c| matches!(c.role, ContactRole::Security | ContactRole::Operations))
-        .map(|c| c.email.clone())
-        .collect();
+    let contacts = crate::desired::incidents::contacts(tenant);
     let seen = degraded(status, now);
     let mut incidents: Vec<Incident> = previous.to_vec();
     for incident in incidents.iter_mut().filter(|i| i.resolved_at.is_none()) {
@@ -107,8 +101,8 @@ pub fn track(
                 type_: type_.to_string(),
                 severity: severity.to_string(),
                 opened_at: Time(now),
-                // Announced in this same reconcile, by the Event and the metric.
-                notified_at: Some(Time(now)),
+                // Set once announced: see `unannounced`.
+                notified_at: None,
                 resolved_at: None,
                 summary: summary.chars().take(512).collect(),
                 contacts: contacts.clone(),
@@ -123,6 +117,28 @@ pub fn track(
     });
     incidents.truncate(KEPT_IN_STATUS);
     incidents
+}
+
+/// The open incidents not announced yet: by the Event and the metric of the reconcile that
+/// opens them, or, when the operator has a webhook, once its receiver accepts them.
+pub fn unannounced(incidents: &mut [Incident]) -> impl Iterator<Item = &mut Incident> {
+    incidents
+        .iter_mut()
+        .filter(|i| i.resolved_at.is_none() && i.notified_at.is_none())
+}
+
+/// The incidents `next` shows resolved that `previous` showed open: their recovery is
+/// announced once.
+#[must_use]
+pub fn resolved_now<'a>(previous: &[Incident], next: &'a [Incident]) -> Vec<&'a Incident> {
+    next.iter()
+        .filter(|i| {
+            i.resolved_at.is_some()
+                && previous
+                    .iter()
+                    .any(|p| p.id == i.id && p.resolved_at.is_none())
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -181,7 +197,12 @@ mod tests {
             ["sec@acme.example"],
             "not the billing contact"
         );
-        assert_eq!(incident.notified_at, Some(incident.opened_at.clone()));
+        assert_eq!(
+            incident.notified_at, None,
+            "announced by the reconcile, not here"
+        );
+        let mut announced = opened.clone();
+        assert_eq!(unannounced(&mut announced).count(), 1);
         // Still failing: the same incident, not another.
         assert_eq!(track(&t, &opened, &failing, at(20)), opened);
         // Recovered: resolved, kept in the register.
@@ -194,6 +215,11 @@ mod tests {
         );
         let resolved = track(&t, &opened, &healthy, at(30));
         assert_eq!(resolved[0].resolved_at, Some(Time(at(30))));
+        assert_eq!(resolved_now(&opened, &resolved), [&resolved[0]]);
+        assert!(
+            resolved_now(&resolved, &resolved).is_empty(),
+            "announced once"
+        );
         // Failing again: a new incident, newest first.
         let again = track(&t, &resolved, &failing, at(40));
         assert_eq!(again.len(), 2);

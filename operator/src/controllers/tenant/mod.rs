@@ -30,11 +30,12 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{info, instrument, warn};
 
 mod access;
+mod incidents;
 mod ingress;
 mod lifecycle;
 mod observe;
@@ -54,6 +55,27 @@ pub struct Context {
     pub config: tokio::sync::watch::Receiver<Config>,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
+    /// Whether prometheus-operator's `AlertmanagerConfig` is served (looked up at start and at
+    /// each configuration reload): the tenants' alert routing is kept then.
+    pub alert_routing: Arc<AtomicBool>,
+}
+
+/// Whether the API server serves prometheus-operator's `AlertmanagerConfig`.
+async fn alertmanager_served(client: &Client) -> bool {
+    let resource = crate::desired::incidents::alertmanager_config_resource();
+    let served = kube::discovery::oneshot::pinned_group(
+        client,
+        &kube::core::GroupVersion::gv(&resource.group, &resource.version),
+    )
+    .await
+    .is_ok_and(|group| {
+        group
+            .resources_by_stability()
+            .iter()
+            .any(|(r, _)| r.kind == resource.kind)
+    });
+    info!(served, "looked up prometheus-operator's AlertmanagerConfig");
+    served
 }
 
 /// Runs the Tenant controller until `shutdown` resolves.
@@ -107,17 +129,25 @@ pub async fn run(
         ))?;
         writer.apply(&role, live.as_ref()).await?;
     }
+    let alert_routing = Arc::new(AtomicBool::new(alertmanager_served(&client).await));
     let ctx = Arc::new(Context {
         client: client.clone(),
         gateway,
         config: configs.clone(),
         metrics: health.metrics.clone(),
+        alert_routing: alert_routing.clone(),
     });
-    // A new configuration (a default image bumped, say) is rolled out to every tenant.
-    let reloads = futures::stream::unfold(configs, |mut configs| async move {
-        configs.changed().await.ok()?;
-        info!("configuration changed: reconciling every tenant");
-        Some(((), configs))
+    // A new configuration (a default image bumped, say) is rolled out to every tenant; a
+    // prometheus-operator installed meanwhile is found then.
+    let discovery = client.clone();
+    let reloads = futures::stream::unfold(configs, move |mut configs| {
+        let (client, alert_routing) = (discovery.clone(), alert_routing.clone());
+        async move {
+            configs.changed().await.ok()?;
+            info!("configuration changed: reconciling every tenant");
+            alert_routing.store(alertmanager_served(&client).await, Ordering::Relaxed);
+            Some(((), configs))
+        }
     });
     let managed = labels::managed_selector();
     let controller = Controller::new(

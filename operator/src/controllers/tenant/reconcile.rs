@@ -18,6 +18,7 @@ use enclave_crds::{Tenant, TenantStatus};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -33,7 +34,12 @@ pub(super) struct Reconcile<'a> {
     /// The retention window, from the spec (clamped to 30 days).
     pub retention: Duration,
     pub now: Timestamp,
+    /// Set when an incident could not be notified: the tenant comes back soon to try again.
+    pub notify_again: AtomicBool,
 }
+
+/// How soon a notification that failed is tried again.
+const NOTIFY_AGAIN: Duration = Duration::from_secs(30);
 
 /// Runs the pipeline for `tenant`.
 pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Result<Action> {
@@ -54,6 +60,7 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
             .writer(Phase::Apply, Some(tenant.object_ref(&()))),
         retention: tenant.spec.lifecycle.retention(),
         now: Timestamp::now(),
+        notify_again: AtomicBool::new(false),
     };
     let previous = step.live_status().await?;
     let deadline = match lifecycle::gate(tenant, previous.as_ref(), step.retention, step.now) {
@@ -94,18 +101,31 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
     // controller; only in namespaces the preflight found to be the tenant's.
     step.keep_ingress_firewall().await?;
     step.split_quota(&mut desired).await?;
+    // The report of the status this reconcile starts from: the status it writes is reported by
+    // the next one, which the write itself sets off.
+    desired.report = crate::report::config_maps(tenant, &step.identity);
     // Certificates before the workloads that mount them.
     let tls = step.certificates().await?;
     step.with_certificates(&mut desired, &tls);
     step.revoke_removed(&names, &desired.role_bindings).await?;
     let (outcome, swept) = step.apply_and_sweep(desired, &names, deadline).await?;
+    step.keep_alert_routing().await?;
     step.conclude(&outcome, previous, tls.report.as_ref(), Some(names))
         .await?;
     let swept = swept?;
-    let next = [swept, tls.next, deadline.map(|d| until(step.now, d))]
-        .into_iter()
-        .flatten()
-        .min();
+    let notify = step
+        .notify_again
+        .load(Ordering::Relaxed)
+        .then_some(NOTIFY_AGAIN);
+    let next = [
+        swept,
+        tls.next,
+        deadline.map(|d| until(step.now, d)),
+        notify,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     Ok(Action::requeue(shortest(next, config.resync)))
 }
 
@@ -233,9 +253,11 @@ impl Reconcile<'_> {
             certificate,
             retention: self.retention,
         };
-        let status = status::compute(self.tenant, &reconciled, &snapshot, Timestamp::now());
-        self.ctx.metrics.tenant_state(&self.identity.name, &status);
+        let mut status = status::compute(self.tenant, &reconciled, &snapshot, Timestamp::now());
         let previous = snapshot.previous.as_ref();
+        let before = previous.map(|p| p.incidents.as_slice()).unwrap_or_default();
+        self.announce(before, &mut status).await;
+        self.ctx.metrics.tenant_state(&self.identity.name, &status);
         if previous == Some(&status) {
             return Ok(());
         }
@@ -243,6 +265,7 @@ impl Reconcile<'_> {
             .during(Phase::Status)
             .write_status::<Tenant, _>(&self.identity.name, &status)
             .await?;
+        self.keep_register(before, &status.incidents).await?;
         for event in status::announcements(previous, &status, outcome) {
             let note = if event.warning {
                 Note::warning(&event.reason, "Reconcile", event.message)
