@@ -22,6 +22,9 @@ export ENCLAVE_PROMETHEUS_OPERATOR_CRDS
 # restic, for the test that runs the backup Job's script against a local repository.
 ENCLAVE_RESTIC_DIR=$(hack/build-restic.sh | tail -n 1)
 export ENCLAVE_RESTIC_DIR
+# rclone, whose `serve s3` is the S3-compatible server that test runs restic against.
+ENCLAVE_RCLONE_DIR=$(hack/build-rclone.sh | tail -n 1)
+export ENCLAVE_RCLONE_DIR
 # promtool, for the unit tests of the chart's alerts (tests/tests/monitoring.rs).
 ENCLAVE_PROMTOOL_DIR=$(hack/build-promtool.sh | tail -n 1)
 export ENCLAVE_PROMTOOL_DIR

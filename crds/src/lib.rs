@@ -780,7 +780,7 @@ pub struct TenantStatus {
     pub ingresses: Vec<IngressFirewallStatus>,
     /// The latest incidents (at most 20, newest first): what degraded, when, whether it
     /// recovered, and who is to be told. The whole register is kept in the ConfigMap
-    /// `enclave-incidents-<tenant>` of the operator's namespace.
+    /// `enclave-incidents-<tenant>-<uid>` of the operator's namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incidents: Vec<Incident>,
     /// The tenant's current certificate.

@@ -97,6 +97,16 @@ pub fn restic() -> anyhow::Result<PathBuf> {
     built("ENCLAVE_RESTIC_DIR", "hack/build-restic.sh")
 }
 
+/// The directory holding rclone (`bin/rclone`, with `serve s3`, the local S3-compatible server
+/// the backup tests run restic against): `$ENCLAVE_RCLONE_DIR`, or what `hack/build-rclone.sh`
+/// builds.
+///
+/// # Errors
+/// When the build fails.
+pub fn rclone() -> anyhow::Result<PathBuf> {
+    built("ENCLAVE_RCLONE_DIR", "hack/build-rclone.sh")
+}
+
 /// `$variable` when set (`hack/test.sh` builds everything first), else the directory the
 /// build `script` prints on its last line (at once when cached).
 ///

@@ -1,54 +1,85 @@
-//! The backup Job's exact script and environment, run with a real restic (built from its Go
-//! module by `hack/build-restic.sh`) against a local repository: a first backup, an incremental
-//! second one, retention applied, a restore giving identical bytes, and a repository that
-//! cannot be read without the password.
+//! The backup Jobs' exact scripts and environment, run with a real restic (built from its Go
+//! module by `hack/build-restic.sh`) against a real S3-compatible server (`rclone serve s3`,
+//! built by `hack/build-rclone.sh`) over TLS, at the repository URL the operator builds and
+//! with the store's keys as the Jobs receive them: a first backup, an incremental second one,
+//! retention applied, a restore giving identical bytes, an export, a purge, and a repository
+//! that cannot be read without the password nor reached without the store's keys.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use anyhow::{Context as _, Result, bail};
 use enclave_crds::{Tenant, TenantExport, TenantExportSpec, TenantRestore, TenantRestoreSpec};
 use enclave_operator::config::BackupConfig;
 use enclave_operator::desired::Identity;
-use enclave_operator::desired::backup::{self, CREDENTIALS_DIR};
+use enclave_operator::desired::backup::{self, ACCESS_KEY_FILE, PASSWORD_FILE, SECRET_KEY_FILE};
 use enclave_operator::desired::requests;
+use enclave_tests::pki::Authority;
 use k8s_openapi::api::core::v1::Container;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-fn acme() -> Result<Tenant> {
+const UID: &str = "0b4c7a52-uid";
+
+fn acme(endpoint: &str) -> Result<Tenant> {
     let mut tenant: Tenant = serde_json::from_value(json!({
         "apiVersion": "enclave.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "acme"},
         "spec": {
             "volumes": [{"name": "db", "zone": "data", "size": "1Gi"}, {"name": "files", "zone": "data", "size": "1Gi"}],
             "backup": {"schedule": "0 2 * * *", "retention": {"daily": 7, "weekly": 4, "monthly": 6},
-                       "destination": {"endpoint": "https://s3.example", "bucket": "backups", "credentialsSecret": "acme-s3"}}
+                       "destination": {"endpoint": endpoint, "bucket": "backups", "credentialsSecret": "acme-s3"}}
         }
     }))?;
-    tenant.metadata.uid = Some("0b4c7a52-uid".into());
+    tenant.metadata.uid = Some(UID.into());
     Ok(tenant)
 }
 
-/// The command and plain environment of a container.
-fn command_and_env(container: Container) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+/// The tenant's credentials Secret, `acme-s3`: the store's keys, which the server is given too.
+/// The broker writes them to the backup pods' credentials directory; the Jobs of the operator's
+/// namespace read them as env.
+const ACCESS_KEY: &str = "acme-backups";
+const SECRET_KEY: &str = "acme-s3-secret-key";
+
+fn credential(key: &str) -> Option<&'static str> {
+    match key {
+        "AWS_ACCESS_KEY_ID" => Some(ACCESS_KEY),
+        "AWS_SECRET_ACCESS_KEY" => Some(SECRET_KEY),
+        _ => None,
+    }
+}
+
+/// A container's command and environment.
+type Script = (Vec<String>, BTreeMap<String, String>);
+
+/// The command and environment of a container, its Secret references resolved from `acme-s3`.
+fn command_and_env(container: Container) -> Result<Script> {
     let command = container.command.context("command")?;
-    let env = container
-        .env
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|e| Some((e.name, e.value?)))
-        .collect();
+    let mut env = BTreeMap::new();
+    for e in container.env.unwrap_or_default() {
+        let from = e.value_from.and_then(|f| f.secret_key_ref);
+        let value = match (e.value, from) {
+            (Some(value), _) => value,
+            (None, Some(r)) if r.name == "acme-s3" => credential(&r.key)
+                .with_context(|| format!("{}: no key {} in acme-s3", e.name, r.key))?
+                .into(),
+            (None, from) => bail!("{}: neither a value nor a key of acme-s3: {from:?}", e.name),
+        };
+        env.insert(e.name, value);
+    }
     Ok((command, env))
 }
 
-/// The restic container of the backup CronJob the operator builds for a tenant.
-fn backup_container() -> Result<(Vec<String>, BTreeMap<String, String>)> {
-    let tenant = acme()?;
+/// The restic container of the backup CronJob the operator builds for acme.
+fn backup_container(endpoint: &str) -> Result<Script> {
+    let tenant = acme(endpoint)?;
     let identity = Identity::of(&tenant).map_err(|e| anyhow::anyhow!(e.message))?;
+    let config = BackupConfig::default();
     let objects = backup::backup_objects(
         &tenant,
         &identity,
-        &BackupConfig::default(),
+        &config,
         &[],
         "enclave-system",
         (None, None),
@@ -60,122 +91,133 @@ fn backup_container() -> Result<(Vec<String>, BTreeMap<String, String>)> {
         .and_then(|s| s.job_template.spec.as_ref())
         .and_then(|j| j.template.spec.clone())
         .context("pod")?;
-    command_and_env(
-        pod.containers
-            .into_iter()
-            .find(|c| c.name == "restic")
-            .context("restic container")?,
-    )
+    let restic = pod.containers.into_iter().find(|c| c.name == "restic");
+    command_and_env(restic.context("restic container")?)
 }
 
-/// The container of the Job that purges acme's repository.
-fn purge_container() -> Result<(Vec<String>, BTreeMap<String, String>)> {
-    let tenant = acme()?;
+/// The container of the Job that purges acme's repository (`purge`), or of the one a
+/// `TenantRestore` (`restore`) or `TenantExport` (`export`) of acme runs.
+fn job_container(endpoint: &str, job: &str) -> Result<Script> {
+    let tenant = acme(endpoint)?;
     let identity = Identity::of(&tenant).map_err(|e| anyhow::anyhow!(e.message))?;
-    let job = requests::purge_job(
-        &tenant,
-        &identity,
-        &BackupConfig::default(),
-        "enclave-system",
-    )
-    .map_err(|e| anyhow::anyhow!(e.message))?;
-    let pod = job.spec.and_then(|s| s.template.spec).context("pod")?;
-    command_and_env(pod.containers.into_iter().next().context("container")?)
-}
-
-/// The container of the Job a `TenantRestore` or `TenantExport` of acme runs.
-fn request_container(export: bool) -> Result<(Vec<String>, BTreeMap<String, String>)> {
-    let tenant = acme()?;
-    let identity = Identity::of(&tenant).map_err(|e| anyhow::anyhow!(e.message))?;
-    let job = if export {
-        let request = TenantExport::new(
-            "e1",
-            TenantExportSpec {
+    let (config, ns) = (BackupConfig::default(), "enclave-system");
+    let job = match job {
+        "purge" => requests::purge_job(&tenant, &identity, &config, ns),
+        "export" => {
+            let spec = TenantExportSpec {
                 tenant: "acme".into(),
-            },
-        );
-        requests::export_job(
-            &request,
-            &tenant,
-            &identity,
-            &BackupConfig::default(),
-            "enclave-system",
-        )
-    } else {
-        let request = TenantRestore::new(
-            "r1",
-            TenantRestoreSpec {
+            };
+            let request = TenantExport::new("e1", spec);
+            requests::export_job(&request, &tenant, &identity, &config, ns)
+        }
+        _ => {
+            let spec = TenantRestoreSpec {
                 tenant: "acme".into(),
                 volumes: vec![],
                 snapshot: "latest".into(),
-            },
-        );
-        requests::restore_jobs(&request, &tenant, &identity, &BackupConfig::default(), None)
-            .map(|mut jobs| jobs.remove(0))
+            };
+            let request = TenantRestore::new("r1", spec);
+            requests::restore_jobs(&request, &tenant, &identity, &config, None)
+                .map(|mut jobs| jobs.remove(0))
+        }
     }
     .map_err(|e| anyhow::anyhow!(e.message))?;
     let pod = job.spec.and_then(|s| s.template.spec).context("pod")?;
     command_and_env(pod.containers.into_iter().next().context("container")?)
 }
 
+/// A Job's filesystem, and the S3 server its repository lives on: `rclone serve s3` of
+/// `root/s3` (one top-level directory per bucket), over TLS, accepting only acme's keys.
 struct Sandbox {
     root: PathBuf,
     restic: PathBuf,
+    server: Child,
+    /// The tenant's destination endpoint: `https://127.0.0.1:<port>`.
+    endpoint: String,
 }
 
 impl Sandbox {
     fn new(name: &str) -> Result<Self> {
+        let restic = enclave_tests::controlplane::restic()?.join("bin");
+        let rclone = enclave_tests::controlplane::rclone()?.join("bin/rclone");
         let root =
             std::env::temp_dir().join(format!("enclave-restic-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        for dir in [
-            "repo",
-            "data/db",
-            "data/files",
-            "credentials",
-            "cache",
-            "restore",
-            "work",
-            "export-repo",
-        ] {
+        // The bucket exists beforehand, as a store's does: the server lists the served
+        // directory once, so a bucket made on disk later would not be seen.
+        for dir in "s3/backups data/db data/files credentials cache restore work pki".split(' ') {
             std::fs::create_dir_all(root.join(dir))?;
         }
-        std::fs::write(
-            root.join("credentials/restic-password"),
-            "correct horse battery staple",
-        )?;
-        std::fs::write(root.join("credentials/aws-access-key-id"), "unused-locally")?;
-        std::fs::write(
-            root.join("credentials/aws-secret-access-key"),
-            "unused-locally",
-        )?;
+        let credentials = [
+            (PASSWORD_FILE, "correct horse battery staple"),
+            (ACCESS_KEY_FILE, ACCESS_KEY),
+            (SECRET_KEY_FILE, SECRET_KEY),
+        ];
+        for (name, content) in credentials {
+            std::fs::write(root.join("credentials").join(name), content)?;
+        }
         std::fs::write(root.join("export-password"), "the export's own password")?;
-        std::fs::write(
-            root.join("objects.yaml"),
-            "kind: Tenant\nmetadata: {name: acme}\n",
-        )?;
-        Ok(Self {
+        let objects = "kind: Tenant\nmetadata: {name: acme}\n";
+        std::fs::write(root.join("objects.yaml"), objects)?;
+        std::fs::write(root.join("rclone.conf"), "")?;
+        // A CA of the test's own (restic is given it as RESTIC_CACERT) signs the server's
+        // certificate for 127.0.0.1 (pki/s3.crt); the port is a free one, chosen here.
+        Authority::create(&root.join("pki"))?.serving("s3", &["127.0.0.1"])?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let file = |p: &str| root.join(p).display().to_string();
+        let auth = format!("{ACCESS_KEY},{SECRET_KEY}");
+        let log = std::fs::File::create(root.join("rclone.log"))?;
+        let server = Command::new(&rclone)
+            .args(["serve", "s3", &file("s3"), "--config", &file("rclone.conf")])
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--auth-key", &auth])
+            .args(["--cert", &file("pki/s3.crt"), "--key", &file("pki/s3.key")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", rclone.display()))?;
+        let endpoint = format!("https://127.0.0.1:{port}");
+        let mut sandbox = Self {
             root,
-            restic: enclave_tests::controlplane::restic()?.join("bin"),
-        })
+            restic,
+            server,
+            endpoint,
+        };
+        sandbox.wait_until_serving(port)?;
+        Ok(sandbox)
     }
 
-    /// The Job's environment, with its paths moved into the sandbox: the repository (local
-    /// instead of S3), the credentials directory, the cache and the data root.
+    /// Until the server's port answers, for 30 seconds at most.
+    fn wait_until_serving(&mut self, port: u16) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = || std::fs::read_to_string(self.root.join("rclone.log")).unwrap_or_default();
+            if let Some(status) = self.server.try_wait()? {
+                bail!("rclone serve s3 exited ({status}):\n{}", log());
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("rclone serve s3 not answering after 30s:\n{}", log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The Job's environment, with its paths moved into the sandbox (the credentials
+    /// directory, the password files, the cache, the data root, the export's files) and the
+    /// server's CA given to restic. The repository URLs and the store's keys are the Job's own.
     fn env(&self, job_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         let mut env = job_env.clone();
         let path = |p: &str| self.root.join(p).display().to_string();
-        env.insert("RESTIC_REPOSITORY".into(), path("repo"));
-        env.insert("CREDENTIALS_DIR".into(), path("credentials"));
-        env.insert(
-            "RESTIC_PASSWORD_FILE".into(),
-            job_env["RESTIC_PASSWORD_FILE"].replace(CREDENTIALS_DIR, &path("credentials")),
-        );
-        env.insert("RESTIC_CACHE_DIR".into(), path("cache"));
-        env.insert("BACKUP_ROOT".into(), path("data"));
-        // The export Job's own paths.
         for (key, value) in [
-            ("EXPORT_REPOSITORY", path("export-repo")),
+            ("CREDENTIALS_DIR", path("credentials")),
+            // The backup pods' (in the credentials directory) or, for the Jobs of the
+            // operator's namespace, the one of its Secret, mounted there.
+            ("RESTIC_PASSWORD_FILE", path("credentials/restic-password")),
+            ("RESTIC_CACHE_DIR", path("cache")),
+            ("BACKUP_ROOT", path("data")),
             ("EXPORT_PASSWORD_FILE", path("export-password")),
             ("OBJECTS", path("objects.yaml")),
             ("WORK", path("work")),
@@ -185,13 +227,7 @@ impl Sandbox {
                 env.insert(key.into(), value);
             }
         }
-        // Jobs of the operator's namespace read the password from its Secret, mounted there.
-        if job_env["RESTIC_PASSWORD_FILE"].starts_with("/run/enclave/repository/") {
-            env.insert(
-                "RESTIC_PASSWORD_FILE".into(),
-                path("credentials/restic-password"),
-            );
-        }
+        env.insert("RESTIC_CACERT".into(), path("pki/ca.crt"));
         env.insert(
             "PATH".into(),
             format!(
@@ -219,18 +255,55 @@ impl Sandbox {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// restic run directly: with the store's keys of `env`, else acme's (the backup pods'
+    /// scripts export them from their credentials directory).
+    fn restic_command(&self, env: &BTreeMap<String, String>) -> Command {
+        let mut command = Command::new(self.restic.join("restic"));
+        command.env_clear().envs(env);
+        for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            if !env.contains_key(key) {
+                command.env(key, credential(key).unwrap_or_default());
+            }
+        }
+        command
+    }
+
     fn restic(&self, env: &BTreeMap<String, String>, args: &[&str]) -> std::process::Output {
-        Command::new(self.restic.join("restic"))
-            .args(args)
-            .env_clear()
-            .envs(env)
-            .output()
-            .unwrap()
+        self.restic_command(env).args(args).output().unwrap()
+    }
+
+    /// Why the server refuses restic's first request with `env`'s keys. restic retries what
+    /// the server refuses (for 15 minutes): it is stopped at its first retry, which says why.
+    fn refusal(&self, env: &BTreeMap<String, String>) -> Result<String> {
+        let said = self.root.join("refused.log");
+        let mut child = (self.restic_command(env).args(["cat", "config"]))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&said)?)
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let refused = loop {
+            let exited = child.try_wait()?.is_some();
+            let text = std::fs::read_to_string(&said)?;
+            if let Some(line) = text.lines().find(|l| l.contains("retrying")) {
+                break Ok(line.to_string());
+            }
+            if exited || Instant::now() > deadline {
+                break Err(anyhow::anyhow!(
+                    "no refused request (restic exited, or 30s passed): {text}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        refused
     }
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
@@ -273,20 +346,18 @@ fn files_under(dir: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>> {
 
 #[test]
 fn the_backup_jobs_script_round_trips_with_restic() -> Result<()> {
-    let (command, job_env) = backup_container()?;
+    let sandbox = Sandbox::new("backup")?;
+    let (command, job_env) = backup_container(&sandbox.endpoint)?;
     assert_eq!(command[..2], ["/bin/sh", "-c"]);
     assert_eq!(command[2], backup::BACKUP_SCRIPT);
     assert_eq!(
         job_env["RESTIC_REPOSITORY"],
-        "s3:https://s3.example/backups/enclave/0b4c7a52-uid"
+        format!("s3:{}/backups/enclave/{UID}", sandbox.endpoint)
     );
-    let sandbox = Sandbox::new("backup")?;
     let env = sandbox.env(&job_env);
-    std::fs::write(sandbox.root.join("data/db/base.sql"), bytes(1, 512 * 1024))?;
-    std::fs::write(
-        sandbox.root.join("data/files/logo.png"),
-        bytes(2, 256 * 1024),
-    )?;
+    let data = sandbox.root.join("data");
+    std::fs::write(data.join("db/base.sql"), bytes(1, 512 * 1024))?;
+    std::fs::write(data.join("files/logo.png"), bytes(2, 256 * 1024))?;
 
     // First run: the repository is created and everything is new.
     let first = summary(&Sandbox::run(&command, &env)?)?;
@@ -296,10 +367,7 @@ fn the_backup_jobs_script_round_trips_with_restic() -> Result<()> {
     assert!(first_added >= 768 * 1024, "{first_added}");
 
     // Second run, one file added: incremental, only the new bytes are added.
-    std::fs::write(
-        sandbox.root.join("data/files/report.pdf"),
-        bytes(3, 64 * 1024),
-    )?;
+    std::fs::write(data.join("files/report.pdf"), bytes(3, 64 * 1024))?;
     let second = summary(&Sandbox::run(&command, &env)?)?;
     println!("second backup: {second}");
     assert_eq!(
@@ -341,27 +409,22 @@ fn the_backup_jobs_script_round_trips_with_restic() -> Result<()> {
     assert_eq!(snapshots[0]["tags"], json!(["data"]));
 
     // Restore gives back identical bytes.
-    let root = sandbox.root.join("data").display().to_string();
     let target = sandbox.root.join("restore");
-    let restored = sandbox.restic(
-        &env,
-        &[
-            "restore",
-            &format!("latest:{root}"),
-            "--target",
-            &target.display().to_string(),
-        ],
+    let (from, to) = (
+        format!("latest:{}", data.display()),
+        target.display().to_string(),
     );
+    let restored = sandbox.restic(&env, &["restore", &from, "--target", &to]);
     assert!(
         restored.status.success(),
         "{}",
         String::from_utf8_lossy(&restored.stderr)
     );
-    let original = files_under(&sandbox.root.join("data"))?;
+    let original = files_under(&data)?;
     let back = files_under(&target)?;
     assert_eq!(original.len(), 3);
     for (path, content) in &original {
-        let relative = path.strip_prefix(sandbox.root.join("data"))?;
+        let relative = path.strip_prefix(&data)?;
         assert_eq!(
             back.get(&target.join(relative)),
             Some(content),
@@ -378,9 +441,21 @@ fn the_backup_jobs_script_round_trips_with_restic() -> Result<()> {
     let refused = sandbox.restic(&bad, &["snapshots"]);
     assert_eq!(refused.status.code(), Some(12), "wrong password exit code");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("wrong password"));
-    // And the repository's files hold none of the data in the clear.
+    // Nor reached without the store's keys: the server refuses a wrong secret key, and an
+    // access key it does not know.
+    let mut bad = env.clone();
+    bad.insert("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into());
+    bad.insert("AWS_SECRET_ACCESS_KEY".into(), "not-the-secret-key".into());
+    let refused = sandbox.refusal(&bad)?;
+    println!("wrong secret key: {refused}");
+    assert!(refused.contains("signature we calculated does not match"));
+    bad.insert("AWS_ACCESS_KEY_ID".into(), "someone-else".into());
+    let refused = sandbox.refusal(&bad)?;
+    assert!(refused.contains("Access Key Id you provided does not exist"));
+    // And the repository's objects hold none of the data in the clear.
     let needle = &bytes(1, 512 * 1024)[..64];
-    for (_, content) in files_under(&sandbox.root.join("repo"))? {
+    let repository = sandbox.root.join("s3/backups/enclave").join(UID);
+    for (_, content) in files_under(&repository)? {
         assert!(
             !content.windows(needle.len()).any(|w| w == needle),
             "plaintext in the repository"
@@ -391,32 +466,27 @@ fn the_backup_jobs_script_round_trips_with_restic() -> Result<()> {
 
 #[test]
 fn restore_and_export_round_trip_with_restic() -> Result<()> {
-    let (backup_command, backup_env) = backup_container()?;
     let sandbox = Sandbox::new("requests")?;
-    std::fs::write(sandbox.root.join("data/db/base.sql"), bytes(4, 300 * 1024))?;
-    std::fs::write(sandbox.root.join("data/files/a.txt"), b"first version")?;
-    let original = files_under(&sandbox.root.join("data"))?;
+    let endpoint = sandbox.endpoint.clone();
+    let (backup_command, backup_env) = backup_container(&endpoint)?;
+    let data_root = sandbox.root.join("data");
+    std::fs::write(data_root.join("db/base.sql"), bytes(4, 300 * 1024))?;
+    std::fs::write(data_root.join("files/a.txt"), b"first version")?;
+    let original = files_under(&data_root)?;
     Sandbox::run(&backup_command, &sandbox.env(&backup_env))?;
 
     // Damage: a file changed, one deleted, one added. The restore Job's script undoes all.
-    std::fs::write(
-        sandbox.root.join("data/files/a.txt"),
-        b"overwritten by mistake",
-    )?;
-    std::fs::remove_file(sandbox.root.join("data/db/base.sql"))?;
-    std::fs::write(sandbox.root.join("data/db/stray.tmp"), b"not in the backup")?;
-    let (restore_command, restore_env) = request_container(false)?;
+    std::fs::write(data_root.join("files/a.txt"), b"overwritten by mistake")?;
+    std::fs::remove_file(data_root.join("db/base.sql"))?;
+    std::fs::write(data_root.join("db/stray.tmp"), b"not in the backup")?;
+    let (restore_command, restore_env) = job_container(&endpoint, "restore")?;
     assert_eq!(restore_env["CLAIMS"], "db files");
     assert_eq!(restore_command[2], requests::RESTORE_SCRIPT);
     Sandbox::run(&restore_command, &sandbox.env(&restore_env))?;
-    assert_eq!(
-        files_under(&sandbox.root.join("data"))?,
-        original,
-        "restored exactly"
-    );
+    assert_eq!(files_under(&data_root)?, original, "restored exactly");
 
     // Export: one archive, its SHA-256 reported, stored encrypted under its own password.
-    let (export_command, export_env) = request_container(true)?;
+    let (export_command, export_env) = job_container(&endpoint, "export")?;
     assert_eq!(export_env["ZONES"], "data");
     Sandbox::run(&export_command, &sandbox.env(&export_env))?;
     let reported = std::fs::read_to_string(sandbox.root.join("termination-log"))?;
@@ -425,10 +495,14 @@ fn restore_and_export_round_trip_with_restic() -> Result<()> {
         .strip_prefix("sha256=")
         .context("sha256= line")?
         .to_string();
+    assert_eq!(
+        export_env["EXPORT_REPOSITORY"],
+        format!("s3:{endpoint}/backups/enclave-exports/{UID}/e1")
+    );
     let mut export = sandbox.env(&export_env);
     export.insert(
         "RESTIC_REPOSITORY".into(),
-        sandbox.root.join("export-repo").display().to_string(),
+        export_env["EXPORT_REPOSITORY"].clone(),
     );
     export.insert(
         "RESTIC_PASSWORD_FILE".into(),
@@ -469,7 +543,6 @@ fn restore_and_export_round_trip_with_restic() -> Result<()> {
     let zone = unpacked.join("zone-data");
     std::fs::create_dir_all(&zone)?;
     assert!(untar(&unpacked.join("data.tar"), &zone)?);
-    let data_root = sandbox.root.join("data");
     let exported = files_under(&zone)?;
     for (path, content) in &original {
         let relative = path.strip_prefix(&data_root)?;
@@ -481,21 +554,15 @@ fn restore_and_export_round_trip_with_restic() -> Result<()> {
     }
     // Without the export's password it is unreadable.
     let mut wrong = export.clone();
-    wrong.insert(
-        "RESTIC_PASSWORD_FILE".into(),
-        sandbox
-            .root
-            .join("credentials/restic-password")
-            .display()
-            .to_string(),
-    );
+    let repository_password = sandbox.env(&backup_env)["RESTIC_PASSWORD_FILE"].clone();
+    wrong.insert("RESTIC_PASSWORD_FILE".into(), repository_password);
     assert_eq!(
         sandbox.restic(&wrong, &["snapshots"]).status.code(),
         Some(12)
     );
 
     // The purge Job's script: every snapshot forgotten and pruned, and checked.
-    let (purge_command, purge_env) = purge_container()?;
+    let (purge_command, purge_env) = job_container(&endpoint, "purge")?;
     let purge = sandbox.env(&purge_env);
     let before: Vec<Value> =
         serde_json::from_slice(&sandbox.restic(&purge, &["snapshots", "--json"]).stdout)?;
@@ -508,11 +575,25 @@ fn restore_and_export_round_trip_with_restic() -> Result<()> {
         after.is_empty(),
         "snapshots left after the purge: {after:?}"
     );
+    // Of the repository's objects (the files of the served directory) under `enclave/<uid>`,
+    // no pack, index, snapshot or lock is left: only its config and key (restic has no command
+    // that deletes a repository), both encrypted under the repository password, which the
+    // tenant's purge destroys with its keys: nothing left can be decrypted.
+    let repository = sandbox.root.join("s3/backups/enclave").join(UID);
+    let left: Vec<String> = (files_under(&repository)?.into_keys())
+        .filter_map(|p| Some(p.strip_prefix(&repository).ok()?.display().to_string()))
+        .collect();
+    println!("objects left after the purge: {left:?}");
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left[0] == "config" && left[1].starts_with("keys/"),
+        "{left:?}"
+    );
     // And on a repository that was never made, it has nothing to do.
     let mut never = purge.clone();
     never.insert(
         "RESTIC_REPOSITORY".into(),
-        sandbox.root.join("never-made").display().to_string(),
+        format!("s3:{endpoint}/backups/enclave/never-made"),
     );
     assert!(Sandbox::run(&purge_command, &never)?.contains("nothing to purge"));
     Ok(())

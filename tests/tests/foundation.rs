@@ -205,8 +205,8 @@ async fn unchanged_tenant_costs_zero_writes() -> Result<()> {
         "objects written more than once while setting up: {repeated:?}"
     );
     assert!(
-        per_object.len() == 3 + 7 + 3 + 3 + 6 + 3 + 3,
-        "3 namespaces, 7 policies (app and data serve no port: no ingress policy), 3 quotas, 3 limits, 6 bindings, 3 TLS policies, 3 security options: {per_object:?}"
+        per_object.len() == 3 + 7 + 3 + 3 + 6 + 3 + 3 + 3,
+        "3 namespaces, 7 policies (app and data serve no port: no ingress policy), 3 quotas, 3 limits, 6 bindings, 3 TLS policies, 3 security options, 3 reports: {per_object:?}"
     );
 
     // Make the operator reconcile again: a metadata change that leaves the spec as is.

@@ -300,7 +300,15 @@ async fn incidents_reach_the_webhook_the_register_and_the_contacts_routing() -> 
     );
     // The register, in the operator's namespace, without the tenant's labels.
     let registers = Api::<ConfigMap>::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let register = registers.get(&format!("enclave-incidents-{name}")).await?;
+    let by_label = ListParams::default().labels(&format!("enclave.dev/incident-register={name}"));
+    let found = registers.list(&by_label).await?.items;
+    assert_eq!(found.len(), 1, "one register");
+    let register_name = found[0].name_any();
+    assert!(
+        register_name.starts_with(&format!("enclave-incidents-{name}-")),
+        "{register_name}"
+    );
+    let register = registers.get(&register_name).await?;
     assert!(!register.labels().contains_key("enclave.dev/tenant-uid"));
     let registered: Vec<enclave_crds::Incident> = serde_json::from_str(
         register
@@ -346,7 +354,7 @@ async fn incidents_reach_the_webhook_the_register_and_the_contacts_routing() -> 
             .then_some(()))
     })
     .await?;
-    let register = registers.get(&format!("enclave-incidents-{name}")).await?;
+    let register = registers.get(&register_name).await?;
     let registered: Vec<enclave_crds::Incident> = serde_json::from_str(
         register
             .data

@@ -178,7 +178,7 @@ fn namespace_of(zone: &str) -> String {
 /// namespace, the network zone's policies (every zone here serves a port, so each has an
 /// ingress policy), the quota, the limits, the binding of `spec.access`, the TLS policy,
 /// which is published with or without `spec.tls`, and the security options, which are
-/// published with or without `spec.security`.
+/// published with or without `spec.security`, and the compliance report.
 fn zone_objects(zone: &str) -> BTreeSet<String> {
     let ns = namespace_of(zone);
     let ns = Some(ns.as_str());
@@ -192,6 +192,7 @@ fn zone_objects(zone: &str) -> BTreeSet<String> {
         entry("RoleBinding", ns, "enclave-admins"),
         entry("ConfigMap", ns, "enclave-tls-policy"),
         entry("ConfigMap", ns, "enclave-security"),
+        entry("ConfigMap", ns, "enclave-report"),
     ])
 }
 

@@ -63,6 +63,10 @@ fn isolation_label(key: &str) -> bool {
         || key == labels::MANAGED_BY
 }
 
+/// The names Enclave keeps for what it publishes in a tenant's namespaces: taken first by a
+/// tenant, one would block Enclave's own (it never takes an object over) or pass for it.
+pub const RESERVED_PREFIX: &str = "enclave-";
+
 /// Decides one admission request.
 #[must_use]
 pub fn review(
@@ -190,6 +194,15 @@ pub fn review(
     let Some(object) = request.object.as_ref() else {
         return Verdict::Allow;
     };
+    if tenant.is_some()
+        && matches!(request.operation, Operation::Create)
+        && matches!(request.kind.kind.as_str(), "ConfigMap" | "Secret")
+        && request.name.starts_with(RESERVED_PREFIX)
+    {
+        return deny(format!(
+            "{what}: names starting with {RESERVED_PREFIX} are Enclave's in a tenant's namespaces (its report, security options, TLS policy and certificates); choose another name"
+        ));
+    }
     if let Some(place) = forged_template(&request.kind.kind, object) {
         return deny(format!(
             "{what}: {place} carries Enclave's managed-by label: only the operator makes what it manages"

@@ -729,6 +729,34 @@ fn the_tenant_on_record_is_the_namespaces_not_the_objects() {
 }
 
 #[test]
+fn enclaves_names_are_kept_free_in_tenant_namespaces() {
+    let object = |kind: &str| json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "enclave-default-deny"}});
+    for kind in ["ConfigMap", "Secret"] {
+        // `request` names every object `enclave-default-deny`: a squatter of Enclave's names.
+        let squat = request(("", kind), "CREATE", "alice", &[], None, Some(object(kind)));
+        match review(&Guard::default(), &acme(), &squat) {
+            Verdict::Deny { message, .. } => assert!(message.contains("enclave-"), "{message}"),
+            Verdict::Allow => panic!("{kind} squatting Enclave's name allowed"),
+        }
+        // Outside tenant namespaces, the name is anyone's.
+        assert_eq!(
+            review(&Guard::default(), &Lookup::default(), &squat),
+            Verdict::Allow
+        );
+    }
+    let mut own = request(
+        ("", "ConfigMap"),
+        "CREATE",
+        "alice",
+        &[],
+        None,
+        Some(object("ConfigMap")),
+    );
+    own.name = "app-settings".into();
+    assert_eq!(review(&Guard::default(), &acme(), &own), Verdict::Allow);
+}
+
+#[test]
 fn deleting_a_tenant_needs_its_confirmation_and_retention_a_minimum() {
     let guard = Guard::default();
     let tenant = |annotations: Value, retention: &str| {

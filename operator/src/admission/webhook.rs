@@ -344,6 +344,8 @@ pub fn webhook_configuration(
                         &["CREATE", "UPDATE"],
                         "Namespaced",
                     ),
+                    // Enclave's names (`enclave-*`) are kept free for what it publishes there.
+                    rule(&[""], &["configmaps", "secrets"], &["CREATE"], "Namespaced"),
                     rule(
                         &[""],
                         &["pods/ephemeralcontainers"],

@@ -24,10 +24,21 @@ pub const REGISTER_UID: &str = "enclave.dev/tenant-uid";
 /// The register's entry: the incidents as a JSON list.
 pub const REGISTER_KEY: &str = "incidents.json";
 
-/// The register's name in the operator's namespace.
+/// The register's name in the operator's namespace: the tenant's name and the start of its
+/// uid, so that a tenant made again under the same name keeps the old one's register whole.
 #[must_use]
-pub fn register_name(tenant: &str) -> String {
-    format!("enclave-incidents-{tenant}")
+pub fn register_name(identity: &Identity) -> String {
+    let uid: String = identity
+        .uid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    format!(
+        "enclave-incidents-{}-{}",
+        identity.name,
+        uid.to_ascii_lowercase()
+    )
 }
 
 /// The security and operations contacts: who is told about incidents.
@@ -82,7 +93,7 @@ pub fn register(
     let json = serde_json::to_string_pretty(&incidents).unwrap_or_default();
     ConfigMap {
         metadata: ObjectMeta {
-            name: Some(register_name(&identity.name)),
+            name: Some(register_name(identity)),
             namespace: Some(namespace.to_string()),
             labels: Some(BTreeMap::from([
                 (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),

@@ -7,14 +7,21 @@ use super::{
     Timestamp, WORKLOADS_REDUNDANT, seconds,
 };
 use enclave_crds::{Incident, Phase, Tenant};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use std::time::Duration;
 
 /// How many incidents the status keeps, newest first.
 pub const KEPT_IN_STATUS: usize = 20;
 /// How long `Ready` may stay false (a tenant being set up, a short outage) before it is an
 /// incident.
-pub const NOT_READY_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+pub const NOT_READY_GRACE: Duration = Duration::from_secs(600);
+/// How long a workload may run short, a volume wait for its binding or a certificate for its
+/// issuer (a tenant being set up, a pod replaced, a rollout) before it is an incident; a
+/// member who deletes pods over and over opens none. Broken isolation and failing backups
+/// (already overdue) have none.
+pub const DEGRADED_GRACE: Duration = Duration::from_secs(180);
 /// How long past its deadline a purge may run before it is an incident.
-pub const PURGE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+pub const PURGE_GRACE: Duration = Duration::from_secs(3600);
 
 /// What is degraded in `status` now: `(type, severity, summary)`.
 #[must_use]
@@ -41,17 +48,31 @@ pub fn degraded(
             format!("{}: {}", ready.reason, ready.message),
         ));
     }
-    for (type_, incident, severity) in [
-        (BACKUP_HEALTHY, "BackupFailing", "critical"),
-        (CERTIFICATE_READY, "CertificateNotReady", "critical"),
-        (ISOLATED, "IsolationBroken", "critical"),
-        (STORAGE_REPLICATED, "StorageNotReplicated", "warning"),
+    let past = |c: &&Condition, grace: std::time::Duration| {
+        c.status == "False"
+            && now.duration_since(c.last_transition_time.0).as_secs_f64() >= grace.as_secs_f64()
+    };
+    for (type_, incident, severity, grace) in [
+        (BACKUP_HEALTHY, "BackupFailing", "critical", Duration::ZERO),
+        (
+            CERTIFICATE_READY,
+            "CertificateNotReady",
+            "critical",
+            DEGRADED_GRACE,
+        ),
+        (ISOLATED, "IsolationBroken", "critical", Duration::ZERO),
+        (
+            STORAGE_REPLICATED,
+            "StorageNotReplicated",
+            "warning",
+            DEGRADED_GRACE,
+        ),
     ] {
-        if let Some(c) = condition(type_).filter(|c| c.status == "False") {
+        if let Some(c) = condition(type_).filter(|c| past(c, grace)) {
             found.push((incident, severity, format!("{}: {}", c.reason, c.message)));
         }
     }
-    if let Some(c) = condition(WORKLOADS_REDUNDANT).filter(|c| c.status == "False") {
+    if let Some(c) = condition(WORKLOADS_REDUNDANT).filter(|c| past(c, DEGRADED_GRACE)) {
         let (incident, severity) = if c.reason == "Unavailable" {
             ("WorkloadsUnavailable", "critical")
         } else {
@@ -70,6 +91,36 @@ pub fn degraded(
         ));
     }
     found
+}
+
+/// How soon a degraded promise outlives its grace and opens an incident, so the tenant is
+/// looked at again then rather than at the next resync.
+#[must_use]
+pub fn next_due(status: &TenantStatus, now: Timestamp) -> Option<Duration> {
+    let left = |since: Timestamp, grace: Duration| {
+        let elapsed = now.duration_since(since).as_secs_f64().max(0.0);
+        (elapsed < grace.as_secs_f64())
+            .then(|| Duration::from_secs_f64(grace.as_secs_f64() - elapsed))
+    };
+    let mut due: Vec<Duration> = status
+        .conditions
+        .iter()
+        .filter(|c| c.status == "False")
+        .filter_map(|c| {
+            let grace = match c.type_.as_str() {
+                READY => NOT_READY_GRACE,
+                CERTIFICATE_READY | STORAGE_REPLICATED | WORKLOADS_REDUNDANT => DEGRADED_GRACE,
+                _ => return None,
+            };
+            left(c.last_transition_time.0, grace)
+        })
+        .collect();
+    if let Some(purge_after) = &status.purge_after
+        && status.purged_at.is_none()
+    {
+        due.extend(left(purge_after.0, PURGE_GRACE));
+    }
+    due.into_iter().min()
 }
 
 /// The incidents after this reconcile: `previous` ones kept, a new one opened for each
@@ -119,21 +170,21 @@ pub fn track(
     incidents
 }
 
-/// The open incidents not announced yet: by the Event and the metric of the reconcile that
-/// opens them, or, when the operator has a webhook, once its receiver accepts them.
+/// The incidents not announced yet, open or already resolved: by the Event and the metric of
+/// the reconcile that opens them, or, when the operator has a webhook, once its receiver
+/// accepts them (a resolved one is sent resolved: it still happened).
 pub fn unannounced(incidents: &mut [Incident]) -> impl Iterator<Item = &mut Incident> {
-    incidents
-        .iter_mut()
-        .filter(|i| i.resolved_at.is_none() && i.notified_at.is_none())
+    incidents.iter_mut().filter(|i| i.notified_at.is_none())
 }
 
-/// The incidents `next` shows resolved that `previous` showed open: their recovery is
-/// announced once.
+/// The incidents `next` shows resolved that `previous` showed open and notified: their
+/// recovery is announced once.
 #[must_use]
 pub fn resolved_now<'a>(previous: &[Incident], next: &'a [Incident]) -> Vec<&'a Incident> {
     next.iter()
         .filter(|i| {
             i.resolved_at.is_some()
+                && i.notified_at.is_some()
                 && previous
                     .iter()
                     .any(|p| p.id == i.id && p.resolved_at.is_none())
@@ -201,8 +252,11 @@ mod tests {
             incident.notified_at, None,
             "announced by the reconcile, not here"
         );
-        let mut announced = opened.clone();
-        assert_eq!(unannounced(&mut announced).count(), 1);
+        let mut opened = opened;
+        for incident in unannounced(&mut opened) {
+            incident.notified_at = Some(Time(at(10)));
+        }
+        assert_eq!(unannounced(&mut opened).count(), 0);
         // Still failing: the same incident, not another.
         assert_eq!(track(&t, &opened, &failing, at(20)), opened);
         // Recovered: resolved, kept in the register.

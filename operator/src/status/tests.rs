@@ -397,14 +397,30 @@ fn compute_degrades_a_ready_tenant_short_of_n_plus_one_and_announces_it_once() {
     let degraded = compute(&tenant, &reconciled, &short, at(200));
     assert_eq!(degraded.phase, Some(Phase::Degraded));
     let events = announcements(Some(&ready), &degraded, &Outcome::Ready);
-    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events.len(), 1, "{events:?}");
     assert!(events[0].warning);
     assert_eq!(events[0].reason, "RedundancyLost");
-    // And the incident it opens (R14), announced at once.
-    assert_eq!(events[1].reason, "IncidentOpened");
-    assert_eq!(degraded.incidents[0].type_, "RedundancyLost");
     // Still short on the next look: no second warning.
     assert!(announcements(Some(&degraded), &degraded, &Outcome::Ready).is_empty());
+    // An incident (R14) once it outlasts its grace (a replaced pod opens none), and the
+    // tenant is looked at again when the grace ends.
+    assert!(degraded.incidents.is_empty());
+    let grace = super::incidents::DEGRADED_GRACE;
+    assert_eq!(super::incidents::next_due(&degraded, at(200)), Some(grace));
+    let still = Snapshot {
+        previous: Some(degraded.clone()),
+        ..short
+    };
+    let later = compute(
+        &tenant,
+        &reconciled,
+        &still,
+        at(200 + i64::try_from(grace.as_secs()).expect("secs")),
+    );
+    let events = announcements(Some(&degraded), &later, &Outcome::Ready);
+    assert_eq!(later.incidents[0].type_, "RedundancyLost");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].reason, "IncidentOpened");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The demo: start (or use, through `KUBECONFIG`) a cluster, install the CRDs, run the operator,
-//! apply the example Tenants, wait until they are Ready and show what was made.
+//! apply the example Tenants, wait until they are Ready and show what was made, with the
+//! compliance report of the full one (initech) as `kubectl enclave report` prints it.
 //!
 //! Interactive, it leaves everything running until Ctrl-C; otherwise it stops when done.
 
@@ -8,7 +9,9 @@ use enclave_crds::{Phase, Tenant};
 use enclave_operator::telemetry::Health;
 use enclave_tests::controlplane::{ControlPlane, binaries, kubectl_output, repo_root};
 use enclave_tests::harness::{install_crds, local_guard, operator_config_file, spawn_operator};
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
@@ -65,6 +68,23 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("        /metrics, /livez and /readyz on http://{admin}");
 
+    let client = client(&kubeconfig).await?;
+    step(
+        "the object store credentials of initech's backups (placeholders: the demo runs no backup)",
+    );
+    let store: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "initech-s3", "namespace": enclave_tests::harness::OPERATOR_NAMESPACE},
+        "stringData": {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo"}
+    }))?;
+    let secrets =
+        Api::<Secret>::namespaced(client.clone(), enclave_tests::harness::OPERATOR_NAMESPACE);
+    if secrets.get_opt("initech-s3").await?.is_none() {
+        secrets.create(&PostParams::default(), &store).await?;
+    }
+    // The local control plane has no storage driver: the demo binds each claim of an Enclave
+    // class to a volume of that class's driver, as the driver's provisioner would.
+    let provisioner = tokio::spawn(provision(client.clone()));
+
     let examples = repo_root().join("examples/tenants");
     step(&format!("applying {}", examples.display()));
     print!(
@@ -72,7 +92,6 @@ async fn main() -> anyhow::Result<()> {
         kubectl_cmd(&["apply", "-f", &examples.display().to_string()])?
     );
 
-    let client = client(&kubeconfig).await?;
     let names = tenant_names(&examples)?;
     step(&format!("waiting for {} to be Ready", names.join(", ")));
     wait_ready(&client, &names).await?;
@@ -122,6 +141,32 @@ async fn main() -> anyhow::Result<()> {
             println!("          usage {resource}: {usage}");
         }
     }
+    step("initech's workloads (N+1: capacity 2, one spare) and replicated encrypted volumes");
+    print!(
+        "{}",
+        kubectl_cmd(&[
+            "get",
+            "deployments,statefulsets,persistentvolumeclaims",
+            "-n",
+            "initech-app",
+        ])?
+    );
+    print!(
+        "{}",
+        kubectl_cmd(&["get", "deployments", "-n", "initech-dmz"])?
+    );
+    step("kubectl enclave report initech: each promise of the policy and its evidence");
+    let plugin = std::env::current_exe()?
+        .parent()
+        .context("the demo's directory")?
+        .join("kubectl-enclave");
+    let report = std::process::Command::new(&plugin)
+        .args(["report", "initech"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .with_context(|| format!("{} (hack/demo.sh builds it)", plugin.display()))?;
+    print!("{}", String::from_utf8_lossy(&report.stdout));
+    eprint!("{}", String::from_utf8_lossy(&report.stderr));
     step("Events the operator recorded");
     print!(
         "{}",
@@ -146,9 +191,50 @@ async fn main() -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
         step("stopping");
     }
+    provisioner.abort();
     operator.stop();
     drop(control_plane);
     Ok(())
+}
+
+/// Binds every pending claim of an Enclave StorageClass to a new volume of the class's driver
+/// (what its provisioner does on a real cluster), until aborted.
+async fn provision(client: kube::Client) -> anyhow::Result<()> {
+    let claims = Api::<PersistentVolumeClaim>::all(client.clone());
+    let classes = Api::<StorageClass>::all(client.clone());
+    let volumes = Api::<PersistentVolume>::all(client.clone());
+    loop {
+        for claim in claims.list(&ListParams::default()).await?.items {
+            let spec = claim.spec.clone().unwrap_or_default();
+            let (Some(namespace), Some(name), Some(class)) = (
+                claim.metadata.namespace.clone(),
+                claim.metadata.name.clone(),
+                spec.storage_class_name.clone(),
+            ) else {
+                continue;
+            };
+            if spec.volume_name.is_some() || !class.starts_with("enclave-") {
+                continue;
+            }
+            let Some(driver) = classes.get_opt(&class).await?.map(|c| c.provisioner) else {
+                continue;
+            };
+            let size = spec
+                .resources
+                .and_then(|r| r.requests)
+                .and_then(|r| r.get("storage").cloned());
+            let volume: PersistentVolume = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("demo-{namespace}-{name}")},
+                "spec": {"capacity": {"storage": size}, "accessModes": spec.access_modes,
+                         "storageClassName": class, "persistentVolumeReclaimPolicy": "Retain",
+                         "csi": {"driver": driver, "volumeHandle": format!("{namespace}-{name}")},
+                         "claimRef": {"namespace": namespace, "name": name}}
+            }))?;
+            // Made already on an earlier pass: the claim binds soon.
+            let _ = volumes.create(&PostParams::default(), &volume).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn step(message: &str) {

@@ -17,12 +17,13 @@ use tracing::warn;
 
 impl Reconcile<'_> {
     /// Announces the incidents `status` opens and resolves. Without a webhook, the Event and
-    /// the metric of this reconcile announce them: `notifiedAt` is now. With one, an opened
-    /// incident is notified once its receiver accepts it, tried again at every reconcile
-    /// until then; a recovery is sent once.
+    /// the metric of this reconcile announce them: `notifiedAt` is now. With one, an incident
+    /// is notified once its receiver accepts it (resolved already if it recovered before),
+    /// tried again every 30 s until then; a recovery is sent once. One failure ends the
+    /// sending for this reconcile: a receiver that hangs costs each reconcile one timeout.
     pub(super) async fn announce(&self, previous: &[Incident], status: &mut TenantStatus) {
-        let now = Time(self.now);
         let Some(url) = self.config.notifications.webhook_url.as_deref() else {
+            let now = Time(k8s_openapi::jiff::Timestamp::now());
             for incident in unannounced(&mut status.incidents) {
                 incident.notified_at = Some(now.clone());
             }
@@ -30,13 +31,18 @@ impl Reconcile<'_> {
         };
         for incident in resolved_now(previous, &status.incidents) {
             if let Err(error) = self.send(url, "resolved", incident).await {
-                self.notification_failed(incident, &error).await;
+                return self.notification_failed(incident, &error).await;
             }
         }
         for incident in unannounced(&mut status.incidents) {
-            match self.send(url, "opened", incident).await {
+            let event = if incident.resolved_at.is_some() {
+                "resolved"
+            } else {
+                "opened"
+            };
+            match self.send(url, event, incident).await {
                 Ok(()) => incident.notified_at = Some(Time(k8s_openapi::jiff::Timestamp::now())),
-                Err(error) => self.notification_failed(incident, &error).await,
+                Err(error) => return self.notification_failed(incident, &error).await,
             }
         }
     }
@@ -71,18 +77,47 @@ impl Reconcile<'_> {
             .await;
     }
 
-    /// Adds what the status shows of the incidents to the register (`enclave-incidents-<tenant>`
-    /// in the operator's namespace), when it changed.
-    pub(super) async fn keep_register(
-        &self,
-        previous: &[Incident],
-        incidents: &[Incident],
-    ) -> crate::error::Result<()> {
-        if previous == incidents {
-            return Ok(());
+    /// Adds what the status shows of the incidents to the register (`enclave-incidents-<tenant>-<uid>`
+    /// in the operator's namespace) when they changed, or when writing it failed before: a
+    /// failure is logged, recorded as a Warning Event, and tried again.
+    pub(super) async fn keep_register(&self, previous: &[Incident], incidents: &[Incident]) {
+        let retry = self
+            .ctx
+            .register_retry
+            .lock()
+            .is_ok_and(|r| r.contains(&self.identity.uid));
+        if previous == incidents && !retry {
+            return;
         }
+        let result = self.write_register(incidents).await;
+        let failed = match (result, self.ctx.register_retry.lock()) {
+            (Ok(()), Ok(mut pending)) => {
+                pending.remove(&self.identity.uid);
+                None
+            }
+            (Err(error), Ok(mut pending)) => {
+                pending.insert(self.identity.uid.clone());
+                Some(error)
+            }
+            (result, Err(_)) => result.err(),
+        };
+        if let Some(error) = failed {
+            warn!(%error, "the incident register could not be written; trying again");
+            self.notify_again
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.writer
+                .publish(Note::warning(
+                    "IncidentRegisterFailed",
+                    "Register",
+                    format!("the incident register was not written: {error}"),
+                ))
+                .await;
+        }
+    }
+
+    async fn write_register(&self, incidents: &[Incident]) -> crate::error::Result<()> {
         let namespace = &self.config.namespace;
-        let name = register_name(&self.identity.name);
+        let name = register_name(&self.identity);
         let live = Api::<ConfigMap>::namespaced(self.ctx.client.clone(), namespace)
             .get_opt(&name)
             .await
@@ -97,16 +132,30 @@ impl Reconcile<'_> {
     }
 
     /// Keeps the tenant's `AlertmanagerConfig` when prometheus-operator's CRD is served and
-    /// the configuration asks for it.
-    pub(super) async fn keep_alert_routing(&self) -> crate::error::Result<()> {
+    /// the configuration asks for it. A failure (prometheus-operator's own webhook down, the
+    /// CRD removed) holds up nothing else: it is logged and recorded as a Warning Event.
+    pub(super) async fn keep_alert_routing(&self) {
         if !self
             .ctx
             .alert_routing
             .load(std::sync::atomic::Ordering::Relaxed)
             || !self.config.notifications.alertmanager_config
         {
-            return Ok(());
+            return;
         }
+        if let Err(error) = self.apply_alert_routing().await {
+            warn!(%error, "the tenant's alert routing could not be kept");
+            self.writer
+                .publish(Note::warning(
+                    "AlertRoutingFailed",
+                    "Apply",
+                    format!("the AlertmanagerConfig routing the tenant's alerts to its contacts was not kept: {error}"),
+                ))
+                .await;
+        }
+    }
+
+    async fn apply_alert_routing(&self) -> crate::error::Result<()> {
         let resource = alertmanager_config_resource();
         let desired = alert_routing(self.tenant, &self.identity, &self.config.namespace);
         let name = desired["metadata"]["name"]

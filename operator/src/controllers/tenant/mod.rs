@@ -58,6 +58,9 @@ pub struct Context {
     /// Whether prometheus-operator's `AlertmanagerConfig` is served (looked up at start and at
     /// each configuration reload): the tenants' alert routing is kept then.
     pub alert_routing: Arc<AtomicBool>,
+    /// Tenants (by uid) whose incident register could not be written: tried again at their
+    /// next reconcile.
+    pub register_retry: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Whether the API server serves prometheus-operator's `AlertmanagerConfig`.
@@ -136,6 +139,7 @@ pub async fn run(
         config: configs.clone(),
         metrics: health.metrics.clone(),
         alert_routing: alert_routing.clone(),
+        register_retry: std::sync::Mutex::default(),
     });
     // A new configuration (a default image bumped, say) is rolled out to every tenant; a
     // prometheus-operator installed meanwhile is found then.

@@ -102,30 +102,25 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
     step.keep_ingress_firewall().await?;
     step.split_quota(&mut desired).await?;
     // The report of the status this reconcile starts from: the status it writes is reported by
-    // the next one, which the write itself sets off.
-    desired.report = crate::report::config_maps(tenant, &step.identity);
+    // the next one, which the write itself sets off. None before the first status, so that a
+    // new tenant's report is written once, with the status it reaches.
+    if tenant.status.as_ref().is_some_and(|s| s.phase.is_some()) {
+        desired.report = crate::report::config_maps(tenant, &step.identity);
+    }
     // Certificates before the workloads that mount them.
     let tls = step.certificates().await?;
     step.with_certificates(&mut desired, &tls);
     step.revoke_removed(&names, &desired.role_bindings).await?;
     let (outcome, swept) = step.apply_and_sweep(desired, &names, deadline).await?;
-    step.keep_alert_routing().await?;
-    step.conclude(&outcome, previous, tls.report.as_ref(), Some(names))
+    step.keep_alert_routing().await;
+    let due = step
+        .conclude(&outcome, previous, tls.report.as_ref(), Some(names))
         .await?;
     let swept = swept?;
-    let notify = step
-        .notify_again
-        .load(Ordering::Relaxed)
-        .then_some(NOTIFY_AGAIN);
-    let next = [
-        swept,
-        tls.next,
-        deadline.map(|d| until(step.now, d)),
-        notify,
-    ]
-    .into_iter()
-    .flatten()
-    .min();
+    let next = [swept, tls.next, deadline.map(|d| until(step.now, d)), due]
+        .into_iter()
+        .flatten()
+        .min();
     Ok(Action::requeue(shortest(next, config.resync)))
 }
 
@@ -232,7 +227,9 @@ impl Reconcile<'_> {
     }
 
     /// Observe, compute the status (pure), write it when it differs from what the API server
-    /// holds, and announce the conditions that changed. `namespaces` overrides the observed
+    /// holds, and announce the conditions that changed and the incidents. Returns how soon the
+    /// tenant must be looked at again for its incidents (a grace ending, a notification to try
+    /// again). `namespaces` overrides the observed
     /// list with the zones the spec asks for.
     async fn conclude(
         &self,
@@ -240,7 +237,7 @@ impl Reconcile<'_> {
         previous: Option<TenantStatus>,
         certificate: Option<&TlsReport>,
         namespaces: Option<Vec<String>>,
-    ) -> Result<()> {
+    ) -> Result<Option<Duration>> {
         let network = matches!(outcome, Outcome::Ready | Outcome::Suspended)
             || matches!(outcome, Outcome::Decommissioning { .. })
                 && self.tenant.metadata.deletion_timestamp.is_none();
@@ -253,27 +250,36 @@ impl Reconcile<'_> {
             certificate,
             retention: self.retention,
         };
-        let mut status = status::compute(self.tenant, &reconciled, &snapshot, Timestamp::now());
+        let now = Timestamp::now();
+        let mut status = status::compute(self.tenant, &reconciled, &snapshot, now);
         let previous = snapshot.previous.as_ref();
         let before = previous.map(|p| p.incidents.as_slice()).unwrap_or_default();
         self.announce(before, &mut status).await;
         self.ctx.metrics.tenant_state(&self.identity.name, &status);
-        if previous == Some(&status) {
-            return Ok(());
+        if previous != Some(&status) {
+            self.writer
+                .during(Phase::Status)
+                .write_status::<Tenant, _>(&self.identity.name, &status)
+                .await?;
+            for event in status::announcements(previous, &status, outcome) {
+                let note = if event.warning {
+                    Note::warning(&event.reason, "Reconcile", event.message)
+                } else {
+                    Note::normal(&event.reason, "Reconcile", event.message)
+                };
+                self.writer.publish(note).await;
+            }
         }
-        self.writer
-            .during(Phase::Status)
-            .write_status::<Tenant, _>(&self.identity.name, &status)
-            .await?;
-        self.keep_register(before, &status.incidents).await?;
-        for event in status::announcements(previous, &status, outcome) {
-            let note = if event.warning {
-                Note::warning(&event.reason, "Reconcile", event.message)
-            } else {
-                Note::normal(&event.reason, "Reconcile", event.message)
-            };
-            self.writer.publish(note).await;
-        }
-        Ok(())
+        // After the status and its Events: a register that cannot be written holds up no
+        // announcement, and is tried again.
+        self.keep_register(before, &status.incidents).await;
+        let notify = self
+            .notify_again
+            .load(Ordering::Relaxed)
+            .then_some(NOTIFY_AGAIN);
+        Ok([status::incidents::next_due(&status, now), notify]
+            .into_iter()
+            .flatten()
+            .min())
     }
 }
