@@ -475,7 +475,10 @@ async fn the_report_is_the_tenants_own_and_the_plugin_acts_on_tenants() -> Resul
         .context("rep-a listed")?;
     assert!(line.contains("Ready"), "{line}");
     let (ok, _, stderr) = enclave(&admin, &["backup", "rep-a"])?;
-    assert!(!ok && stderr.contains("no backup CronJob"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("no backups (spec.backup)"),
+        "{stderr}"
+    );
     let (ok, stdout, stderr) = enclave(&admin, &["export", "rep-a"])?;
     ensure!(ok, "{stderr}");
     let export = stdout

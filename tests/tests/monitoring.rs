@@ -7,9 +7,9 @@ use anyhow::{Context as _, Result, ensure};
 use enclave_crds::{Phase, Tenant};
 use enclave_tests::controlplane::{built, repo_root};
 use enclave_tests::harness::{OPERATOR_NAMESPACE, env, eventually};
-use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolume, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
@@ -35,8 +35,9 @@ const PANELS: [&str; 9] = [
 ];
 
 /// The alerts the issue asks for.
-const ALERTS: [&str; 9] = [
+const ALERTS: [&str; 10] = [
     "EnclaveTenantNotReady",
+    "EnclaveTenantIncident",
     "EnclaveTenantRedundancyLost",
     "EnclaveBackupOverdue",
     "EnclaveCertificateExpiringSoon",
@@ -454,7 +455,36 @@ async fn the_alerts_and_the_dashboard_read_what_the_operator_exports() -> Result
         "the guard did not refuse: {refused:?}"
     );
 
-    run_backup_now(&client, "mon-bk-data", "mon-bk-now").await?;
+    // mon-inc: an opening nobody declared, a critical incident (R14): the series its alert
+    // reads.
+    tenants
+        .create(
+            &post,
+            &tenant("mon-inc", &json!({"zones": [{"name": "app"}]}))?,
+        )
+        .await?;
+    status_when(&tenants, "mon-inc", "Ready", phase_is(Phase::Ready)).await?;
+    let allow_all: NetworkPolicy =
+        serde_json::from_value(json!({"metadata": {"name": "allow-all"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]}}))?;
+    Api::<NetworkPolicy>::namespaced(client.clone(), "mon-inc-app")
+        .create(&post, &allow_all)
+        .await?;
+    env().reconcile_again(&client, "mon-inc").await?;
+    status_when(&tenants, "mon-inc", "an IsolationBroken incident", |t| {
+        t.status.as_ref().is_some_and(|s| {
+            s.incidents
+                .iter()
+                .any(|i| i.type_ == "IsolationBroken" && i.resolved_at.is_none())
+        })
+    })
+    .await?;
+    expected.push(
+        r#"enclave_tenant_incident_open{tenant="mon-inc",type="IsolationBroken",severity="critical"} 1"#
+            .to_string(),
+    );
+
+    run_backup_now(&client, "mon-bk").await?;
     let backup = status_when(&tenants, "mon-bk", "a successful backup", |t| {
         t.status.as_ref().is_some_and(|s| {
             condition_true(s, "BackupHealthy")
@@ -575,22 +605,24 @@ async fn the_alerts_and_the_dashboard_read_what_the_operator_exports() -> Result
     Ok(())
 }
 
-/// Runs the tenant's backup CronJob now, as `kubectl create job --from=cronjob/...` does.
-async fn run_backup_now(client: &kube::Client, namespace: &str, job: &str) -> Result<()> {
-    let crons = Api::<CronJob>::namespaced(client.clone(), namespace);
-    let cron = eventually("the backup CronJob", WAIT, || async {
-        Ok(crons.get_opt("enclave-backup").await?)
+/// Asks the operator for a backup of `tenant` now and waits for the Job it starts.
+async fn run_backup_now(client: &kube::Client, tenant: &str) -> Result<()> {
+    // As `kubectl enclave backup` asks: the operator starts the Job, with the backup identity
+    // nobody else may use.
+    let at = k8s_openapi::jiff::Timestamp::now();
+    let patch = json!({"metadata": {"annotations": {"enclave.dev/backup-now": at.to_string()}}});
+    Api::<Tenant>::all(client.clone())
+        .patch(
+            tenant,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+    let jobs = Api::<Job>::namespaced(client.clone(), &format!("{tenant}-data"));
+    let name = format!("enclave-backup-now-{}", at.as_second());
+    eventually("the requested backup Job", WAIT, || async {
+        Ok(jobs.get_opt(&name).await?)
     })
     .await?;
-    let template = cron.spec.clone().context("spec")?.job_template;
-    let job: Job = serde_json::from_value(json!({
-        "metadata": {"name": job, "labels": template.metadata.and_then(|m| m.labels),
-            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "enclave-backup",
-                "uid": cron.metadata.uid.clone().context("uid")?, "controller": true}]},
-        "spec": template.spec,
-    }))?;
-    Api::<Job>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &job)
-        .await?;
     Ok(())
 }

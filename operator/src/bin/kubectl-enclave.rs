@@ -4,9 +4,9 @@
 //! - `report <tenant> [-o text|json|markdown]`: each promise of the policy, kept or not, with
 //!   its evidence. A platform engineer's report is built from the Tenant; a tenant admin, who
 //!   cannot read Tenants, reads the report the operator publishes in their zones
-//!   (`-n <zone namespace>`, by default `<tenant>-<first zone>` or the context's namespace).
+//!   (`-n <zone namespace>`, by default the context's namespace, else `<tenant>-dmz`).
 //! - `status [<tenant>]`: every tenant on one line, or one tenant in detail.
-//! - `backup <tenant>`: runs the tenant's backup now, from its CronJob.
+//! - `backup <tenant>`: asks the operator to run the tenant's backup now.
 //! - `export <tenant>`, `restore <tenant> [--snapshot ID] [--volume V]...`: creates the request.
 //! - `suspend | resume | decommission <tenant>`: changes `spec.lifecycle.state`.
 //!
@@ -17,9 +17,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use enclave_crds::{
     RequestStatus, Tenant, TenantExport, TenantExportSpec, TenantRestore, TenantRestoreSpec,
 };
+use enclave_operator::desired::backup::now;
 use enclave_operator::labels;
 use enclave_operator::report::{self, Report};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -58,7 +59,7 @@ enum Command {
     },
     /// Every tenant on one line, or one tenant in detail.
     Status { tenant: Option<String> },
-    /// Runs the tenant's backups now, from their CronJobs.
+    /// Asks the operator to run the tenant's backups now (`enclave.dev/backup-now`).
     Backup {
         tenant: String,
         #[arg(long)]
@@ -257,7 +258,11 @@ async fn load_report(client: &Client, name: &str, namespace: Option<String>) -> 
         Err(kube::Error::Api(e)) if e.code == 403 || e.code == 404 => e,
         Err(e) => return Err(e.into()),
     };
-    let namespace = namespace.unwrap_or_else(|| format!("{name}-dmz"));
+    // The namespace asked for, else the context's (a tenant admin's kubeconfig usually names
+    // one of their zones), else the default first zone.
+    let namespace = namespace
+        .or_else(|| Some(client.default_namespace().to_string()).filter(|n| n != "default"))
+        .unwrap_or_else(|| format!("{name}-dmz"));
     let published = Api::<ConfigMap>::namespaced(client.clone(), &namespace)
         .get(report::NAME)
         .await
@@ -268,7 +273,13 @@ async fn load_report(client: &Client, name: &str, namespace: Option<String>) -> 
                 report::NAME
             )
         })?;
-    if published.labels().get(labels::TENANT).map(String::as_str) != Some(name) {
+    // Only the operator makes objects with its managed-by label (the guard refuses anyone
+    // else); a ConfigMap of that name without it is not Enclave's report.
+    let labels = published.labels();
+    if labels.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGER) {
+        bail!("{namespace}/{} was not published by Enclave", report::NAME);
+    }
+    if labels.get(labels::TENANT).map(String::as_str) != Some(name) {
         bail!("{namespace} is not a zone of tenant {name}");
     }
     let json = published
@@ -292,71 +303,62 @@ fn request_name(tenant: &str) -> String {
     format!("{tenant}-{}", Timestamp::now().as_second())
 }
 
-/// One Job per backup CronJob of the tenant, as `kubectl create job --from=cronjob/...` makes.
+/// Asks the operator for a backup now (the Tenant's `enclave.dev/backup-now`): it starts one
+/// Job per backup CronJob, with the backup identity only it may use.
 async fn backup(client: &Client, tenants: &Api<Tenant>, name: &str, wait: bool) -> Result<()> {
     let tenant = tenants.get(name).await?;
+    if tenant.spec.backup.is_none() {
+        bail!("tenant {name} has no backups (spec.backup)");
+    }
     let uid = tenant
         .metadata
         .uid
         .clone()
         .context("the Tenant has no uid")?;
+    let at = Timestamp::now();
+    let patch = serde_json::json!({"metadata": {"annotations": {now::ANNOTATION: at.to_string()}}});
+    tenants
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let job = now::job_name(at);
+    println!(
+        "tenant/{name}: backup asked for at {at}; the operator starts Job {job} in each backup zone"
+    );
+    if !wait {
+        return Ok(());
+    }
     let selector = format!(
-        "{}={},{}={}",
+        "{}={uid},{}={}",
         labels::TENANT_UID,
-        uid,
         labels::MANAGED_BY,
         labels::MANAGER
     );
-    let crons = Api::<CronJob>::all(client.clone())
-        .list(&ListParams::default().labels(&selector))
-        .await?;
-    if crons.items.is_empty() {
-        bail!("tenant {name} has no backup CronJob (spec.backup)");
-    }
-    let mut started = Vec::new();
-    for cron in crons.items {
-        let namespace = cron.namespace().context("a CronJob without namespace")?;
-        let template = cron
-            .spec
-            .clone()
-            .context("a CronJob without spec")?
-            .job_template;
-        let job: Job = serde_json::from_value(serde_json::json!({
-            "metadata": {
-                "name": format!("{}-manual-{}", cron.name_any(), Timestamp::now().as_second()),
-                "labels": template.metadata.as_ref().and_then(|m| m.labels.clone()),
-                "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
-                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob",
-                    "name": cron.name_any(), "uid": cron.metadata.uid.clone().unwrap_or_default(),
-                    "controller": true}],
-            },
-            "spec": template.spec,
-        }))?;
-        let jobs = Api::<Job>::namespaced(client.clone(), &namespace);
-        let made = jobs.create(&PostParams::default(), &job).await?;
-        println!("job/{} created in {namespace}", made.name_any());
-        started.push((jobs, made.name_any()));
-    }
-    if wait {
-        for (jobs, job) in started {
-            follow(&job, || async {
-                let status = jobs.get(&job).await?.status.unwrap_or_default();
-                let phase = if status.succeeded.unwrap_or(0) > 0 {
-                    Some(enclave_crds::RequestPhase::Succeeded)
-                } else if status.failed.unwrap_or(0) > 0 {
-                    Some(enclave_crds::RequestPhase::Failed)
-                } else {
-                    Some(enclave_crds::RequestPhase::Running)
-                };
-                Ok(Some(RequestStatus {
-                    phase,
-                    ..RequestStatus::default()
-                }))
-            })
-            .await?;
-        }
-    }
-    Ok(())
+    let jobs = Api::<Job>::all(client.clone());
+    follow(&job, || async {
+        let started: Vec<Job> = jobs
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .into_iter()
+            .filter(|j| j.name_any() == job)
+            .collect();
+        let status = |j: &Job| j.status.clone().unwrap_or_default();
+        let phase = if started.is_empty() {
+            None
+        } else if started.iter().any(|j| status(j).failed.unwrap_or(0) > 0) {
+            Some(enclave_crds::RequestPhase::Failed)
+        } else if started.iter().all(|j| status(j).succeeded.unwrap_or(0) > 0) {
+            Some(enclave_crds::RequestPhase::Succeeded)
+        } else {
+            Some(enclave_crds::RequestPhase::Running)
+        };
+        Ok(Some(RequestStatus {
+            phase,
+            message: Some(format!("{} Job(s) started", started.len())),
+            ..RequestStatus::default()
+        }))
+    })
+    .await
 }
 
 /// Prints each change of a request's phase until it ends (at most 30 minutes).

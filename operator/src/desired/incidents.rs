@@ -89,7 +89,12 @@ pub fn register(
             .cmp(&a.opened_at.0)
             .then_with(|| a.id.cmp(&b.id))
     });
-    incidents.truncate(KEPT_IN_REGISTER);
+    // Full: the oldest warnings go first, so that a flapping workload cannot push a critical
+    // incident (broken isolation, failing backups) out of the record.
+    while incidents.len() > KEPT_IN_REGISTER {
+        let oldest_warning = incidents.iter().rposition(|i| i.severity != "critical");
+        incidents.remove(oldest_warning.unwrap_or(incidents.len() - 1));
+    }
     let json = serde_json::to_string_pretty(&incidents).unwrap_or_default();
     ConfigMap {
         metadata: ObjectMeta {
@@ -190,6 +195,15 @@ mod tests {
         assert_eq!(back[0].id, "new");
         assert_eq!(back[1], reopened, "the status's view wins");
         assert!(back.iter().all(|i| i.id != "old-000"), "the oldest goes");
+        // A critical incident outlives newer warnings.
+        let mut critical = incident("critical-old", -1, true);
+        critical.severity = "critical".into();
+        let mut with_critical = kept.clone();
+        with_critical.push(critical);
+        let cm = register(&identity, "enclave-system", with_critical, &latest);
+        let back = registered(Some(&cm), &identity);
+        assert_eq!(back.len(), KEPT_IN_REGISTER);
+        assert!(back.iter().any(|i| i.id == "critical-old"));
         // Not the tenant's labels: never swept nor purged with its objects.
         let labels = cm.metadata.labels.clone().unwrap_or_default();
         assert!(!labels.contains_key(labels::TENANT_UID));

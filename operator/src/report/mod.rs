@@ -120,18 +120,45 @@ pub fn config_maps(tenant: &Tenant, identity: &crate::desired::Identity) -> Vec<
     crate::desired::per_zone_config_maps(tenant, identity, NAME, &data)
 }
 
+/// Most evidence lines kept per promise; the rest are counted.
+pub const MAX_EVIDENCE: usize = 40;
+/// Longest evidence line kept, in characters.
+pub const MAX_LINE: usize = 300;
+
+/// `text` on one line without control characters (a RoleBinding subject or a condition
+/// message may carry newlines or terminal escapes), cut at [`MAX_LINE`] characters.
+fn clean(text: &str) -> String {
+    let mut line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_LINE)
+        .collect();
+    if text.chars().count() > MAX_LINE {
+        line.push('…');
+    }
+    line
+}
+
 fn promise(id: &str, text: &str, verdict: Verdict, why: impl Into<String>) -> Promise {
     Promise {
         id: id.into(),
         promise: text.into(),
         verdict,
-        why: why.into(),
+        why: clean(&why.into()),
         evidence: Vec::new(),
     }
 }
 
 fn with(mut promise: Promise, evidence: Vec<String>) -> Promise {
-    promise.evidence = evidence;
+    let more = evidence.len().saturating_sub(MAX_EVIDENCE);
+    promise.evidence = evidence
+        .into_iter()
+        .take(MAX_EVIDENCE)
+        .map(|e| clean(&e))
+        .collect();
+    if more > 0 {
+        promise.evidence.push(format!("and {more} more"));
+    }
     promise
 }
 
@@ -574,7 +601,7 @@ impl Facts<'_> {
             .status
             .incidents
             .iter()
-            .filter(|i| i.resolved_at.is_none() && i.notified_at.is_none())
+            .filter(|i| i.notified_at.is_none())
             .map(|i| i.id.as_str())
             .collect();
         let (verdict, why) = if contacts.is_empty() {

@@ -14,8 +14,13 @@ fn mark(verdict: Verdict) -> &'static str {
     }
 }
 
-/// `line` with every RFC 3339 timestamp in it followed by its age (`(3h ago)`, `(in 2d)`).
+/// `line` with every RFC 3339 timestamp in it followed by its age (`(3h ago)`, `(in 2d)`),
+/// and no control character (no terminal escape reaches the reader's terminal).
 fn with_ages(line: &str, now: Timestamp) -> String {
+    let line: String = line
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let mut out = String::new();
     for word in line.split(' ') {
         if !out.is_empty() {
@@ -93,14 +98,26 @@ pub fn markdown(report: &Report, now: Timestamp) -> String {
             p.id,
             p.promise,
             mark(p.verdict),
-            with_ages(&p.why, now).replace('|', "\\|")
+            markdown_text(&with_ages(&p.why, now))
         );
     }
     for p in report.promises.iter().filter(|p| !p.evidence.is_empty()) {
         let _ = writeln!(out, "\n## {}: {}\n", p.id, p.promise);
         for e in &p.evidence {
-            let _ = writeln!(out, "- {}", with_ages(e, now));
+            let _ = writeln!(out, "- {}", markdown_text(&with_ages(e, now)));
         }
+    }
+    out
+}
+
+/// `text` with Markdown's markup characters escaped: evidence is data, never formatting.
+fn markdown_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\`*_{}[]<>#|!".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
     }
     out
 }

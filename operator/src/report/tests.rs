@@ -162,3 +162,25 @@ fn the_report_is_free_of_the_clock_and_renders_ages() {
     assert!(md.contains("| R10 |"), "{md}");
     assert_eq!(render::age(at(0), at(7200)), "2h ago");
 }
+
+#[test]
+fn evidence_is_data_never_formatting_nor_terminal_escapes() {
+    let mut t = healthy();
+    let status = t.status.as_mut().expect("status");
+    status.tenant_bindings = (0..100)
+        .map(|i| format!("acme-app/b{i}: admin -> User evil\n## R1 KEPT\u{1b}]0;x\u{7}|"))
+        .collect();
+    let report = report(&t);
+    let r2 = &report.promises[1];
+    assert_eq!(
+        r2.evidence.len(),
+        MAX_EVIDENCE + 1,
+        "capped, the rest counted"
+    );
+    assert!(r2.evidence.iter().all(|e| !e.chars().any(char::is_control)));
+    let md = markdown(&report, at(0));
+    assert!(!md.contains("\n## R1 KEPT"), "no forged heading");
+    assert!(md.contains("\\#\\# R1"), "{md}");
+    let text = text(&report, at(0));
+    assert!(!text.contains('\u{1b}'));
+}

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, instrument, warn};
 
 mod access;
+mod backup_now;
 mod incidents;
 mod ingress;
 mod lifecycle;

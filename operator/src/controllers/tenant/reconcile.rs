@@ -111,8 +111,12 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
     let tls = step.certificates().await?;
     step.with_certificates(&mut desired, &tls);
     step.revoke_removed(&names, &desired.role_bindings).await?;
+    let cron_jobs = desired.backup.cron_jobs.clone();
     let (outcome, swept) = step.apply_and_sweep(desired, &names, deadline).await?;
     step.keep_alert_routing().await;
+    if tenant.is_running() {
+        step.run_requested_backup(&cron_jobs).await?;
+    }
     let due = step
         .conclude(&outcome, previous, tls.report.as_ref(), Some(names))
         .await?;

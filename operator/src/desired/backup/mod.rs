@@ -21,6 +21,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
+pub mod now;
+
 /// Name of the CronJob and of the service account its pods run as, in each zone.
 pub const NAME: &str = "enclave-backup";
 /// Audience of the token the backup pods present to the operator.
