@@ -67,6 +67,8 @@ pub struct ControlPlane {
     /// The CA of the client certificate the API server presents to admission webhooks.
     pub webhook_client_ca: PathBuf,
     children: Vec<(String, Child)>,
+    /// How each component was started, by name, and its process since a restart.
+    started: std::sync::Mutex<Vec<Restarted>>,
     reaper: Option<Child>,
 }
 
@@ -181,6 +183,7 @@ impl ControlPlane {
             bin_dir,
             dir,
             children: Vec::new(),
+            started: std::sync::Mutex::default(),
             reaper: None,
         };
         cp.start_reaper()?;
@@ -264,6 +267,11 @@ impl ControlPlane {
                 format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
                 format!("--initial-cluster=enclave=http://127.0.0.1:{etcd_peer}"),
                 "--unsafe-no-fsync=true".to_string(),
+                // As kubeadm sets it: the API server's watch caches learn etcd's progress every
+                // 5 s, so a kind nobody changes does not keep a restarted API server's watch
+                // cache behind the resource version its lists hand out (watches would then
+                // fail with 410 Expired, relist and fail again).
+                "--watch-progress-notify-interval=5s".to_string(),
                 "--log-level=warn".to_string(),
             ]),
         )?;
@@ -490,8 +498,75 @@ status:
             .create(true)
             .open(self.dir.join("pids"))?;
         writeln!(pids, "{}", child.id())?;
+        if let Ok(mut started) = self.started.lock() {
+            started.push(Restarted {
+                name: name.to_string(),
+                program: cmd.get_program().to_owned(),
+                args: cmd.get_args().map(ToOwned::to_owned).collect(),
+                process: None,
+            });
+        }
         self.children.push((name.to_string(), child));
         Ok(())
+    }
+
+    /// Kills the component `name` (`kube-apiserver`, `etcd`, ...) with SIGKILL and starts it
+    /// again as it was started, its log appended to; returns once it is healthy again, with how
+    /// long it was gone.
+    ///
+    /// # Errors
+    /// When it does not come back within 90 s.
+    pub fn restart(&self, name: &str) -> anyhow::Result<Duration> {
+        let down = Instant::now();
+        let mut started = self
+            .started
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a restart panicked"))?;
+        let component = started
+            .iter_mut()
+            .find(|c| c.name == name)
+            .with_context(|| format!("no component {name}"))?;
+        let pid = match component.process.as_mut() {
+            Some(process) => process.id(),
+            None => self
+                .children
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, c)| c.id())
+                .context("its process")?,
+        };
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        if let Some(mut old) = component.process.take() {
+            let _ = old.wait();
+        }
+        // The first process is reaped by Drop; wait here until its port is free.
+        std::thread::sleep(Duration::from_millis(500));
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))?;
+        let child = Command::new(&component.program)
+            .args(&component.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let mut pids = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("pids"))?;
+        writeln!(pids, "{}", child.id())?;
+        component.process = Some(child);
+        drop(started);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !self.kubectl_ok(&["get", "--raw", "/readyz"]) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the API is not ready 90 s after restarting {name}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(down.elapsed())
     }
 
     /// Waits for `ready`, failing early with the log's tail if a component exits.
@@ -572,12 +647,40 @@ sleep 1; rm -rf "$2""#;
     /// Ids of the component processes, for checks that none outlives the control plane.
     #[must_use]
     pub fn pids(&self) -> Vec<u32> {
-        self.children.iter().map(|(_, c)| c.id()).collect()
+        let restarted: Vec<u32> = self
+            .started
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|c| c.process.as_ref().map(Child::id))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.children
+            .iter()
+            .map(|(_, c)| c.id())
+            .chain(restarted)
+            .collect()
     }
+}
+
+/// A component as it was started, to start it again.
+struct Restarted {
+    name: String,
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    /// The process started by [`ControlPlane::restart`], if any.
+    process: Option<Child>,
 }
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        if let Ok(mut started) = self.started.lock() {
+            for process in started.iter_mut().rev().filter_map(|c| c.process.as_mut()) {
+                let _ = process.kill();
+                let _ = process.wait();
+            }
+        }
         // Reverse order: clients of the API server first, etcd last.
         for (_, child) in self.children.iter_mut().rev() {
             let _ = child.kill();

@@ -488,3 +488,52 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Binds every pending claim of an Enclave StorageClass to a new volume of the class's driver
+/// (what its provisioner does on a real cluster), until aborted: the local control plane has
+/// no storage driver.
+///
+/// # Errors
+/// When the API server cannot be read.
+pub async fn provision(client: kube::Client) -> anyhow::Result<()> {
+    let claims =
+        kube::Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::all(client.clone());
+    let classes = kube::Api::<k8s_openapi::api::storage::v1::StorageClass>::all(client.clone());
+    let volumes = kube::Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(client.clone());
+    loop {
+        for claim in claims.list(&kube::api::ListParams::default()).await?.items {
+            let spec = claim.spec.clone().unwrap_or_default();
+            let (Some(namespace), Some(name), Some(class)) = (
+                claim.metadata.namespace.clone(),
+                claim.metadata.name.clone(),
+                spec.storage_class_name.clone(),
+            ) else {
+                continue;
+            };
+            if spec.volume_name.is_some() || !class.starts_with("enclave-") {
+                continue;
+            }
+            let Some(driver) = classes.get_opt(&class).await?.map(|c| c.provisioner) else {
+                continue;
+            };
+            let size = spec
+                .resources
+                .and_then(|r| r.requests)
+                .and_then(|r| r.get("storage").cloned());
+            let volume: k8s_openapi::api::core::v1::PersistentVolume = serde_json::from_value(
+                serde_json::json!({
+                    "metadata": {"name": format!("demo-{namespace}-{name}")},
+                    "spec": {"capacity": {"storage": size}, "accessModes": spec.access_modes,
+                             "storageClassName": class, "persistentVolumeReclaimPolicy": "Retain",
+                             "csi": {"driver": driver, "volumeHandle": format!("{namespace}-{name}")},
+                             "claimRef": {"namespace": namespace, "name": name}}
+                }),
+            )?;
+            // Made already on an earlier pass: the claim binds soon.
+            let _ = volumes
+                .create(&kube::api::PostParams::default(), &volume)
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

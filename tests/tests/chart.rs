@@ -13,14 +13,15 @@ use enclave_operator::admission::{
 use enclave_tests::chart::{self, RELEASE, SERVICE_ACCOUNT, WEBHOOK_CONFIGURATION};
 use enclave_tests::controlplane::{ControlPlane, built, kubectl_output, repo_root};
 use enclave_tests::harness::eventually;
+use enclave_tests::replica::{self, Launch, Replica, credential_id, free_addr, http_get};
 use k8s_openapi::api::admissionregistration::v1::WebhookClientConfig;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -276,133 +277,23 @@ fn the_chart_webhook_configuration_is_the_operators() -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 
 /// An operator process, killed when dropped.
-struct Replica {
-    name: String,
-    child: Child,
-    admin: std::net::SocketAddr,
-    log: PathBuf,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Replica {
-    /// `enclave_<name>` of its metrics, summed over its series.
-    fn metric(&self, name: &str) -> Option<f64> {
-        let text = http_get(self.admin, "/metrics").ok()?;
-        let values: Vec<f64> = text
-            .lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-            .collect();
-        (!values.is_empty()).then(|| values.iter().sum())
-    }
-
-    fn leads(&self) -> bool {
-        self.metric("enclave_leader") == Some(1.0)
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, and waits for the process to end.
-    fn terminate(mut self) -> Result<std::process::ExitStatus> {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "{} did not stop on SIGTERM",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response)
-}
-
-fn free_addr() -> Result<std::net::SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-/// The operator binary Cargo built beside this test.
-fn operator_binary() -> Result<PathBuf> {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .context("target dir")?
-        .join("debug/enclave-operator");
-    ensure!(
-        path.exists(),
-        "{} is missing: cargo build -p enclave-operator --bin enclave-operator (hack/test.sh does)",
-        path.display()
-    );
-    Ok(path)
-}
-
-/// Starts an operator replica acting as the chart's service account with its own token
-/// (`kubeconfig`), serving the guard on `guard` (the address the chart's webhook calls for the
-/// first replica).
 fn start_replica(
     name: &str,
     kubeconfig: &Path,
     guard: std::net::SocketAddr,
     url: &str,
 ) -> Result<Replica> {
-    let cp = control_plane();
-    let admin = free_addr()?;
-    let log = std::env::temp_dir().join(format!("enclave-chart-{name}-{}.log", std::process::id()));
-    let child = Command::new(operator_binary()?)
-        .args(["run", "--namespace", NAMESPACE])
-        .arg(format!(
-            "--config={}",
-            repo_root().join("examples/operator-config.yaml").display()
-        ))
-        .arg(format!("--admin-addr={admin}"))
-        .arg(format!("--guard-addr={guard}"))
-        .arg(format!("--guard-url={url}"))
-        .arg(format!("--guard-certificate-secret={RELEASE}-webhook-tls"))
-        .arg(format!("--webhook-configuration={WEBHOOK_CONFIGURATION}"))
-        .arg(format!("--service-account={SERVICE_ACCOUNT}"))
-        .arg(format!(
-            "--guard-client-ca={}",
-            cp.webhook_client_ca.display()
-        ))
-        .args(["--min-retention=1s", "--leader-election"])
-        .arg(format!("--leader-election-lease={RELEASE}"))
-        .env("KUBECONFIG", kubeconfig)
-        .env("POD_NAME", name)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
-    Ok(Replica {
-        name: name.into(),
-        child,
-        admin,
-        log,
-    })
+    Replica::start(
+        name,
+        &Launch {
+            namespace: NAMESPACE,
+            kubeconfig,
+            guard,
+            url,
+            webhook_client_ca: &control_plane().webhook_client_ca,
+            extra: &[],
+        },
+    )
 }
 
 /// What a tenant is made of, by uid: tenants, namespaces, claims and Secrets.
@@ -438,44 +329,11 @@ async fn inventory(client: &kube::Client) -> Result<BTreeSet<String>> {
     Ok(uids)
 }
 
-/// Every operator write in the audit log, as (credential id, verb, resource, name), after
-/// `skip` lines.
+/// Every operator write in the audit log, as (credential id, resource, name).
 fn operator_writes(audit_log: &Path) -> Result<Vec<(String, String, String)>> {
-    let user = chart::operator_user(NAMESPACE);
-    Ok(std::fs::read_to_string(audit_log)?
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["user"]["username"] == user.as_str())
-        .filter(|e| {
-            matches!(
-                e["verb"].as_str(),
-                Some("create" | "update" | "patch" | "delete")
-            )
-        })
-        // Events are the guard's too; the guard runs on every replica.
-        .filter(|e| e["objectRef"]["resource"] != "events")
-        // Writes the API server refused changed nothing.
-        .filter(|e| {
-            e["responseStatus"]["code"]
-                .as_i64()
-                .is_some_and(|c| c < 400)
-        })
-        .map(|e| {
-            (
-                e["user"]["extra"]["authentication.kubernetes.io/credential-id"][0]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                e["objectRef"]["resource"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                e["objectRef"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
+    Ok(replica::operator_writes(audit_log, NAMESPACE)?
+        .into_iter()
+        .map(|w| (w.credential, w.resource, w.name))
         .collect())
 }
 
@@ -497,34 +355,6 @@ fn forbidden(audit_log: &Path) -> Result<Vec<String>> {
             )
         })
         .collect())
-}
-
-/// The credential id (token JTI) a kubeconfig's token carries: audit events name it.
-fn credential_id(kubeconfig: &Path) -> Result<String> {
-    let config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(kubeconfig)?)?;
-    let token = config["users"][0]["user"]["token"]
-        .as_str()
-        .context("token")?;
-    let payload = token.split('.').nth(1).context("a JWT")?;
-    let claims: Value = serde_json::from_slice(&base64_url(payload)?)?;
-    Ok(format!("JTI={}", claims["jti"].as_str().context("jti")?))
-}
-
-fn base64_url(text: &str) -> Result<Vec<u8>> {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bits = 0u32;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let value = alphabet.iter().position(|a| *a == c).context("base64url")?;
-        bits = (bits << 6) | u32::try_from(value)?;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push(u8::try_from((bits >> count) & 0xff)?);
-        }
-    }
-    Ok(out)
 }
 
 async fn create_full_tenant(client: &kube::Client, name: &str) -> Result<()> {
@@ -754,8 +584,7 @@ async fn installed_by_helm_the_operator_runs_with_the_charts_rights_fails_over_a
     let writes_before = writes.len();
     let mut leader = leader;
     let killed = Instant::now();
-    leader.child.kill()?;
-    leader.child.wait()?;
+    leader.kill9()?;
     let during: Tenant = serde_json::from_value(json!({
         "apiVersion": "enclave.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "failover"},
         "spec": {"displayName": "created during the failover"}

@@ -59,6 +59,7 @@ pub async fn run(
         watcher::Config::default().labels(&managed),
         by_request::<TenantRestore>("enclave-restore-"),
     )
+    .trigger_backoff(super::TriggerBackoff)
     .graceful_shutdown_on(shutdown.clone())
     .run(reconcile_restore, retry, ctx.clone())
     .for_each(|r| async move {
@@ -75,6 +76,7 @@ pub async fn run(
         watcher::Config::default().labels(&managed),
         by_request::<TenantExport>("enclave-export-"),
     )
+    .trigger_backoff(super::TriggerBackoff)
     .graceful_shutdown_on(shutdown)
     .run(reconcile_export, retry, ctx)
     .for_each(|r| async move {

@@ -9,9 +9,8 @@ use enclave_crds::{Phase, Tenant};
 use enclave_operator::telemetry::Health;
 use enclave_tests::controlplane::{ControlPlane, binaries, kubectl_output, repo_root};
 use enclave_tests::harness::{install_crds, local_guard, operator_config_file, spawn_operator};
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret};
-use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
@@ -83,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
     }
     // The local control plane has no storage driver: the demo binds each claim of an Enclave
     // class to a volume of that class's driver, as the driver's provisioner would.
-    let provisioner = tokio::spawn(provision(client.clone()));
+    let provisioner = tokio::spawn(enclave_tests::harness::provision(client.clone()));
 
     let examples = repo_root().join("examples/tenants");
     step(&format!("applying {}", examples.display()));
@@ -195,46 +194,6 @@ async fn main() -> anyhow::Result<()> {
     operator.stop();
     drop(control_plane);
     Ok(())
-}
-
-/// Binds every pending claim of an Enclave StorageClass to a new volume of the class's driver
-/// (what its provisioner does on a real cluster), until aborted.
-async fn provision(client: kube::Client) -> anyhow::Result<()> {
-    let claims = Api::<PersistentVolumeClaim>::all(client.clone());
-    let classes = Api::<StorageClass>::all(client.clone());
-    let volumes = Api::<PersistentVolume>::all(client.clone());
-    loop {
-        for claim in claims.list(&ListParams::default()).await?.items {
-            let spec = claim.spec.clone().unwrap_or_default();
-            let (Some(namespace), Some(name), Some(class)) = (
-                claim.metadata.namespace.clone(),
-                claim.metadata.name.clone(),
-                spec.storage_class_name.clone(),
-            ) else {
-                continue;
-            };
-            if spec.volume_name.is_some() || !class.starts_with("enclave-") {
-                continue;
-            }
-            let Some(driver) = classes.get_opt(&class).await?.map(|c| c.provisioner) else {
-                continue;
-            };
-            let size = spec
-                .resources
-                .and_then(|r| r.requests)
-                .and_then(|r| r.get("storage").cloned());
-            let volume: PersistentVolume = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": format!("demo-{namespace}-{name}")},
-                "spec": {"capacity": {"storage": size}, "accessModes": spec.access_modes,
-                         "storageClassName": class, "persistentVolumeReclaimPolicy": "Retain",
-                         "csi": {"driver": driver, "volumeHandle": format!("{namespace}-{name}")},
-                         "claimRef": {"namespace": namespace, "name": name}}
-            }))?;
-            // Made already on an earlier pass: the claim binds soon.
-            let _ = volumes.create(&PostParams::default(), &volume).await;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 fn step(message: &str) {

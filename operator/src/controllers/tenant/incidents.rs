@@ -12,6 +12,7 @@ use crate::status::incidents::{resolved_now, unannounced};
 use enclave_crds::{Incident, TenantStatus};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
 use tracing::warn;
 
@@ -131,6 +132,25 @@ impl Reconcile<'_> {
         Ok(())
     }
 
+    /// Publishes the report of the status just written in every zone (`enclave-report`), so
+    /// that it follows the status at once; the next reconcile's apply finds it in place. A
+    /// failure is logged: that apply writes it again.
+    pub(super) async fn publish_report(&self, status: &TenantStatus) {
+        let mut reported = self.tenant.clone();
+        reported.status = Some(status.clone());
+        for desired in crate::report::config_maps(&reported, &self.identity) {
+            let (namespace, name) = (desired.namespace().unwrap_or_default(), desired.name_any());
+            let api = Api::<ConfigMap>::namespaced(self.ctx.client.clone(), &namespace);
+            let result = match api.get_opt(&name).await {
+                Ok(live) => self.writer.apply(&desired, live.as_ref()).await.map(drop),
+                Err(error) => Err(api_error(error, &name)),
+            };
+            if let Err(error) = result {
+                warn!(%error, "the report could not be published; the next reconcile will");
+            }
+        }
+    }
+
     /// Keeps the tenant's `AlertmanagerConfig` when prometheus-operator's CRD is served and
     /// the configuration asks for it. A failure (prometheus-operator's own webhook down, the
     /// CRD removed) holds up nothing else: it is logged and recorded as a Warning Event.
@@ -182,4 +202,8 @@ impl Reconcile<'_> {
             .await?;
         Ok(())
     }
+}
+
+fn api_error(error: kube::Error, name: &str) -> crate::error::Error {
+    api(Phase::Status, "get", "ConfigMap", name)(error)
 }

@@ -269,6 +269,8 @@ pub async fn run(
             owning_tenant,
         )
         .reconcile_all_on(reloads)
+        // One watch's errors must not hold up the others (see TriggerBackoff).
+        .trigger_backoff(super::TriggerBackoff)
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(shutdown);
     let store = controller.store();

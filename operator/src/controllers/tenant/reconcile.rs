@@ -101,9 +101,9 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
     // controller; only in namespaces the preflight found to be the tenant's.
     step.keep_ingress_firewall().await?;
     step.split_quota(&mut desired).await?;
-    // The report of the status this reconcile starts from: the status it writes is reported by
-    // the next one, which the write itself sets off. None before the first status, so that a
-    // new tenant's report is written once, with the status it reaches.
+    // The report of the status this reconcile starts from, kept like every object (the status
+    // it writes is published with it, in `conclude`). None before the first status: the
+    // first `conclude` publishes it, with the status it reaches.
     if tenant.status.as_ref().is_some_and(|s| s.phase.is_some()) {
         desired.report = crate::report::config_maps(tenant, &step.identity);
     }
@@ -245,6 +245,8 @@ impl Reconcile<'_> {
         let network = matches!(outcome, Outcome::Ready | Outcome::Suspended)
             || matches!(outcome, Outcome::Decommissioning { .. })
                 && self.tenant.metadata.deletion_timestamp.is_none();
+        // Published with a status that follows a whole apply (the apply step keeps it).
+        let reported = namespaces.is_some() && matches!(outcome, Outcome::Ready);
         let mut snapshot = self.snapshot(previous, network).await?;
         if let Some(namespaces) = namespaces {
             snapshot.namespaces = namespaces;
@@ -272,6 +274,9 @@ impl Reconcile<'_> {
                     Note::normal(&event.reason, "Reconcile", event.message)
                 };
                 self.writer.publish(note).await;
+            }
+            if reported {
+                self.publish_report(&status).await;
             }
         }
         // After the status and its Events: a register that cannot be written holds up no
