@@ -52,6 +52,10 @@ pub struct NotificationsConfig {
     /// prometheus-operator's CRD is served) that routes alerts labelled with the tenant to its
     /// security and operations contacts by e-mail.
     pub alertmanager_config: bool,
+    /// How long a workload may run short of N+1, a volume wait for its binding or a
+    /// certificate for its issuer before it is an incident (`3m`): a replaced pod or a tenant
+    /// being set up opens none. Broken isolation and failing backups open one at once.
+    pub incident_grace: String,
 }
 
 impl Default for NotificationsConfig {
@@ -60,7 +64,17 @@ impl Default for NotificationsConfig {
             webhook_url: None,
             webhook_ca: None,
             alertmanager_config: true,
+            incident_grace: "3m".into(),
         }
+    }
+}
+
+impl NotificationsConfig {
+    /// The incident grace; the default when it does not parse (the file's loader refuses that).
+    #[must_use]
+    pub fn incident_grace(&self) -> Duration {
+        enclave_crds::duration::parse(&self.incident_grace)
+            .unwrap_or(crate::status::incidents::DEGRADED_GRACE)
     }
 }
 
@@ -411,6 +425,12 @@ impl ConfigFile {
         {
             return Err(invalid(format!(
                 "notifications.webhookUrl: {url:?} is not an http:// or https:// URL"
+            )));
+        }
+        if enclave_crds::duration::parse(&file.notifications.incident_grace).is_none() {
+            return Err(invalid(format!(
+                "notifications.incidentGrace: {:?} is not a duration such as 3m",
+                file.notifications.incident_grace
             )));
         }
         if enclave_crds::duration::parse(&file.tls.ca_validity).is_none() {

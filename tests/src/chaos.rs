@@ -465,6 +465,14 @@ pub async fn settled(client: &Client) -> Result<(bool, Vec<String>)> {
 /// # Errors
 /// When it does not within [`CONVERGE`].
 pub async fn converge(client: &Client) -> Result<Duration> {
+    converge_within(client, CONVERGE).await
+}
+
+/// Waits until [`settled`], at most `limit`; how long it took.
+///
+/// # Errors
+/// When it does not within `limit`.
+pub async fn converge_within(client: &Client, limit: Duration) -> Result<Duration> {
     let started = Instant::now();
     loop {
         let (done, waiting) = settled(client).await?;
@@ -472,8 +480,8 @@ pub async fn converge(client: &Client) -> Result<Duration> {
             return Ok(started.elapsed());
         }
         ensure!(
-            started.elapsed() < CONVERGE,
-            "not converged after {CONVERGE:?}: {}",
+            started.elapsed() < limit,
+            "not converged after {limit:?}: {}",
             waiting.join(", ")
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -508,6 +516,8 @@ pub struct Inventory {
     /// Uids of the claims and of the Secrets of the operator's namespace (keys, CAs,
     /// passwords), to find them again later.
     pub data: BTreeSet<String>,
+    /// Every managed object, as `kind namespace/name`, by tenant uid.
+    pub objects: BTreeMap<String, Vec<String>>,
 }
 
 /// Lists every managed object of the kinds the operator makes.
@@ -555,6 +565,11 @@ pub async fn inventory(client: &Client) -> Result<Inventory> {
             if !tenants.contains(uid) {
                 found.orphans.push(what.clone());
             }
+            found
+                .objects
+                .entry(uid.clone())
+                .or_default()
+                .push(what.clone());
             if kind.kind == "PersistentVolumeClaim"
                 || (kind.kind == "Secret" && namespace == OPERATOR_NAMESPACE)
             {

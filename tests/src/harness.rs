@@ -537,3 +537,21 @@ pub async fn provision(client: kube::Client) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Creates the Tenant `name` with `spec`.
+///
+/// # Errors
+/// When the API server refuses it.
+pub async fn create_tenant(
+    client: &Client,
+    name: &str,
+    spec: serde_json::Value,
+) -> anyhow::Result<()> {
+    let tenant: enclave_crds::Tenant = serde_json::from_value(serde_json::json!({
+        "apiVersion": "enclave.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec
+    }))?;
+    kube::Api::<enclave_crds::Tenant>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &tenant)
+        .await?;
+    Ok(())
+}

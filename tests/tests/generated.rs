@@ -310,3 +310,49 @@ async fn a_sample_of_generated_tenants_is_accepted_by_the_api_server() -> Result
     assert!(refused.is_empty(), "{refused:#?}");
     Ok(())
 }
+
+/// A Tenant the schema and the guard admit but the operator cannot build: `Blocked` with the
+/// reason, and not one object carries its uid (nothing half-applied).
+#[tokio::test]
+async fn a_tenant_the_operator_cannot_build_is_blocked_with_nothing_applied() -> Result<()> {
+    use enclave_crds::Phase;
+    let client = env().client().await?;
+    let tenants = Api::<Tenant>::all(client.clone());
+    // A default image the operator's configuration does not name.
+    let unknown = tenant(
+        "gen-blocked",
+        &json!({"zones": [{"name": "app"}],
+                "workloads": [{"name": "web", "zone": "app", "image": "default:nowhere", "capacity": 1}]}),
+    );
+    tenants
+        .create(&kube::api::PostParams::default(), &unknown)
+        .await?;
+    let blocked = enclave_tests::harness::eventually(
+        "gen-blocked Blocked",
+        std::time::Duration::from_secs(60),
+        || async {
+            let t = tenants.get("gen-blocked").await?;
+            Ok(t.status
+                .clone()
+                .filter(|s| s.phase == Some(Phase::Blocked))
+                .map(|s| (t, s)))
+        },
+    )
+    .await?;
+    let (t, status) = blocked;
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason, "UnknownImage", "{}", ready.message);
+    assert!(ready.message.contains("web"), "{}", ready.message);
+    let uid = t.metadata.uid.clone().unwrap();
+    let inventory = enclave_tests::chaos::inventory(&client).await?;
+    assert_eq!(
+        inventory.objects.get(&uid).cloned().unwrap_or_default(),
+        Vec::<String>::new(),
+        "a blocked tenant must not be half-applied"
+    );
+    Ok(())
+}

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, ensure};
 use enclave_crds::{Phase, Tenant, TenantExport};
 use enclave_operator::report::{Report, Verdict};
 use enclave_tests::controlplane::built;
-use enclave_tests::harness::{OPERATOR_NAMESPACE, env, eventually};
+use enclave_tests::harness::{OPERATOR_NAMESPACE, create_tenant, env, eventually};
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{
@@ -28,11 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn ready_tenant(client: &Client, name: &str, spec: Value) -> Result<Tenant> {
-    let tenant: Tenant = serde_json::from_value(
-        json!({"apiVersion": "enclave.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec}),
-    )?;
-    let api = Api::<Tenant>::all(client.clone());
-    api.create(&PostParams::default(), &tenant).await?;
+    create_tenant(client, name, spec).await?;
     phase(client, name, Phase::Ready).await
 }
 
@@ -209,7 +205,8 @@ async fn incidents_reach_the_webhook_the_register_and_the_contacts_routing() -> 
     })
     .await?;
     let receiver = receiver(1).await?;
-    set_notifications(json!({"webhookUrl": receiver.url}))?;
+    // A grace of 2 s (3 minutes by default) for what is not at once an incident.
+    set_notifications(json!({"webhookUrl": receiver.url, "incidentGrace": "2s"}))?;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let name = "inc-shop";
@@ -370,6 +367,41 @@ async fn incidents_reach_the_webhook_the_register_and_the_contacts_routing() -> 
     );
     let (_, stdout, _) = enclave(&env().kubeconfig, &["report", name, "-o", "json"])?;
     assert_eq!(verdict(&json_report(&stdout)?, "R6"), Verdict::Kept);
+
+    // A certificate its issuer never gives (cert-manager is not installed here): past the
+    // grace, a CertificateNotReady incident, notified; the report breaks R1.
+    let cert = "inc-cert";
+    create_tenant(
+        &client,
+        cert,
+        json!({"contacts": [{"email": "sec@cert.example"}], "zones": [{"name": "web", "ports": [{"port": 8080}]}],
+               "tls": {"dnsNames": ["cert.example"], "issuer": {"name": "nowhere"}}}),
+    )
+    .await?;
+    let incident = eventually("the certificate incident notified", WAIT, || async {
+        let t = tenants.get(cert).await?;
+        Ok(t.status
+            .unwrap_or_default()
+            .incidents
+            .into_iter()
+            .find(|i| {
+                i.type_ == "CertificateNotReady"
+                    && i.resolved_at.is_none()
+                    && i.notified_at.is_some()
+            }))
+    })
+    .await?;
+    assert_eq!(incident.contacts, ["sec@cert.example"]);
+    assert!(
+        receiver
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n["tenant"] == cert && n["incident"]["type"] == "CertificateNotReady")
+    );
+    let (_, stdout, _) = enclave(&env().kubeconfig, &["report", cert, "-o", "json"])?;
+    assert_eq!(verdict(&json_report(&stdout)?, "R1"), Verdict::Broken);
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use enclave_crds::Tenant;
 use enclave_operator::config::NetworkConfig;
 use enclave_operator::exposure::{cluster_reach, selects};
-use enclave_tests::harness::{OPERATOR_NAMESPACE, env, eventually};
+use enclave_tests::harness::{OPERATOR_NAMESPACE, create_tenant, env, eventually};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -19,16 +19,6 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(60);
 const ALLOW: &str = "nginx.ingress.kubernetes.io/whitelist-source-range";
 const DENY: &str = "nginx.ingress.kubernetes.io/denylist-source-range";
-
-async fn create_tenant(client: &Client, name: &str, spec: Value) -> Result<()> {
-    let tenant: Tenant = serde_json::from_value(
-        json!({"apiVersion": "enclave.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec}),
-    )?;
-    Api::<Tenant>::all(client.clone())
-        .create(&PostParams::default(), &tenant)
-        .await?;
-    Ok(())
-}
 
 /// The Tenant once its status reports the network (the `Isolated` condition) for the
 /// current generation and `done` holds.

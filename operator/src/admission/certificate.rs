@@ -129,14 +129,18 @@ pub async fn keep_ca_bundle(
     let writer = gateway.writer(Phase::Start, None);
     let upkeep = async {
         loop {
-            let ca = secrets
-                .get_opt(&secret)
-                .await
-                .ok()
-                .flatten()
-                .as_ref()
-                .and_then(ServingCertificate::from_secret)
-                .map(|c| c.ca_pem);
+            // A read that fails (the API server restarting) is not an absent certificate.
+            let ca = match secrets.get_opt(&secret).await {
+                Ok(found) => found
+                    .as_ref()
+                    .and_then(ServingCertificate::from_secret)
+                    .map(|c| c.ca_pem),
+                Err(error) => {
+                    tracing::warn!(%secret, %error, "reading the serving certificate failed; trying again");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
             match ca {
                 Some(ca) => {
                     keep_one(&validating, &writer, &webhook_configuration, &WEBHOOKS, &ca).await;

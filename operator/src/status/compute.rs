@@ -39,6 +39,9 @@ pub struct Reconciled<'a> {
     pub certificate: Option<&'a TlsReport>,
     /// The tenant's retention window (to derive `decommissionedAt` from the deadline).
     pub retention: std::time::Duration,
+    /// How long a workload, a volume or a certificate may fall short before it is an incident
+    /// (the configuration's `notifications.incidentGrace`).
+    pub incident_grace: std::time::Duration,
 }
 
 /// The tenant's status: pure, from the tenant, what the reconcile did and one snapshot.
@@ -143,7 +146,8 @@ pub fn compute(
         _ => None,
     };
     let before = previous.map(|p| p.incidents.as_slice()).unwrap_or_default();
-    status.incidents = super::incidents::track(tenant, before, &status, now);
+    status.incidents =
+        super::incidents::track(tenant, before, &status, now, reconciled.incident_grace);
     status
 }
 

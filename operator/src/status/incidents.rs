@@ -16,7 +16,8 @@ pub const KEPT_IN_STATUS: usize = 20;
 /// incident.
 pub const NOT_READY_GRACE: Duration = Duration::from_secs(600);
 /// How long a workload may run short, a volume wait for its binding or a certificate for its
-/// issuer (a tenant being set up, a pod replaced, a rollout) before it is an incident; a
+/// issuer (a tenant being set up, a pod replaced, a rollout) before it is an incident, by
+/// default (`notifications.incidentGrace`); a
 /// member who deletes pods over and over opens none. Broken isolation and failing backups
 /// (already overdue) have none.
 pub const DEGRADED_GRACE: Duration = Duration::from_secs(180);
@@ -28,6 +29,7 @@ pub const PURGE_GRACE: Duration = Duration::from_secs(3600);
 pub fn degraded(
     status: &TenantStatus,
     now: Timestamp,
+    grace: Duration,
 ) -> Vec<(&'static str, &'static str, String)> {
     let condition = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_);
     let mut found = Vec::new();
@@ -52,27 +54,17 @@ pub fn degraded(
         c.status == "False"
             && now.duration_since(c.last_transition_time.0).as_secs_f64() >= grace.as_secs_f64()
     };
-    for (type_, incident, severity, grace) in [
+    for (type_, incident, severity, wait) in [
         (BACKUP_HEALTHY, "BackupFailing", "critical", Duration::ZERO),
-        (
-            CERTIFICATE_READY,
-            "CertificateNotReady",
-            "critical",
-            DEGRADED_GRACE,
-        ),
+        (CERTIFICATE_READY, "CertificateNotReady", "critical", grace),
         (ISOLATED, "IsolationBroken", "critical", Duration::ZERO),
-        (
-            STORAGE_REPLICATED,
-            "StorageNotReplicated",
-            "warning",
-            DEGRADED_GRACE,
-        ),
+        (STORAGE_REPLICATED, "StorageNotReplicated", "warning", grace),
     ] {
-        if let Some(c) = condition(type_).filter(|c| past(c, grace)) {
+        if let Some(c) = condition(type_).filter(|c| past(c, wait)) {
             found.push((incident, severity, format!("{}: {}", c.reason, c.message)));
         }
     }
-    if let Some(c) = condition(WORKLOADS_REDUNDANT).filter(|c| past(c, DEGRADED_GRACE)) {
+    if let Some(c) = condition(WORKLOADS_REDUNDANT).filter(|c| past(c, grace)) {
         let (incident, severity) = if c.reason == "Unavailable" {
             ("WorkloadsUnavailable", "critical")
         } else {
@@ -96,7 +88,7 @@ pub fn degraded(
 /// How soon a degraded promise outlives its grace and opens an incident, so the tenant is
 /// looked at again then rather than at the next resync.
 #[must_use]
-pub fn next_due(status: &TenantStatus, now: Timestamp) -> Option<Duration> {
+pub fn next_due(status: &TenantStatus, now: Timestamp, grace: Duration) -> Option<Duration> {
     let left = |since: Timestamp, grace: Duration| {
         let elapsed = now.duration_since(since).as_secs_f64().max(0.0);
         (elapsed < grace.as_secs_f64())
@@ -109,7 +101,7 @@ pub fn next_due(status: &TenantStatus, now: Timestamp) -> Option<Duration> {
         .filter_map(|c| {
             let grace = match c.type_.as_str() {
                 READY => NOT_READY_GRACE,
-                CERTIFICATE_READY | STORAGE_REPLICATED | WORKLOADS_REDUNDANT => DEGRADED_GRACE,
+                CERTIFICATE_READY | STORAGE_REPLICATED | WORKLOADS_REDUNDANT => grace,
                 _ => return None,
             };
             left(c.last_transition_time.0, grace)
@@ -132,10 +124,11 @@ pub fn track(
     previous: &[Incident],
     status: &TenantStatus,
     now: Timestamp,
+    grace: Duration,
 ) -> Vec<Incident> {
     let now = seconds(now);
     let contacts = crate::desired::incidents::contacts(tenant);
-    let seen = degraded(status, now);
+    let seen = degraded(status, now, grace);
     let mut incidents: Vec<Incident> = previous.to_vec();
     for incident in incidents.iter_mut().filter(|i| i.resolved_at.is_none()) {
         if !seen.iter().any(|(type_, ..)| *type_ == incident.type_) {
@@ -236,7 +229,7 @@ mod tests {
                 (BACKUP_HEALTHY, "False", "BackupOverdue", 0),
             ],
         );
-        let opened = track(&t, &[], &failing, at(10));
+        let opened = track(&t, &[], &failing, at(10), DEGRADED_GRACE);
         assert_eq!(opened.len(), 1);
         let incident = &opened[0];
         assert_eq!(
@@ -258,7 +251,7 @@ mod tests {
         }
         assert_eq!(unannounced(&mut opened).count(), 0);
         // Still failing: the same incident, not another.
-        assert_eq!(track(&t, &opened, &failing, at(20)), opened);
+        assert_eq!(track(&t, &opened, &failing, at(20), DEGRADED_GRACE), opened);
         // Recovered: resolved, kept in the register.
         let healthy = status(
             Phase::Ready,
@@ -267,7 +260,7 @@ mod tests {
                 (BACKUP_HEALTHY, "True", "BackupSucceeded", 30),
             ],
         );
-        let resolved = track(&t, &opened, &healthy, at(30));
+        let resolved = track(&t, &opened, &healthy, at(30), DEGRADED_GRACE);
         assert_eq!(resolved[0].resolved_at, Some(Time(at(30))));
         assert_eq!(resolved_now(&opened, &resolved), [&resolved[0]]);
         assert!(
@@ -275,7 +268,7 @@ mod tests {
             "announced once"
         );
         // Failing again: a new incident, newest first.
-        let again = track(&t, &resolved, &failing, at(40));
+        let again = track(&t, &resolved, &failing, at(40), DEGRADED_GRACE);
         assert_eq!(again.len(), 2);
         assert!(again[0].resolved_at.is_none() && again[0].opened_at == Time(at(40)));
     }
@@ -287,11 +280,14 @@ mod tests {
             Phase::Pending,
             &[(READY, "False", "NamespaceTerminating", 0)],
         );
-        assert!(track(&t, &[], &pending, at(60)).is_empty());
+        assert!(track(&t, &[], &pending, at(60), DEGRADED_GRACE).is_empty());
         let grace = i64::try_from(NOT_READY_GRACE.as_secs()).expect("secs");
-        assert_eq!(track(&t, &[], &pending, at(grace))[0].type_, "NotReady");
+        assert_eq!(
+            track(&t, &[], &pending, at(grace), DEGRADED_GRACE)[0].type_,
+            "NotReady"
+        );
         let suspended = status(Phase::Suspended, &[(READY, "False", "Suspended", 0)]);
-        assert!(track(&t, &[], &suspended, at(grace * 10)).is_empty());
+        assert!(track(&t, &[], &suspended, at(grace * 10), DEGRADED_GRACE).is_empty());
     }
 
     #[test]
@@ -307,8 +303,8 @@ mod tests {
                 Phase::Ready,
                 &[(ISOLATED, "True", "ExposureMatchesSpec", 0)],
             );
-            incidents = track(&t, &incidents, &failing, at(i * 10));
-            incidents = track(&t, &incidents, &healthy, at(i * 10 + 5));
+            incidents = track(&t, &incidents, &failing, at(i * 10), DEGRADED_GRACE);
+            incidents = track(&t, &incidents, &healthy, at(i * 10 + 5), DEGRADED_GRACE);
         }
         assert_eq!(incidents.len(), KEPT_IN_STATUS);
         assert_eq!(incidents[0].opened_at, Time(at(290)));

@@ -374,6 +374,7 @@ fn compute_degrades_a_ready_tenant_short_of_n_plus_one_and_announces_it_once() {
         outcome: &Outcome::Ready,
         certificate: None,
         retention: std::time::Duration::from_secs(60),
+        incident_grace: super::incidents::DEGRADED_GRACE,
     };
     let healthy = Snapshot {
         namespaces: vec!["acme-dmz".into()],
@@ -406,7 +407,10 @@ fn compute_degrades_a_ready_tenant_short_of_n_plus_one_and_announces_it_once() {
     // tenant is looked at again when the grace ends.
     assert!(degraded.incidents.is_empty());
     let grace = super::incidents::DEGRADED_GRACE;
-    assert_eq!(super::incidents::next_due(&degraded, at(200)), Some(grace));
+    assert_eq!(
+        super::incidents::next_due(&degraded, at(200), grace),
+        Some(grace)
+    );
     let still = Snapshot {
         previous: Some(degraded.clone()),
         ..short
@@ -435,6 +439,7 @@ fn compute_derives_decommissioned_at_from_the_deadline_and_keeps_purged_at() {
         outcome: &outcome,
         certificate: None,
         retention,
+        incident_grace: super::incidents::DEGRADED_GRACE,
     };
     let status = compute(&tenant, &reconciled, &Snapshot::default(), at(100));
     assert_eq!(status.phase, Some(Phase::Decommissioning));
@@ -472,6 +477,7 @@ fn compute_drops_what_the_spec_no_longer_asks() {
         outcome: &Outcome::Ready,
         certificate: None,
         retention: std::time::Duration::from_secs(60),
+        incident_grace: super::incidents::DEGRADED_GRACE,
     };
     let snapshot = Snapshot {
         previous: Some(previous),
@@ -679,6 +685,7 @@ fn compute_keeps_the_kstatus_conditions_beside_the_others() {
         outcome: &blocked,
         certificate: None,
         retention: std::time::Duration::from_secs(60),
+        incident_grace: super::incidents::DEGRADED_GRACE,
     };
     let status = compute(&tenant, &reconciled, &Snapshot::default(), at(100));
     assert_eq!(status.phase, Some(Phase::Blocked));

@@ -4,7 +4,7 @@
 //! Usage: chaos [--tenants N] [--kills N] [--storm-seconds N] [--outage-seconds N]
 //! [--slow-tenants N] (defaults 200, 100, 60, 60, 20).
 
-use enclave_tests::chaos::{self, Cluster};
+use enclave_tests::chaos::{self, Cluster, Row};
 use std::time::Duration;
 
 fn arg(name: &str, default: u64) -> anyhow::Result<u64> {
@@ -27,21 +27,43 @@ async fn main() -> anyhow::Result<()> {
     let slow = usize::try_from(arg("--slow-tenants", 20)?)?;
     eprintln!("==> starting the local control plane");
     let mut cluster = tokio::task::spawn_blocking(Cluster::start).await??;
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
+    // Each row as it comes (a long run may be cut short), a failed scenario as a row too.
+    let mut record = |scenario: &str, result: anyhow::Result<Row>| {
+        let row = result.unwrap_or_else(|error| Row {
+            scenario: scenario.into(),
+            note: format!("failed: {error:#}"),
+            ..Row::default()
+        });
+        eprint!("{}", chaos::table(std::slice::from_ref(&row)));
+        rows.push(row);
+    };
     eprintln!("==> kill -9 x{kills} among {tenants} tenants");
-    rows.push(chaos::kills(&mut cluster, tenants, kills).await?);
+    record("kill -9", chaos::kills(&mut cluster, tenants, kills).await);
     eprintln!("==> kube-apiserver and etcd restarts");
-    rows.push(chaos::restarts(&mut cluster).await?);
+    record(
+        "apiserver, etcd restart",
+        chaos::restarts(&mut cluster).await,
+    );
     eprintln!("==> two leaders");
-    rows.push(chaos::two_leaders(&mut cluster).await?);
+    record("two leaders", chaos::two_leaders(&mut cluster).await);
     eprintln!("==> a conflicting field manager");
-    rows.push(chaos::conflicts(&mut cluster, 10).await?);
+    record(
+        "conflicting manager",
+        chaos::conflicts(&mut cluster, 10).await,
+    );
     eprintln!("==> a Tenant edited every 100 ms for {storm}s");
-    rows.push(chaos::storm(&mut cluster, storm).await?);
+    record("edit every 100 ms", chaos::storm(&mut cluster, storm).await);
     eprintln!("==> the webhook down for {outage}s");
-    rows.push(chaos::webhook_outage(&mut cluster, outage).await?);
+    record(
+        "webhook down",
+        chaos::webhook_outage(&mut cluster, outage).await,
+    );
     eprintln!("==> a slow, lossy API");
-    rows.push(chaos::slow_api(&mut cluster, slow, Duration::from_millis(200), 5).await?);
+    record(
+        "slow, lossy API",
+        chaos::slow_api(&mut cluster, slow, Duration::from_millis(200), 5).await,
+    );
     print!("{}", chaos::table(&rows));
     println!("{}", serde_json::to_string(&rows)?);
     Ok(())

@@ -255,6 +255,7 @@ impl Reconcile<'_> {
             outcome,
             certificate,
             retention: self.retention,
+            incident_grace: self.config.notifications.incident_grace(),
         };
         let now = Timestamp::now();
         let mut status = status::compute(self.tenant, &reconciled, &snapshot, now);
@@ -286,7 +287,8 @@ impl Reconcile<'_> {
             .notify_again
             .load(Ordering::Relaxed)
             .then_some(NOTIFY_AGAIN);
-        Ok([status::incidents::next_due(&status, now), notify]
+        let grace = self.config.notifications.incident_grace();
+        Ok([status::incidents::next_due(&status, now, grace), notify]
             .into_iter()
             .flatten()
             .min())
