@@ -6,8 +6,10 @@
 //! process when this process ends any other way (a panic, Ctrl-C, a kill), so nothing is
 //! left behind.
 
+mod restart;
 use crate::pki::{self, Authority, CertFiles};
 use anyhow::{Context as _, bail};
+use restart::Restarted;
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -510,65 +512,6 @@ status:
         Ok(())
     }
 
-    /// Kills the component `name` (`kube-apiserver`, `etcd`, ...) with SIGKILL and starts it
-    /// again as it was started, its log appended to; returns once it is healthy again, with how
-    /// long it was gone.
-    ///
-    /// # Errors
-    /// When it does not come back within 90 s.
-    pub fn restart(&self, name: &str) -> anyhow::Result<Duration> {
-        let down = Instant::now();
-        let mut started = self
-            .started
-            .lock()
-            .map_err(|_| anyhow::anyhow!("a restart panicked"))?;
-        let component = started
-            .iter_mut()
-            .find(|c| c.name == name)
-            .with_context(|| format!("no component {name}"))?;
-        let pid = match component.process.as_mut() {
-            Some(process) => process.id(),
-            None => self
-                .children
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, c)| c.id())
-                .context("its process")?,
-        };
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-        if let Some(mut old) = component.process.take() {
-            let _ = old.wait();
-        }
-        // The first process is reaped by Drop; wait here until its port is free.
-        std::thread::sleep(Duration::from_millis(500));
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.dir.join(format!("{name}.log")))?;
-        let child = Command::new(&component.program)
-            .args(&component.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        let mut pids = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.dir.join("pids"))?;
-        writeln!(pids, "{}", child.id())?;
-        component.process = Some(child);
-        drop(started);
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !self.kubectl_ok(&["get", "--raw", "/readyz"]) {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the API is not ready 90 s after restarting {name}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(down.elapsed())
-    }
-
     /// Waits for `ready`, failing early with the log's tail if a component exits.
     fn wait(
         &mut self,
@@ -662,15 +605,6 @@ sleep 1; rm -rf "$2""#;
             .chain(restarted)
             .collect()
     }
-}
-
-/// A component as it was started, to start it again.
-struct Restarted {
-    name: String,
-    program: std::ffi::OsString,
-    args: Vec<std::ffi::OsString>,
-    /// The process started by [`ControlPlane::restart`], if any.
-    process: Option<Child>,
 }
 
 impl Drop for ControlPlane {

@@ -106,6 +106,12 @@ impl Replica {
         (!values.is_empty()).then(|| values.iter().sum())
     }
 
+    /// The cumulative buckets `(le, count)` of its histogram `name`.
+    #[must_use]
+    pub fn histogram(&self, name: &str) -> Vec<(f64, f64)> {
+        histogram_of(&http_get(self.admin, "/metrics").unwrap_or_default(), name)
+    }
+
     /// Whether it holds the leader Lease.
     #[must_use]
     pub fn leads(&self) -> bool {
@@ -305,4 +311,38 @@ pub fn operator_writes(audit_log: &Path, namespace: &str) -> Result<Vec<Write>> 
                 .to_string(),
         })
         .collect())
+}
+
+/// The cumulative buckets `(le, count)` of the histogram `name` in a metrics text.
+#[must_use]
+pub fn histogram_of(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The upper bound of the bucket holding quantile `q`; past the last finite bucket, that
+/// bucket's bound (a lower bound then).
+#[must_use]
+pub fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    let last_finite = buckets
+        .iter()
+        .map(|b| b.0)
+        .filter(|le| le.is_finite())
+        .fold(0.0, f64::max);
+    buckets
+        .iter()
+        .find(|(_, count)| *count >= total * q)
+        .map_or(0.0, |(le, _)| le.min(last_finite))
 }

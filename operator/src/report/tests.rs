@@ -1,6 +1,10 @@
 use super::*;
 use crate::desired::fixtures::tenant;
+use crate::status::{
+    BACKUP_HEALTHY, CERTIFICATE_READY, ISOLATED, READY, STORAGE_REPLICATED, WORKLOADS_REDUNDANT,
+};
 use enclave_crds::{CertificateStatus, Incident, WorkloadStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 

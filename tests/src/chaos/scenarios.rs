@@ -7,7 +7,7 @@ use super::{
     observed, rename, spec, unexpected_lines,
 };
 use crate::harness::provision;
-use crate::replica::{Replica, credential_id};
+use crate::replica::credential_id;
 use anyhow::{Context as _, Result, ensure};
 use enclave_crds::Tenant;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -552,7 +552,7 @@ pub async fn slow_api(
     // replica, each reconcile some 40 requests of 200 ms: minutes with hundreds of tenants.
     super::converge_within(&client, Duration::from_secs(900)).await?;
     let all = started.elapsed();
-    let buckets = histogram(&replica, "enclave_reconcile_duration_seconds");
+    let buckets = replica.histogram("enclave_reconcile_duration_seconds");
     let counts = proxy.counts();
     let mut row = Row {
         scenario: "slow, lossy API".into(),
@@ -566,7 +566,10 @@ pub async fn slow_api(
         ),
         ..Row::default()
     };
-    (row.p50, row.p99) = (quantile(&buckets, 0.5), quantile(&buckets, 0.99));
+    (row.p50, row.p99) = (
+        crate::replica::quantile(&buckets, 0.5),
+        crate::replica::quantile(&buckets, 0.99),
+    );
     let last = buckets
         .iter()
         .map(|b| b.0)
@@ -581,37 +584,4 @@ pub async fn slow_api(
     check(&client, &mut row, &seen, &replica.logs(), &[]).await?;
     replica.terminate()?;
     Ok(row)
-}
-
-/// The cumulative buckets `(le, count)` of a histogram in a replica's metrics.
-fn histogram(replica: &Replica, name: &str) -> Vec<(f64, f64)> {
-    let text = crate::replica::http_get(replica.admin, "/metrics").unwrap_or_default();
-    let prefix = format!("{name}_bucket{{");
-    text.lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, l.rsplit(' ').next()?.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The upper bound of the bucket holding quantile `q`; past the last finite bucket, that
-/// bucket's bound (a lower bound then).
-fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
-    let total = buckets.last().map_or(0.0, |b| b.1);
-    let last_finite = buckets
-        .iter()
-        .map(|b| b.0)
-        .filter(|le| le.is_finite())
-        .fold(0.0, f64::max);
-    buckets
-        .iter()
-        .find(|(_, count)| *count >= total * q)
-        .map_or(0.0, |(le, _)| le.min(last_finite))
 }
