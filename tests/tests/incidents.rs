@@ -178,6 +178,16 @@ fn verdict(report: &Report, id: &str) -> Verdict {
         .unwrap()
 }
 
+/// The incidents a register ConfigMap holds (none when it holds none or no JSON).
+fn registered(register: &ConfigMap) -> Vec<enclave_crds::Incident> {
+    register
+        .data
+        .as_ref()
+        .and_then(|d| d.get("incidents.json"))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default()
+}
+
 fn json_report(stdout: &str) -> Result<Report> {
     serde_json::from_str(stdout).with_context(|| format!("not a report: {stdout}"))
 }
@@ -296,30 +306,25 @@ async fn incidents_reach_the_webhook_the_register_and_the_contacts_routing() -> 
         "a NotificationFailed Event"
     );
     // The register, in the operator's namespace, without the tenant's labels.
+    // It is written after the status, so it may trail the status by a moment.
     let registers = Api::<ConfigMap>::namespaced(client.clone(), OPERATOR_NAMESPACE);
     let by_label = ListParams::default().labels(&format!("enclave.dev/incident-register={name}"));
-    let found = registers.list(&by_label).await?.items;
-    assert_eq!(found.len(), 1, "one register");
-    let register_name = found[0].name_any();
+    let register = eventually("the register with the notified incident", WAIT, || async {
+        let found = registers.list(&by_label).await?.items;
+        ensure!(found.len() <= 1, "one register, not {}", found.len());
+        Ok(found.into_iter().next().filter(|register| {
+            registered(register)
+                .iter()
+                .any(|i| i.id == incident.id && i.notified_at.is_some())
+        }))
+    })
+    .await?;
+    let register_name = register.name_any();
     assert!(
         register_name.starts_with(&format!("enclave-incidents-{name}-")),
         "{register_name}"
     );
-    let register = registers.get(&register_name).await?;
     assert!(!register.labels().contains_key("enclave.dev/tenant-uid"));
-    let registered: Vec<enclave_crds::Incident> = serde_json::from_str(
-        register
-            .data
-            .as_ref()
-            .unwrap()
-            .get("incidents.json")
-            .unwrap(),
-    )?;
-    assert!(
-        registered
-            .iter()
-            .any(|i| i.id == incident.id && i.notified_at.is_some())
-    );
     // The report says which promises it breaks.
     let (ok, stdout, stderr) = enclave(&env().kubeconfig, &["report", name, "-o", "json"])?;
     ensure!(ok, "{stderr}");
@@ -351,20 +356,14 @@ async fn incidents_reach_the_webhook_the_register_and_the_contacts_routing() -> 
             .then_some(()))
     })
     .await?;
-    let register = registers.get(&register_name).await?;
-    let registered: Vec<enclave_crds::Incident> = serde_json::from_str(
-        register
-            .data
-            .as_ref()
-            .unwrap()
-            .get("incidents.json")
-            .unwrap(),
-    )?;
-    assert!(
-        registered
+    eventually("the register with the resolution", WAIT, || async {
+        let register = registers.get(&register_name).await?;
+        Ok(registered(&register)
             .iter()
             .any(|i| i.id == incident.id && i.resolved_at.is_some())
-    );
+            .then_some(()))
+    })
+    .await?;
     let (_, stdout, _) = enclave(&env().kubeconfig, &["report", name, "-o", "json"])?;
     assert_eq!(verdict(&json_report(&stdout)?, "R6"), Verdict::Kept);
 
