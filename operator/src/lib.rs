@@ -7,6 +7,7 @@
 //! - [`desired`]: pure builders, `(Tenant, configuration) -> Desired`;
 //! - [`exposure`], [`status`]: pure evaluation of the network and of the status;
 //! - [`report`]: the compliance report, promise by promise, from a Tenant (pure);
+//! - [`cache`]: the objects the operator compares against, kept by its watches;
 //! - [`cluster`]: the only code that writes to the API server, and the applier;
 //! - [`controllers`]: the Tenant pipeline and the restore/export requests;
 //! - [`admission`], [`credentials`], [`telemetry`], [`notify`]: the guard, the backup broker,
@@ -15,6 +16,7 @@
 
 pub mod admission;
 pub mod app;
+pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod controllers;

@@ -13,6 +13,7 @@ use super::adjust::{claim_to_apply, keep_claim_templates};
 use super::data::{create_key, delete_keys, purge_claim, release_volumes};
 use super::retention::{Sweep, plan_sweep, purge_after};
 use super::{Note, Writer, display_name};
+use crate::cache::{Caches, Lookup};
 use crate::desired::backup::BackupObjects;
 use crate::desired::storage::{KeySecret, RETAINED, StorageObjects};
 use crate::desired::tls::{PART, PART_TLS, TlsObjects};
@@ -38,6 +39,8 @@ use std::time::Duration;
 /// labels (and `selector`), is swept.
 struct Registration {
     resource: ApiResource,
+    /// What of the kind the caches hold, by selector; `None` for a kind they do not hold.
+    cached: fn(&Caches, &str) -> Option<Vec<ObjectMeta>>,
     /// Labels besides the tenant's uid that select what may be swept.
     selector: String,
     wanted: BTreeSet<(String, String)>,
@@ -47,6 +50,7 @@ struct Registration {
 pub struct Applier<'a> {
     writer: Writer<'a>,
     client: Client,
+    caches: &'a Caches,
     identity: &'a Identity,
     /// The operator's namespace, where key Secrets live.
     operator_namespace: &'a str,
@@ -64,6 +68,7 @@ impl<'a> Applier<'a> {
     pub fn new(
         writer: &Writer<'a>,
         client: Client,
+        caches: &'a Caches,
         identity: &'a Identity,
         operator_namespace: &'a str,
         retention: Duration,
@@ -71,6 +76,7 @@ impl<'a> Applier<'a> {
         Self {
             writer: writer.during(Phase::Apply),
             client,
+            caches,
             identity,
             operator_namespace,
             retention,
@@ -159,7 +165,7 @@ impl<'a> Applier<'a> {
         let tls_secrets = format!("{PART}={PART_TLS}");
         step(self.apply_kind(&secrets, &tls_secrets).await);
         for (namespace, name) in issued_elsewhere {
-            self.register(&ApiResource::erase::<Secret>(&()), &tls_secrets)
+            self.register::<Secret>(&tls_secrets)
                 .insert((namespace, name));
         }
         step(self.apply_kind(&bundles, "").await);
@@ -191,20 +197,30 @@ impl<'a> Applier<'a> {
                 extra => format!("{}={},{extra}", labels::TENANT_UID, self.identity.uid),
             };
             let kind = &registration.resource.kind;
-            let listed =
-                Api::<DynamicObject>::all_with(self.client.clone(), &registration.resource)
-                    .list_metadata(&ListParams::default().labels(&selector))
-                    .await;
-            let owned = match listed {
-                Ok(list) => list.items,
-                // A kind whose CRD is not installed (cert-manager's) has nothing to sweep.
-                Err(kube::Error::Api(status)) if status.code == 404 => continue,
-                Err(error) => return Err(api(Phase::Sweep, "list", kind, &selector)(error)),
+            let owned = match (registration.cached)(self.caches, &selector) {
+                Some(cached) => cached,
+                None => {
+                    let listed =
+                        Api::<DynamicObject>::all_with(self.client.clone(), &registration.resource)
+                            .list_metadata(&ListParams::default().labels(&selector))
+                            .await;
+                    match listed {
+                        Ok(list) => list.items.into_iter().map(|o| o.metadata).collect(),
+                        // A kind whose CRD is not installed (cert-manager's) has nothing to
+                        // sweep.
+                        Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                        Err(error) => {
+                            return Err(api(Phase::Sweep, "list", kind, &selector)(error));
+                        }
+                    }
+                }
             };
             for meta in owned {
-                let key = (meta.namespace().unwrap_or_default(), meta.name_any());
-                if registration.wanted.contains(&key) || meta.metadata.deletion_timestamp.is_some()
-                {
+                let key = (
+                    meta.namespace.clone().unwrap_or_default(),
+                    meta.name.clone().unwrap_or_default(),
+                );
+                if registration.wanted.contains(&key) || meta.deletion_timestamp.is_some() {
                     continue;
                 }
                 let object = display_name(Some(&key.0), &key.1);
@@ -227,44 +243,40 @@ impl<'a> Applier<'a> {
         Ok([claims, namespaces].into_iter().flatten().min())
     }
 
-    /// The live object `desired` names, if any.
+    /// The live object `desired` names, if any: from the caches, or read.
     async fn live<K>(&self, desired: &K) -> Result<Option<K>>
     where
-        K: Resource<DynamicType = ()> + DeserializeOwned,
+        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + 'static,
     {
-        let resource = ApiResource::erase::<K>(&());
-        let namespace = desired.meta().namespace.clone();
+        let namespace = desired.meta().namespace.as_deref();
         let name = desired.meta().name.clone().unwrap_or_default();
-        let failed = || {
-            api(
+        self.caches
+            .get_or_read::<K>(&self.client, namespace, &name)
+            .await
+            .map_err(api(
                 Phase::Apply,
                 "get",
-                &resource.kind,
-                display_name(namespace.as_deref(), &name),
-            )
-        };
-        let api_ = match namespace.as_deref() {
-            Some(namespace) => {
-                Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &resource)
-            }
-            None => Api::<DynamicObject>::all_with(self.client.clone(), &resource),
-        };
-        let Some(live) = api_.get_opt(&name).await.map_err(failed())? else {
-            return Ok(None);
-        };
-        serde_json::to_value(live)
-            .and_then(serde_json::from_value)
-            .map(Some)
-            .map_err(|source| crate::Error::Serialization {
-                kind: resource.kind.clone(),
-                source,
-            })
+                K::kind(&()),
+                display_name(namespace, &name),
+            ))
     }
 
-    fn register(
+    fn register<K>(&mut self, selector: &str) -> &mut BTreeSet<(String, String)>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        self.register_with(
+            &ApiResource::erase::<K>(&()),
+            selector,
+            Caches::metadata::<K>,
+        )
+    }
+
+    fn register_with(
         &mut self,
         resource: &ApiResource,
         selector: &str,
+        cached: fn(&Caches, &str) -> Option<Vec<ObjectMeta>>,
     ) -> &mut BTreeSet<(String, String)> {
         let index = match self
             .registered
@@ -275,6 +287,7 @@ impl<'a> Applier<'a> {
             None => {
                 self.registered.push(Registration {
                     resource: resource.clone(),
+                    cached,
                     selector: selector.to_string(),
                     wanted: BTreeSet::new(),
                 });
@@ -292,14 +305,13 @@ impl<'a> Applier<'a> {
     /// The first read or write the API server refuses.
     pub async fn apply_kind<K>(&mut self, objects: &[K], selector: &str) -> Result<()>
     where
-        K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+        K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + 'static,
     {
-        let resource = ApiResource::erase::<K>(&());
-        self.register(&resource, selector);
+        self.register::<K>(selector);
         let mut first = None;
         for object in objects {
             // Wanted before it is applied: one that fails to apply is not swept.
-            self.register(&resource, selector)
+            self.register::<K>(selector)
                 .insert((object.namespace().unwrap_or_default(), object.name_any()));
             let applied = match self.live(object).await {
                 Ok(live) => self.writer.apply(object, live.as_ref()).await.map(|_| ()),
@@ -316,6 +328,10 @@ impl<'a> Applier<'a> {
     /// rewritten, or the data it encrypts would be lost. Keys are never swept; they go with
     /// the data they protect (a zone's purge, the tenant's purge).
     async fn create_key(&self, key: &KeySecret) -> Result<()> {
+        let (namespace, name) = (key.secret.namespace(), key.secret.name_any());
+        if let Lookup::Found(_) = self.caches.get::<Secret>(namespace.as_deref(), &name) {
+            return Ok(());
+        }
         create_key(&self.writer, &self.client, key)
             .await
             .map(|_| ())
@@ -405,7 +421,7 @@ impl<'a> Applier<'a> {
     /// cert-manager `Certificate`s, known only as JSON.
     async fn certificates(&mut self, certificates: Vec<Value>) -> Result<()> {
         let resource = crate::desired::tls::certificate_resource();
-        self.register(&resource, "");
+        self.register_with(&resource, "", |_, _| None);
         for certificate in certificates {
             let namespace = certificate["metadata"]["namespace"]
                 .as_str()
@@ -429,29 +445,42 @@ impl<'a> Applier<'a> {
             self.writer
                 .apply_json(&resource, certificate, live.as_ref())
                 .await?;
-            self.register(&resource, "").insert((namespace, name));
+            self.register_with(&resource, "", |_, _| None)
+                .insert((namespace, name));
         }
         Ok(())
+    }
+
+    /// The metadata of the objects of `K` carrying `selector`: from the caches, or listed.
+    async fn metadata<K>(&self, selector: &str, phase: Phase) -> Result<Vec<ObjectMeta>>
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + 'static,
+    {
+        if let Some(cached) = self.caches.metadata::<K>(selector) {
+            return Ok(cached);
+        }
+        Ok(Api::<K>::all(self.client.clone())
+            .list_metadata(&ListParams::default().labels(selector))
+            .await
+            .map_err(api(phase, "list", K::kind(&()), selector))?
+            .items
+            .into_iter()
+            .map(|o| o.metadata)
+            .collect())
     }
 
     /// Marks, keeps or purges the claims the spec no longer wants.
     async fn sweep_claims(&self, writer: &Writer<'_>) -> Result<Option<Duration>> {
         let selector = self.identity.selector();
-        let owned = Api::<PersistentVolumeClaim>::all(self.client.clone())
-            .list_metadata(&ListParams::default().labels(&selector))
-            .await
-            .map_err(api(
-                Phase::Sweep,
-                "list",
-                "PersistentVolumeClaim",
-                &selector,
-            ))?;
+        let owned = self
+            .metadata::<PersistentVolumeClaim>(&selector, Phase::Sweep)
+            .await?;
         let mut by_namespace: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
-        for claim in owned.items {
+        for claim in owned {
             by_namespace
-                .entry(claim.namespace().unwrap_or_default())
+                .entry(claim.namespace.clone().unwrap_or_default())
                 .or_default()
-                .push(claim.metadata);
+                .push(claim);
         }
         let mut next = None;
         for (namespace, metas) in by_namespace {
@@ -490,11 +519,7 @@ impl<'a> Applier<'a> {
     /// volumes are released and its keys deleted with it.
     async fn sweep_namespaces(&self, writer: &Writer<'_>) -> Result<Option<Duration>> {
         let selector = self.identity.selector();
-        let owned = Api::<Namespace>::all(self.client.clone())
-            .list_metadata(&ListParams::default().labels(&selector))
-            .await
-            .map_err(api(Phase::Sweep, "list", "Namespace", &selector))?;
-        let metas: Vec<_> = owned.items.into_iter().map(|o| o.metadata).collect();
+        let metas = self.metadata::<Namespace>(&selector, Phase::Sweep).await?;
         let mut next = None;
         for step in plan_sweep(&metas, &self.wanted_namespaces, self.now, self.retention) {
             match step {

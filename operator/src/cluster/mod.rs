@@ -510,11 +510,11 @@ impl Writer<'_> {
     }
 
     /// Writes the `status` of `name` by server-side apply: a field the new status leaves out
-    /// is removed, unlike with a merge patch.
+    /// is removed, unlike with a merge patch. Returns the resourceVersion it gave the object.
     ///
     /// # Errors
     /// When the API server refuses the patch.
-    pub async fn write_status<K, S>(&self, name: &str, status: &S) -> Result<()>
+    pub async fn write_status<K, S>(&self, name: &str, status: &S) -> Result<Option<String>>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>,
         S: Serialize,
@@ -522,7 +522,7 @@ impl Writer<'_> {
         let resource = ApiResource::erase::<K>(&());
         let patch =
             json!({"apiVersion": resource.api_version, "kind": resource.kind, "status": status});
-        Api::<DynamicObject>::all_with(self.gateway.client.clone(), &resource)
+        let written = Api::<DynamicObject>::all_with(self.gateway.client.clone(), &resource)
             .patch_status(
                 name,
                 &PatchParams::apply(MANAGER).force(),
@@ -531,7 +531,7 @@ impl Writer<'_> {
             .await
             .map_err(self.failed("apply status of", &resource.kind, name))?;
         self.gateway.metrics.write(&resource.kind, "status");
-        Ok(())
+        Ok(written.metadata.resource_version)
     }
 
     /// Counts a write and records its Event about the object.

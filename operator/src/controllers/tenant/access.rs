@@ -4,11 +4,11 @@
 
 use super::reconcile::Reconcile;
 use crate::cluster::Note;
-use crate::error::{Phase, Result, api};
+use crate::error::{Phase, Result};
 use crate::labels;
 use k8s_openapi::api::rbac::v1::{RoleBinding, Subject};
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, ListParams};
+use kube::api::ApiResource;
 use std::collections::BTreeSet;
 
 /// A subject as one comparable key.
@@ -82,13 +82,7 @@ impl Reconcile<'_> {
     pub(super) async fn bindings(&self, namespaces: &[String]) -> Result<Vec<RoleBinding>> {
         let mut all = Vec::new();
         for namespace in namespaces {
-            all.extend(
-                Api::<RoleBinding>::namespaced(self.ctx.client.clone(), namespace)
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(api(Phase::Observe, "list", "RoleBinding", namespace))?
-                    .items,
-            );
+            all.extend(self.in_namespace::<RoleBinding>(namespace).await?);
         }
         Ok(all)
     }

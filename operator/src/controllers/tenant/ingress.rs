@@ -7,10 +7,9 @@
 use super::reconcile::Reconcile;
 use crate::cluster::Note;
 use crate::desired::network::{firewall_patch, ingress_firewall};
-use crate::error::{Phase, Result, api};
+use crate::error::Result;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
 use tracing::warn;
 
 impl Reconcile<'_> {
@@ -26,11 +25,8 @@ impl Reconcile<'_> {
         }
         for zone in &self.tenant.spec.zones {
             let namespace = self.tenant.zone_namespace(&zone.name);
-            let ingresses = Api::<Ingress>::namespaced(self.ctx.client.clone(), &namespace)
-                .list(&ListParams::default())
-                .await
-                .map_err(api(Phase::Apply, "list", "Ingress", &namespace))?;
-            for ingress in &ingresses.items {
+            let ingresses = self.in_namespace::<Ingress>(&namespace).await?;
+            for ingress in &ingresses {
                 let Some(patch) = firewall_patch(ingress.metadata.annotations.as_ref(), &wanted)
                 else {
                     continue;

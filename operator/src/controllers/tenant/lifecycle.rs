@@ -163,6 +163,7 @@ impl Reconcile<'_> {
         let mut applier = Applier::new(
             &writer,
             self.ctx.client.clone(),
+            &self.ctx.caches,
             &self.identity,
             &self.config.namespace,
             self.retention,

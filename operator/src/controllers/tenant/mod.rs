@@ -6,12 +6,13 @@
 //!          -> observe -> status (pure compute, then one write)
 //! ```
 
+use crate::cache::{Caches, CachesBuilder};
 use crate::cluster::Gateway;
 use crate::config::Config;
 use crate::desired::{self, labels};
 use crate::error::{Error, Phase, Result, api};
 use crate::telemetry::{Health, Metrics};
-use enclave_crds::Tenant;
+use enclave_crds::{Tenant, TenantStatus};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -22,11 +23,12 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use std::future::Future;
 use std::sync::Arc;
@@ -62,6 +64,14 @@ pub struct Context {
     /// Tenants (by uid) whose incident register could not be written: tried again at their
     /// next reconcile.
     pub register_retry: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The objects reconciles compare against, kept by the controller's watches.
+    pub caches: Caches,
+    /// The status this operator last wrote per tenant uid, with the resourceVersion the write
+    /// gave: the cached Tenant can lag behind it (see `observe::previous_status`).
+    pub written: std::sync::Mutex<std::collections::HashMap<String, (String, TenantStatus)>>,
+    /// The alert routing last applied per tenant uid (its JSON): applied again only when it
+    /// changes, or after a restart or a configuration reload.
+    pub routed: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 /// Whether the API server serves prometheus-operator's `AlertmanagerConfig`.
@@ -134,34 +144,38 @@ pub async fn run(
         writer.apply(&role, live.as_ref()).await?;
     }
     let alert_routing = Arc::new(AtomicBool::new(alertmanager_served(&client).await));
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        gateway,
-        config: configs.clone(),
-        metrics: health.metrics.clone(),
-        alert_routing: alert_routing.clone(),
-        register_retry: std::sync::Mutex::default(),
-    });
     // A new configuration (a default image bumped, say) is rolled out to every tenant; a
     // prometheus-operator installed meanwhile is found then.
     let discovery = client.clone();
-    let reloads = futures::stream::unfold(configs, move |mut configs| {
-        let (client, alert_routing) = (discovery.clone(), alert_routing.clone());
+    let routing = alert_routing.clone();
+    let routed: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>> = Arc::default();
+    let forget = routed.clone();
+    let reloads = futures::stream::unfold(configs.clone(), move |mut configs| {
+        let (client, alert_routing) = (discovery.clone(), routing.clone());
+        let forget = forget.clone();
         async move {
             configs.changed().await.ok()?;
+            if let Ok(mut routed) = forget.lock() {
+                routed.clear();
+            }
             info!("configuration changed: reconciling every tenant");
             alert_routing.store(alertmanager_served(&client).await, Ordering::Relaxed);
             Some(((), configs))
         }
     });
     let managed = labels::managed_selector();
-    let controller = Controller::new(
-        Api::<Tenant>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let zone_tenants = controller.store();
+    let every = watcher::Config::default;
+    let ours = || watcher::Config::default().labels(&managed);
+    let (tenants, tenant_writer) = reflector::store::<Tenant>();
+    let tenant_stream = watcher(Api::<Tenant>::all(client.clone()), every())
+        .modify(crate::cache::strip::<Tenant>)
+        .reflect(tenant_writer)
+        .applied_objects();
+    let controller = Controller::for_stream(tenant_stream, tenants.clone());
+    let zone_tenants = tenants;
     // The Tenant whose zone `namespace` is, from the controller's cache.
-    let by_zone = move |namespace: String| {
+    let by_zone = move |namespace: Option<String>| {
+        let namespace = namespace?;
         zone_tenants
             .state()
             .iter()
@@ -173,122 +187,136 @@ pub async fn run(
             })
             .map(|t| ObjectRef::from_obj(&**t))
     };
-    let by_zone_too = by_zone.clone();
+    let (by_zone_1, by_zone_2, by_zone_3) = (by_zone.clone(), by_zone.clone(), by_zone.clone());
+    // Every watch fills a store the reconcile reads from (crate::cache): the objects it
+    // compares against are not read from the API server again.
+    let mut caches = CachesBuilder::default();
+    let c = &client;
     let controller = controller
         // Only the namespaces the operator manages are watched, never every namespace; they
         // carry no owner reference (see build::namespaces), so they are mapped by label.
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
+        .watches_stream(
+            caches.watch(Api::<Namespace>::all(c.clone()), ours()),
             by_tenant_label,
         )
         // Every NetworkPolicy, Enclave's or not: any of them changes what a zone exposes, and
         // the exposure report must follow every network change.
-        .watches(
-            Api::<NetworkPolicy>::all(client.clone()),
-            watcher::Config::default(),
-            move |policy| by_zone(policy.namespace()?),
+        .watches_stream(
+            caches.watch(Api::<NetworkPolicy>::all(c.clone()), every()),
+            move |policy| by_zone(policy.namespace()),
         )
         // Every Ingress (the tenants' own): each in an internet-facing zone carries the
         // firewall's source ranges for the ingress controller, set as soon as it appears.
-        .watches(
-            Api::<Ingress>::all(client.clone()),
-            watcher::Config::default(),
-            move |ingress| by_zone_too(ingress.namespace()?),
+        .watches_stream(
+            caches.watch(Api::<Ingress>::all(c.clone()), every()),
+            move |ingress| by_zone_1(ingress.namespace()),
         )
-        .watches(
-            Api::<RoleBinding>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
+        // Every RoleBinding: Enclave's (owned), and the tenants' own, which the status and
+        // the report list, and which lose their subjects when access is revoked.
+        .watches_stream(
+            caches.watch(Api::<RoleBinding>::all(c.clone()), every()),
+            move |binding| {
+                let namespace = binding.namespace();
+                owning_tenant(binding).or_else(|| by_zone_2(namespace))
+            },
+        )
+        // Every Service: Enclave's (owned), and the tenants' own, whose type is part of the
+        // exposure report.
+        .watches_stream(
+            caches.watch(Api::<Service>::all(c.clone()), every()),
+            move |service| {
+                let namespace = service.namespace();
+                owning_tenant(service).or_else(|| by_zone_3(namespace))
+            },
+        )
+        .watches_stream(
+            caches.watch(Api::<ResourceQuota>::all(c.clone()), ours()),
             owning_tenant,
         )
-        .watches(
-            Api::<ResourceQuota>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
+        .watches_stream(
+            caches.watch(Api::<LimitRange>::all(c.clone()), ours()),
             owning_tenant,
         )
-        .watches(
-            Api::<LimitRange>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
+        .watches_stream(
+            caches.watch(Api::<Deployment>::all(c.clone()), ours()),
             owning_tenant,
         )
-        .watches(
-            Api::<Deployment>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
-            owning_tenant,
-        )
-        .watches(
-            Api::<StatefulSet>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
+        .watches_stream(
+            caches.watch(Api::<StatefulSet>::all(c.clone()), ours()),
             owning_tenant,
         )
         // Claims carry no owner reference (data is never left to the garbage collector): they
         // are mapped to their tenant by label.
-        .watches(
-            Api::<PersistentVolumeClaim>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
+        .watches_stream(
+            caches.watch(Api::<PersistentVolumeClaim>::all(c.clone()), ours()),
             by_tenant_label,
         )
         // Certificates and their ConfigMaps (the CA's Secret lives in the operator's namespace,
         // without owner): mapped by label, so an edited or deleted one is re-issued at once.
-        .watches(
-            Api::<Secret>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
+        .watches_stream(
+            caches.watch(Api::<Secret>::all(c.clone()), ours()),
             by_tenant_label,
         )
-        .watches(
-            Api::<ConfigMap>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
+        .watches_stream(
+            caches.watch(Api::<ConfigMap>::all(c.clone()), ours()),
             by_tenant_label,
         )
-        .watches(
-            Api::<CronJob>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
+        .watches_stream(
+            caches.watch(Api::<CronJob>::all(c.clone()), ours()),
             owning_tenant,
         )
         // Backup Jobs (owned by their CronJob) carry the tenant's labels: their outcome is
         // the tenant's backup status.
-        .watches(
-            Api::<Job>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
+        .watches_stream(
+            caches.watch(Api::<Job>::all(c.clone()), ours()),
             by_tenant_label,
         )
         // The backup service accounts: a deleted one is made again at once.
-        .watches(
-            Api::<ServiceAccount>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
+        .watches_stream(
+            caches.watch(Api::<ServiceAccount>::all(c.clone()), ours()),
             owning_tenant,
         )
-        .watches(
-            Api::<PodDisruptionBudget>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
+        .watches_stream(
+            caches.watch(Api::<PodDisruptionBudget>::all(c.clone()), ours()),
             owning_tenant,
         )
-        .watches(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
-            owning_tenant,
+        // Shared by the tenants asking for the same storage profile.
+        .watches_stream(
+            caches.watch(Api::<StorageClass>::all(c.clone()), ours()),
+            |_| None,
         )
         .reconcile_all_on(reloads)
         // One watch's errors must not hold up the others (see TriggerBackoff).
         .trigger_backoff(super::TriggerBackoff)
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(shutdown);
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        gateway,
+        config: configs.clone(),
+        metrics: health.metrics.clone(),
+        alert_routing: alert_routing.clone(),
+        register_retry: std::sync::Mutex::default(),
+        caches: caches.build(),
+        written: std::sync::Mutex::default(),
+        routed,
+    });
     let store = controller.store();
     let ready = health.ready.clone();
+    let caches = ctx.caches.clone();
     tokio::spawn(async move {
         // The store wakes only one of several waiters (the controller is another), so look
         // again now and then rather than wait for a wake-up that may never come.
         loop {
             match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
-                Ok(Ok(())) => {
-                    ready.store(true, Ordering::Relaxed);
-                    info!("tenant cache synced");
-                    return;
-                }
+                Ok(Ok(())) => break,
                 Ok(Err(_)) => return,
                 Err(_) => {}
             }
         }
+        caches.synced().await;
+        ready.store(true, Ordering::Relaxed);
+        info!("tenant cache synced");
     });
     controller
         .run(reconcile_tenant, error_policy, ctx)
@@ -319,6 +347,8 @@ fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action
 
 #[instrument(skip(tenant, ctx), fields(tenant = %tenant.name_any()))]
 async fn reconcile_tenant(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
+    // Nothing is compared against a store before it holds its first full list.
+    ctx.caches.synced().await;
     ctx.metrics.reconciles.inc();
     let started = Instant::now();
     let config = ctx.config.borrow().clone();

@@ -14,14 +14,61 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 
 impl Reconcile<'_> {
-    /// The status the API server holds now. The cached Tenant can lag behind a status this
-    /// operator has just written; comparing against it would write (and announce) it again.
+    /// The status the API server holds now, without reading it when the cache can tell. The
+    /// cached Tenant can lag behind a status this operator has just written (comparing
+    /// against it would write and announce it again), so the last status written is kept
+    /// with the resourceVersion its write gave, until the cache has caught up with it:
+    /// - nothing written since start, or the cached Tenant is that write or later: its status;
+    /// - the cached Tenant is older than the write: the status written;
+    /// - resourceVersions that do not compare as numbers: read from the API server.
+    pub(super) async fn previous_status(&self) -> Result<Option<TenantStatus>> {
+        let uid = &self.identity.uid;
+        let written = self
+            .ctx
+            .written
+            .lock()
+            .ok()
+            .and_then(|w| w.get(uid).cloned());
+        let Some((written_version, written_status)) = written else {
+            return Ok(self.tenant.status.clone());
+        };
+        let cached = self.tenant.metadata.resource_version.as_deref();
+        let order = cached
+            .and_then(|c| c.parse::<u64>().ok())
+            .zip(written_version.parse::<u64>().ok())
+            .map(|(c, w)| c.cmp(&w));
+        match order {
+            Some(std::cmp::Ordering::Less) => Ok(Some(written_status)),
+            Some(_) => {
+                if let Ok(mut written) = self.ctx.written.lock() {
+                    written.remove(uid);
+                }
+                Ok(self.tenant.status.clone())
+            }
+            None => self.live_status().await,
+        }
+    }
+
+    /// Keeps the status just written, with the resourceVersion the write gave, for
+    /// [`Self::previous_status`].
+    pub(super) fn remember_status(&self, version: Option<String>, status: &TenantStatus) {
+        if let Ok(mut written) = self.ctx.written.lock() {
+            match version {
+                Some(version) => {
+                    written.insert(self.identity.uid.clone(), (version, status.clone()))
+                }
+                None => written.remove(&self.identity.uid),
+            };
+        }
+    }
+
+    /// The status the API server holds now, read.
     pub(super) async fn live_status(&self) -> Result<Option<TenantStatus>> {
         Ok(Api::<Tenant>::all(self.ctx.client.clone())
             .get_status(&self.identity.name)
@@ -40,15 +87,14 @@ impl Reconcile<'_> {
         &self,
         names: &[String],
     ) -> Result<Vec<(String, Option<Namespace>)>> {
-        let api_ = Api::<Namespace>::all(self.ctx.client.clone());
         let mut live = Vec::with_capacity(names.len());
         for name in names {
-            let namespace = api_.get_opt(name).await.map_err(api(
-                Phase::Preflight,
-                "get",
-                "Namespace",
-                name,
-            ))?;
+            let namespace = self
+                .ctx
+                .caches
+                .get_or_read::<Namespace>(&self.ctx.client, None, name)
+                .await
+                .map_err(api(Phase::Preflight, "get", "Namespace", name))?;
             live.push((name.clone(), namespace));
         }
         Ok(live)
@@ -66,13 +112,25 @@ impl Reconcile<'_> {
 
     async fn list<K>(&self, selector: &str) -> Result<Vec<K>>
     where
-        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + 'static,
     {
-        Ok(Api::<K>::all(self.ctx.client.clone())
-            .list(&ListParams::default().labels(selector))
+        self.ctx
+            .caches
+            .list_or_read::<K>(&self.ctx.client, None, selector)
             .await
-            .map_err(api(Phase::Observe, "list", K::kind(&()), selector))?
-            .items)
+            .map_err(api(Phase::Observe, "list", K::kind(&()), selector))
+    }
+
+    /// Every object of `K` in `namespace` (the tenant's own too), from the caches.
+    pub(super) async fn in_namespace<K>(&self, namespace: &str) -> Result<Vec<K>>
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + 'static,
+    {
+        self.ctx
+            .caches
+            .list_or_read::<K>(&self.ctx.client, Some(namespace), "")
+            .await
+            .map_err(api(Phase::Observe, "list", K::kind(&()), namespace))
     }
 
     /// Everything the status is computed from; the exposure report only when `network`.
@@ -172,13 +230,7 @@ impl Reconcile<'_> {
     async fn network_report(&self, namespaces: &[Namespace]) -> Result<NetworkReport> {
         let mut policies = Vec::new();
         for name in namespaces.iter().map(ResourceExt::name_any) {
-            policies.extend(
-                Api::<NetworkPolicy>::namespaced(self.ctx.client.clone(), &name)
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(api(Phase::Observe, "list", "NetworkPolicy", &name))?
-                    .items,
-            );
+            policies.extend(self.in_namespace::<NetworkPolicy>(&name).await?);
         }
         let zones: Vec<ZoneNamespace<'_>> = namespaces
             .iter()
@@ -193,13 +245,7 @@ impl Reconcile<'_> {
             .collect();
         let mut services = Vec::new();
         for name in namespaces.iter().map(ResourceExt::name_any) {
-            services.extend(
-                Api::<Service>::namespaced(self.ctx.client.clone(), &name)
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(api(Phase::Observe, "list", "Service", &name))?
-                    .items,
-            );
+            services.extend(self.in_namespace::<Service>(&name).await?);
         }
         let mut exposure = exposure::evaluate(&zones, &policies, &self.config.network);
         exposure.extend(exposure::service_exposure(&zones, &services));
@@ -264,11 +310,7 @@ impl Reconcile<'_> {
                 continue;
             };
             let name = namespace.name_any();
-            let ingresses = Api::<Ingress>::namespaced(self.ctx.client.clone(), &name)
-                .list(&ListParams::default())
-                .await
-                .map_err(api(Phase::Observe, "list", "Ingress", &name))?
-                .items;
+            let ingresses = self.in_namespace::<Ingress>(&name).await?;
             for ingress in ingresses {
                 let firewall = if wanted.is_empty() {
                     FIREWALL_UNSUPPORTED

@@ -62,7 +62,7 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
         now: Timestamp::now(),
         notify_again: AtomicBool::new(false),
     };
-    let previous = step.live_status().await?;
+    let previous = step.previous_status().await?;
     let deadline = match lifecycle::gate(tenant, previous.as_ref(), step.retention, step.now) {
         Gate::Released | Gate::Purged => return Ok(Action::await_change()),
         Gate::Deleted { purge_after } => return step.deleted(purge_after, previous).await,
@@ -156,6 +156,7 @@ impl Reconcile<'_> {
         let mut applier = Applier::new(
             &self.writer,
             self.ctx.client.clone(),
+            &self.ctx.caches,
             &self.identity,
             &self.config.namespace,
             self.retention,
@@ -264,10 +265,12 @@ impl Reconcile<'_> {
         self.announce(before, &mut status).await;
         self.ctx.metrics.tenant_state(&self.identity.name, &status);
         if previous != Some(&status) {
-            self.writer
+            let written = self
+                .writer
                 .during(Phase::Status)
                 .write_status::<Tenant, _>(&self.identity.name, &status)
                 .await?;
+            self.remember_status(written, &status);
             for event in status::announcements(previous, &status, outcome) {
                 let note = if event.warning {
                     Note::warning(&event.reason, "Reconcile", event.message)

@@ -43,8 +43,9 @@ impl Reconcile<'_> {
     }
 
     async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
-        Api::<Secret>::namespaced(self.ctx.client.clone(), namespace)
-            .get_opt(name)
+        self.ctx
+            .caches
+            .get_or_read::<Secret>(&self.ctx.client, Some(namespace), name)
             .await
             .map_err(api(
                 Phase::Tls,

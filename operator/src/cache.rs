@@ -1,0 +1,334 @@
+//! The operator's view of the objects it compares against, kept by watches rather than read
+//! per reconcile: a reconcile of an unchanged tenant makes no read of the API server.
+//!
+//! Each cached kind has one reflector store, filled by the same watch that triggers the
+//! Tenant controller (`Controller::watches_stream`): an event updates the store before it
+//! triggers a reconcile, so the reconcile it causes sees it. `managedFields` and kubectl's
+//! last-applied annotation are stripped before storing (they are most of an applied object's
+//! size and nothing here reads them).
+//!
+//! A cache answers what it holds; what it does not hold is read from the API server:
+//! - a kind that is not cached (cert-manager's `Certificate`, say) is read as before;
+//! - an object missing from its store is looked up by GET before it is created, so that an
+//!   object someone else made under Enclave's name without its labels (a label-selected
+//!   store does not hold it) is still found, and refused as foreign, never adopted.
+//!
+//! Readers must tolerate a store that lags the API server by the watch's latency: a write it
+//! missed brings an event, and the event another reconcile.
+
+use futures::Stream;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The stores of the cached kinds, by type.
+#[derive(Clone)]
+pub struct Caches {
+    stores: Arc<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
+    synced: tokio::sync::watch::Receiver<usize>,
+    total: usize,
+}
+
+/// Builds [`Caches`]: one watch per kind, handed to the controller as its trigger stream.
+pub struct CachesBuilder {
+    stores: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    synced: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Default for CachesBuilder {
+    fn default() -> Self {
+        Self {
+            stores: HashMap::new(),
+            synced: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+}
+
+/// Removes from an object what no reader needs and most of its size: `managedFields` and
+/// kubectl's last-applied configuration.
+pub fn strip<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+impl CachesBuilder {
+    /// Watches `api` under `config` into a new store of `K`, and returns the watch's stream of
+    /// touched objects (applied or deleted) for the controller; the store is updated before
+    /// each object is passed on.
+    pub fn watch<K>(
+        &mut self,
+        api: Api<K>,
+        config: watcher::Config,
+    ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    {
+        let (store, writer) = reflector::store::<K>();
+        let waiting = store.clone();
+        let synced = self.synced.clone();
+        tokio::spawn(async move {
+            // A store wakes one waiter only; look again now and then.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(250), waiting.wait_until_ready())
+                    .await
+                {
+                    Ok(Ok(())) => {
+                        synced.send_modify(|n| *n += 1);
+                        return;
+                    }
+                    Ok(Err(_)) => return,
+                    Err(_) => {}
+                }
+            }
+        });
+        self.stores.insert(TypeId::of::<K>(), Box::new(store));
+        watcher(api, config)
+            .modify(strip::<K>)
+            .reflect(writer)
+            .touched_objects()
+    }
+
+    /// The caches, once every watch is registered.
+    #[must_use]
+    pub fn build(self) -> Caches {
+        let total = self.stores.len();
+        Caches {
+            stores: Arc::new(self.stores),
+            synced: self.synced.subscribe(),
+            total,
+        }
+    }
+}
+
+/// What a cache knows of one object.
+pub enum Lookup<K> {
+    /// The kind is not cached: read it from the API server.
+    NotCached,
+    /// Not in the store: absent, or not selected by its watch (read it to know which).
+    Missing,
+    /// In the store.
+    Found(Arc<K>),
+}
+
+impl Caches {
+    /// Caches of no kind: every read goes to the API server (tools and tests that run a
+    /// single step).
+    #[must_use]
+    pub fn none() -> Self {
+        CachesBuilder::default().build()
+    }
+
+    fn store<K: Resource<DynamicType = ()> + Clone + 'static>(&self) -> Option<&Store<K>> {
+        self.stores.get(&TypeId::of::<K>())?.downcast_ref()
+    }
+
+    /// Waits until every store holds its first full list. A reconcile before that would
+    /// compare against empty stores.
+    pub async fn synced(&self) {
+        let mut synced = self.synced.clone();
+        let total = self.total;
+        let _ = synced.wait_for(|n| *n >= total).await;
+    }
+
+    /// Whether every store holds its first full list.
+    #[must_use]
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow() >= self.total
+    }
+
+    /// The object of kind `K` named `name` (in `namespace`), as the cache knows it.
+    #[must_use]
+    pub fn get<K>(&self, namespace: Option<&str>, name: &str) -> Lookup<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let Some(store) = self.store::<K>() else {
+            return Lookup::NotCached;
+        };
+        let mut key = ObjectRef::<K>::new(name);
+        if let Some(namespace) = namespace {
+            key = key.within(namespace);
+        }
+        store.get(&key).map_or(Lookup::Missing, Lookup::Found)
+    }
+
+    /// The cached objects of kind `K` carrying every label of `selector` (`k=v,k=v`; empty:
+    /// all) and in `namespace` when given; `None` when `K` is not cached.
+    #[must_use]
+    pub fn list<K>(&self, namespace: Option<&str>, selector: &str) -> Option<Vec<Arc<K>>>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let store = self.store::<K>()?;
+        let wanted = parse_selector(selector);
+        Some(store.state_filter(|object| {
+            namespace.is_none_or(|ns| object.meta().namespace.as_deref() == Some(ns))
+                && matches(object.labels(), &wanted)
+        }))
+    }
+}
+
+impl Caches {
+    /// The object named `name` (in `namespace`) from the cache, or else from the API server:
+    /// a kind not cached, or an object the store does not hold, is read.
+    ///
+    /// # Errors
+    /// When the API server refuses the read.
+    pub async fn get_or_read<K>(
+        &self,
+        client: &Client,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> kube::Result<Option<K>>
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + 'static,
+    {
+        if let Lookup::Found(object) = self.get::<K>(namespace, name) {
+            return Ok(Some((*object).clone()));
+        }
+        dynamic_api::<K>(client, namespace)
+            .get_opt(name)
+            .await?
+            .map(typed)
+            .transpose()
+    }
+
+    /// The objects of `K` carrying `selector`'s labels (in `namespace` when given), from the
+    /// cache, or from the API server when the kind is not cached.
+    ///
+    /// # Errors
+    /// When the API server refuses the list.
+    pub async fn list_or_read<K>(
+        &self,
+        client: &Client,
+        namespace: Option<&str>,
+        selector: &str,
+    ) -> kube::Result<Vec<K>>
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + 'static,
+    {
+        if let Some(cached) = self.list::<K>(namespace, selector) {
+            return Ok(cached.iter().map(|o| (**o).clone()).collect());
+        }
+        dynamic_api::<K>(client, namespace)
+            .list(&ListParams::default().labels(selector))
+            .await?
+            .items
+            .into_iter()
+            .map(typed)
+            .collect()
+    }
+
+    /// The metadata of the objects of `K` carrying `selector`'s labels, from the cache; `None`
+    /// when the kind is not cached.
+    #[must_use]
+    pub fn metadata<K>(&self, selector: &str) -> Option<Vec<ObjectMeta>>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        self.list::<K>(None, selector)
+            .map(|objects| objects.iter().map(|o| o.meta().clone()).collect())
+    }
+}
+
+/// An API of `K`'s resource in `namespace` (all namespaces when none), whatever `K`'s scope.
+fn dynamic_api<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
+    let resource = ApiResource::erase::<K>(&());
+    match namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+fn typed<K: DeserializeOwned>(object: DynamicObject) -> kube::Result<K> {
+    serde_json::to_value(object)
+        .and_then(serde_json::from_value)
+        .map_err(kube::Error::SerdeError)
+}
+
+/// `k=v,k2=v2` as pairs; a selector of other forms is not used by the operator.
+fn parse_selector(selector: &str) -> Vec<(&str, &str)> {
+    selector
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .filter_map(|pair| pair.split_once('='))
+        .collect()
+}
+
+fn matches(labels: &BTreeMap<String, String>, wanted: &[(&str, &str)]) -> bool {
+    wanted
+        .iter()
+        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+
+    #[test]
+    fn strip_drops_managed_fields_and_last_applied_only() {
+        let mut cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("a".into()),
+                managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+                annotations: Some(BTreeMap::from([
+                    (
+                        "kubectl.kubernetes.io/last-applied-configuration".into(),
+                        "{}".into(),
+                    ),
+                    ("keep".into(), "me".into()),
+                ])),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        };
+        strip(&mut cm);
+        assert!(cm.metadata.managed_fields.is_none());
+        assert_eq!(
+            cm.metadata.annotations,
+            Some(BTreeMap::from([("keep".into(), "me".into())]))
+        );
+    }
+
+    #[test]
+    fn selectors_match_every_pair() {
+        let labels = BTreeMap::from([
+            ("a".to_string(), "1".to_string()),
+            ("b".to_string(), "2".to_string()),
+        ]);
+        assert!(matches(&labels, &parse_selector("a=1,b=2")));
+        assert!(matches(&labels, &parse_selector("")));
+        assert!(!matches(&labels, &parse_selector("a=1,b=3")));
+        assert!(!matches(&labels, &parse_selector("c=1")));
+    }
+
+    #[test]
+    fn an_uncached_kind_says_so() {
+        let caches = Caches::none();
+        assert!(matches!(
+            caches.get::<ConfigMap>(Some("ns"), "a"),
+            Lookup::NotCached
+        ));
+        assert!(caches.list::<ConfigMap>(None, "").is_none());
+        assert!(caches.is_synced());
+    }
+}
