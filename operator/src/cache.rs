@@ -81,8 +81,17 @@ impl CachesBuilder {
         let waiting = store.clone();
         let synced = self.synced.clone();
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut warned = false;
             // A store wakes one waiter only; look again now and then.
             loop {
+                if !warned && started.elapsed() > Duration::from_secs(30) {
+                    warned = true;
+                    tracing::warn!(
+                        kind = K::kind(&()).as_ref(),
+                        "cache not filled after 30 s: no tenant is reconciled until it is (can the operator list and watch this kind?)"
+                    );
+                }
                 match tokio::time::timeout(Duration::from_millis(250), waiting.wait_until_ready())
                     .await
                 {
@@ -100,6 +109,12 @@ impl CachesBuilder {
             .modify(strip::<K>)
             .reflect(writer)
             .touched_objects()
+    }
+
+    /// The store of `K`, once its watch is registered (for a mapper that reads it).
+    #[must_use]
+    pub fn store<K: Resource<DynamicType = ()> + Clone + 'static>(&self) -> Option<Store<K>> {
+        self.stores.get(&TypeId::of::<K>())?.downcast_ref().cloned()
     }
 
     /// The caches, once every watch is registered.

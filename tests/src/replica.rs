@@ -206,11 +206,17 @@ pub fn free_addr() -> Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// The operator binary Cargo built beside the tests.
+/// The operator binary Cargo built beside the tests, or `$ENCLAVE_OPERATOR_BINARY` (the
+/// benchmark runs the release build).
 ///
 /// # Errors
 /// When it is missing.
 pub fn operator_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("ENCLAVE_OPERATOR_BINARY") {
+        let path = PathBuf::from(path);
+        ensure!(path.exists(), "{} is missing", path.display());
+        return Ok(path);
+    }
     let path = repo_root().join("target/debug/enclave-operator");
     let path = std::env::var_os("CARGO_TARGET_DIR").map_or(path, |dir| {
         PathBuf::from(dir).join("debug/enclave-operator")

@@ -7,7 +7,7 @@
 use anyhow::Result;
 use enclave_crds::Tenant;
 use enclave_operator::config::{Config, ConfigFile};
-use enclave_operator::desired::{self, Desired};
+use enclave_operator::desired;
 use enclave_tests::controlplane::repo_root;
 use enclave_tests::harness::env;
 use k8s_openapi::api::core::v1::Namespace;
@@ -186,7 +186,7 @@ proptest! {
             Err(invalid) => return Err(TestCaseError::fail(format!("{}: {}", invalid.reason, invalid.message))),
         };
         let namespaces: Vec<String> = built.namespaces.iter().map(ResourceExt::name_any).collect();
-        for object in objects(&built) {
+        for object in built.objects() {
             let meta = &object["metadata"];
             let name = meta["name"].as_str().unwrap_or_default();
             prop_assert!(!name.is_empty() && name.len() <= 253, "{object}");
@@ -198,41 +198,6 @@ proptest! {
             }
         }
     }
-}
-
-/// Every object of `built`, as JSON.
-fn objects(built: &Desired) -> Vec<Value> {
-    fn all<K: Serialize>(items: &[K]) -> Vec<Value> {
-        items
-            .iter()
-            .map(|i| serde_json::to_value(i).unwrap())
-            .collect()
-    }
-    let mut out = Vec::new();
-    out.extend(all(&built.namespaces));
-    out.extend(all(&built.network_policies));
-    out.extend(all(&built.role_bindings));
-    out.extend(all(&built.resource_quotas));
-    out.extend(all(&built.limit_ranges));
-    out.extend(all(&built.workloads.deployments));
-    out.extend(all(&built.workloads.stateful_sets));
-    out.extend(all(&built.workloads.disruption_budgets));
-    out.extend(all(&built.workloads.services));
-    out.extend(all(&built.storage.storage_classes));
-    out.extend(all(&built.storage.claims));
-    out.extend(all(&built
-        .storage
-        .keys
-        .iter()
-        .map(|k| k.secret.clone())
-        .collect::<Vec<_>>()));
-    out.extend(all(&built.backup.service_accounts));
-    out.extend(all(&built.backup.cron_jobs));
-    out.extend(all(&built.backup.operator_ca));
-    out.extend(all(&built.backup.network_policies));
-    out.extend(all(&built.security));
-    out.extend(all(&built.tls.policies));
-    out
 }
 
 /// Server-side applies `items` with `dryRun=All`; each refusal as a line.
@@ -280,7 +245,7 @@ async fn a_sample_of_generated_tenants_is_accepted_by_the_api_server() -> Result
                 )
                 .await?;
         }
-        objects_sent += objects(&built).len();
+        objects_sent += built.objects().len();
         refused.extend(dry_run(&client, &built.network_policies).await);
         refused.extend(dry_run(&client, &built.role_bindings).await);
         refused.extend(dry_run(&client, &built.resource_quotas).await);

@@ -57,6 +57,9 @@ pub struct Applier<'a> {
     retention: Duration,
     now: Timestamp,
     registered: Vec<Registration>,
+    /// Objects read or written by this reconcile before the apply, by `(kind, namespace,
+    /// name)`: fresher than the caches, which may not have seen the write yet.
+    known: BTreeMap<(String, String, String), Value>,
     /// Namespaces and claims wanted, `(namespace, name)` (namespace empty for a Namespace).
     wanted_namespaces: BTreeSet<String>,
     wanted_claims: BTreeSet<(String, String)>,
@@ -82,6 +85,7 @@ impl<'a> Applier<'a> {
             retention,
             now: Timestamp::now(),
             registered: Vec::new(),
+            known: BTreeMap::new(),
             wanted_namespaces: BTreeSet::new(),
             wanted_claims: BTreeSet::new(),
         }
@@ -243,13 +247,39 @@ impl<'a> Applier<'a> {
         Ok([claims, namespaces].into_iter().flatten().min())
     }
 
-    /// The live object `desired` names, if any: from the caches, or read.
+    /// Objects this reconcile has just read or written (the quotas the split read and
+    /// lowered): what the apply compares them against, rather than the caches.
+    pub fn known<K: Resource<DynamicType = ()> + Serialize>(&mut self, objects: &[K]) {
+        for object in objects {
+            if let Ok(value) = serde_json::to_value(object) {
+                let key = (
+                    K::kind(&()).to_string(),
+                    object.meta().namespace.clone().unwrap_or_default(),
+                    object.meta().name.clone().unwrap_or_default(),
+                );
+                self.known.insert(key, value);
+            }
+        }
+    }
+
+    /// The live object `desired` names, if any: known from this reconcile, from the caches,
+    /// or read.
     async fn live<K>(&self, desired: &K) -> Result<Option<K>>
     where
         K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + 'static,
     {
         let namespace = desired.meta().namespace.as_deref();
         let name = desired.meta().name.clone().unwrap_or_default();
+        let key = (
+            K::kind(&()).to_string(),
+            namespace.unwrap_or_default().to_string(),
+            name.clone(),
+        );
+        if let Some(known) = self.known.get(&key)
+            && let Ok(known) = serde_json::from_value(known.clone())
+        {
+            return Ok(Some(known));
+        }
         self.caches
             .get_or_read::<K>(&self.client, namespace, &name)
             .await

@@ -65,6 +65,45 @@ pub struct Desired {
     pub tls: tls::TlsObjects,
 }
 
+impl Desired {
+    /// Every object, as JSON, in the order the applier applies them (namespaces first): what
+    /// a bare client would apply to make the same tenant (the benchmark, the property tests).
+    #[must_use]
+    pub fn objects(&self) -> Vec<serde_json::Value> {
+        fn all<K: serde::Serialize>(out: &mut Vec<serde_json::Value>, items: &[K]) {
+            out.extend(items.iter().filter_map(|i| serde_json::to_value(i).ok()));
+        }
+        let mut out = Vec::new();
+        all(&mut out, &self.namespaces);
+        all(&mut out, &self.network_policies);
+        all(&mut out, &self.backup.network_policies);
+        all(&mut out, &self.resource_quotas);
+        all(&mut out, &self.limit_ranges);
+        all(&mut out, &self.role_bindings);
+        all(&mut out, &self.storage.storage_classes);
+        let keys: Vec<_> = (self.storage.keys.iter())
+            .chain(&self.backup.password)
+            .map(|k| k.secret.clone())
+            .collect();
+        all(&mut out, &keys);
+        all(&mut out, &self.storage.claims);
+        all(&mut out, &self.tls.secrets);
+        all(&mut out, &self.tls.bundles);
+        all(&mut out, &self.tls.policies);
+        all(&mut out, &self.security);
+        all(&mut out, &self.report);
+        out.extend(self.tls.certificates.iter().cloned());
+        all(&mut out, &self.workloads.services);
+        all(&mut out, &self.workloads.disruption_budgets);
+        all(&mut out, &self.workloads.deployments);
+        all(&mut out, &self.workloads.stateful_sets);
+        all(&mut out, &self.backup.service_accounts);
+        all(&mut out, &self.backup.operator_ca);
+        all(&mut out, &self.backup.cron_jobs);
+        out
+    }
+}
+
 /// Validates what the schema cannot, then builds the tenant's objects.
 ///
 /// # Errors

@@ -189,6 +189,41 @@ pub fn resource_quotas(tenant: &Tenant, identity: &Identity, used: &Usage) -> Ve
         .collect()
 }
 
+/// The live split as the basis of the next one, when it can stand: every zone has its quota,
+/// with the tenant's resources only, holding together exactly the total, each at least what
+/// its declared objects need, and none at its limit on any resource. Splitting from these
+/// limits gives them back unchanged, so usage that moves within them writes nothing; a zone
+/// that reaches a limit (or a changed total) rebalances from usage. `None`: rebalance.
+#[must_use]
+pub fn standing(tenant: &Tenant, live: &[Option<ResourceQuota>]) -> Option<Usage> {
+    let totals = totals(tenant).ok()?;
+    let reserved = reserved(tenant);
+    let mut basis = Usage::new();
+    let mut sums: BTreeMap<String, i128> = BTreeMap::new();
+    for (zone, quota) in tenant.spec.zones.iter().zip(live) {
+        let quota = quota.as_ref()?;
+        let namespace = tenant.zone_namespace(&zone.name);
+        let hard = limits(quota);
+        let used = used(quota);
+        if hard.keys().ne(totals.keys()) {
+            return None;
+        }
+        for (resource, limit) in &hard {
+            let need = reserved
+                .get(&namespace)
+                .and_then(|r| r.get(resource))
+                .copied()
+                .unwrap_or(0);
+            if used.get(resource).copied().unwrap_or(0) >= *limit || *limit < need {
+                return None;
+            }
+            *sums.entry(resource.clone()).or_default() += limit;
+        }
+        basis.insert(namespace, hard);
+    }
+    (live.len() == tenant.spec.zones.len() && sums == totals).then_some(basis)
+}
+
 /// What a zone's quota uses, per resource, from its `status.used`.
 #[must_use]
 pub fn used(quota: &ResourceQuota) -> BTreeMap<String, i128> {
@@ -393,6 +428,50 @@ mod tests {
         assert!(
             resource_quotas(&t, &Identity::of(&t).expect("identity"), &Usage::new()).is_empty()
         );
+    }
+
+    #[test]
+    fn a_split_with_room_in_every_zone_stands_and_one_at_its_limit_does_not() {
+        let mut t = tenant("acme");
+        t.spec.zones.truncate(2); // dmz, app
+        t.spec.quota = Some(Quota {
+            pods: Some(10),
+            ..Quota::default()
+        });
+        let identity = Identity::of(&t).expect("identity");
+        let with = |pods: [&str; 2], used: [&str; 2]| -> Vec<Option<ResourceQuota>> {
+            (0..2)
+                .map(|zone| {
+                    let mut q = resource_quotas(&t, &identity, &Usage::new())[zone].clone();
+                    q.spec = Some(ResourceQuotaSpec {
+                        hard: Some(BTreeMap::from([(
+                            "pods".into(),
+                            Quantity(pods[zone].into()),
+                        )])),
+                        ..ResourceQuotaSpec::default()
+                    });
+                    q.status = Some(k8s_openapi::api::core::v1::ResourceQuotaStatus {
+                        used: Some(BTreeMap::from([(
+                            "pods".into(),
+                            Quantity(used[zone].into()),
+                        )])),
+                        ..Default::default()
+                    });
+                    Some(q)
+                })
+                .collect()
+        };
+        // Room in both zones: the split stands, and splitting from it changes nothing.
+        let live = with(["7", "3"], ["4", "1"]);
+        let basis = standing(&t, &live).expect("stands");
+        assert_eq!(pods_of(&resource_quotas(&t, &identity, &basis)), ["7", "3"]);
+        // A zone at its limit, a total not reached, a missing quota: rebalance.
+        assert!(standing(&t, &with(["7", "3"], ["7", "1"])).is_none());
+        assert!(standing(&t, &with(["6", "3"], ["1", "1"])).is_none());
+        assert!(standing(&t, &with(["7", "3"], ["1", "1"])[..1]).is_none());
+        let mut missing = with(["7", "3"], ["1", "1"]);
+        missing[1] = None;
+        assert!(standing(&t, &missing).is_none());
     }
 
     fn pods_of(quotas: &[ResourceQuota]) -> Vec<String> {

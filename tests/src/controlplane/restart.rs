@@ -17,6 +17,23 @@ pub(super) struct Restarted {
 }
 
 impl ControlPlane {
+    /// The process id of the component `name` (`kube-apiserver`, `etcd`, ...), restarted or not.
+    #[must_use]
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        let restarted = self.started.lock().ok().and_then(|started| {
+            started
+                .iter()
+                .find(|c| c.name == name)
+                .and_then(|c| c.process.as_ref().map(Child::id))
+        });
+        restarted.or_else(|| {
+            self.children
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, c)| c.id())
+        })
+    }
+
     /// Kills the component `name` (`kube-apiserver`, `etcd`, ...) with SIGKILL and starts it
     /// again as it was started, its log appended to; returns once it is healthy again, with how
     /// long it was gone.

@@ -171,34 +171,25 @@ pub async fn run(
         .modify(crate::cache::strip::<Tenant>)
         .reflect(tenant_writer)
         .applied_objects();
-    let controller = Controller::for_stream(tenant_stream, tenants.clone());
-    let zone_tenants = tenants;
-    // The Tenant whose zone `namespace` is, from the controller's cache.
-    let by_zone = move |namespace: Option<String>| {
-        let namespace = namespace?;
-        zone_tenants
-            .state()
-            .iter()
-            .find(|t| {
-                t.spec
-                    .zones
-                    .iter()
-                    .any(|z| t.zone_namespace(&z.name) == namespace)
-            })
-            .map(|t| ObjectRef::from_obj(&**t))
-    };
-    let (by_zone_1, by_zone_2, by_zone_3) = (by_zone.clone(), by_zone.clone(), by_zone.clone());
+    let controller = Controller::for_stream(tenant_stream, tenants);
     // Every watch fills a store the reconcile reads from (crate::cache): the objects it
     // compares against are not read from the API server again.
     let mut caches = CachesBuilder::default();
     let c = &client;
+    // Only the namespaces the operator manages are watched, never every namespace; they
+    // carry no owner reference (see build::namespaces), so they are mapped by label.
+    let controller = controller.watches_stream(
+        caches.watch(Api::<Namespace>::all(c.clone()), ours()),
+        by_tenant_label,
+    );
+    // The Tenant whose zone `namespace` is, by the zone namespace's tenant label.
+    let zones = caches.store::<Namespace>();
+    let by_zone = move |namespace: Option<String>| {
+        let zone = zones.as_ref()?.get(&ObjectRef::new(&namespace?))?;
+        zone.labels().get(labels::TENANT).map(|t| ObjectRef::new(t))
+    };
+    let (by_zone_1, by_zone_2, by_zone_3) = (by_zone.clone(), by_zone.clone(), by_zone.clone());
     let controller = controller
-        // Only the namespaces the operator manages are watched, never every namespace; they
-        // carry no owner reference (see build::namespaces), so they are mapped by label.
-        .watches_stream(
-            caches.watch(Api::<Namespace>::all(c.clone()), ours()),
-            by_tenant_label,
-        )
         // Every NetworkPolicy, Enclave's or not: any of them changes what a zone exposes, and
         // the exposure report must follow every network change.
         .watches_stream(

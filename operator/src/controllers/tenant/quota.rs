@@ -12,13 +12,15 @@ impl Reconcile<'_> {
     /// Splits `spec.quota` over the zones by their live usage (`status.used` of each zone's
     /// quota, and what each zone declares), writes every limit that shrinks at once, and
     /// leaves in `desired` the limits to apply, raises capped so that the zones together never
-    /// hold more than the total ([`quota::rebalance`]).
+    /// hold more than the total ([`quota::rebalance`]). Read from the API server, not the
+    /// caches: a raise is capped by the other zones' limits, which must not be stale. Returns
+    /// the quotas as they are now (read, or just lowered), for the apply to compare against.
     ///
     /// # Errors
     /// When a quota cannot be read or lowered.
-    pub(super) async fn split_quota(&self, desired: &mut Desired) -> Result<()> {
+    pub(super) async fn split_quota(&self, desired: &mut Desired) -> Result<Vec<ResourceQuota>> {
         if self.tenant.spec.quota.is_none() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut used = Usage::new();
         let mut live = Vec::new();
@@ -33,7 +35,10 @@ impl Reconcile<'_> {
             }
             live.push(quota);
         }
-        let split = quota::resource_quotas(self.tenant, &self.identity, &used);
+        // Usage that moves within the live limits writes nothing; a zone at a limit
+        // rebalances from usage.
+        let basis = quota::standing(self.tenant, &live).unwrap_or(used);
+        let split = quota::resource_quotas(self.tenant, &self.identity, &basis);
         let plan = quota::rebalance(self.tenant, &split, &live);
         for lowered in &plan.lowered {
             let name = (&lowered.metadata.namespace, &lowered.metadata.name);
@@ -44,6 +49,18 @@ impl Reconcile<'_> {
             self.writer.apply(lowered, live).await?;
         }
         desired.resource_quotas = plan.kept;
-        Ok(())
+        let now = live
+            .into_iter()
+            .flatten()
+            .map(|live| {
+                let name = (&live.metadata.namespace, &live.metadata.name);
+                plan.lowered
+                    .iter()
+                    .find(|l| (&l.metadata.namespace, &l.metadata.name) == name)
+                    .cloned()
+                    .unwrap_or(live)
+            })
+            .collect();
+        Ok(now)
     }
 }

@@ -15,6 +15,7 @@ use crate::error::{Phase, Result};
 use crate::status::{self, Outcome, Reconciled, TlsReport};
 use crate::units::{shortest, until};
 use enclave_crds::{Tenant, TenantStatus};
+use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -100,19 +101,24 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
     // The firewall on the tenant's Ingresses before any policy opens a zone to the ingress
     // controller; only in namespaces the preflight found to be the tenant's.
     step.keep_ingress_firewall().await?;
-    step.split_quota(&mut desired).await?;
+    let quotas = step.split_quota(&mut desired).await?;
     // The report of the status this reconcile starts from, kept like every object (the status
     // it writes is published with it, in `conclude`). None before the first status: the
     // first `conclude` publishes it, with the status it reaches.
-    if tenant.status.as_ref().is_some_and(|s| s.phase.is_some()) {
-        desired.report = crate::report::config_maps(tenant, &step.identity);
+    // From the status last written (the cached Tenant can lag behind it).
+    if previous.as_ref().is_some_and(|s| s.phase.is_some()) {
+        let mut reported = tenant.clone();
+        reported.status.clone_from(&previous);
+        desired.report = crate::report::config_maps(&reported, &step.identity);
     }
     // Certificates before the workloads that mount them.
     let tls = step.certificates().await?;
     step.with_certificates(&mut desired, &tls);
     step.revoke_removed(&names, &desired.role_bindings).await?;
     let cron_jobs = desired.backup.cron_jobs.clone();
-    let (outcome, swept) = step.apply_and_sweep(desired, &names, deadline).await?;
+    let (outcome, swept) = step
+        .apply_and_sweep(desired, &names, deadline, quotas)
+        .await?;
     step.keep_alert_routing().await;
     if tenant.is_running() {
         step.run_requested_backup(&cron_jobs).await?;
@@ -151,6 +157,7 @@ impl Reconcile<'_> {
         desired: desired::Desired,
         names: &[String],
         deadline: Option<Timestamp>,
+        quotas: Vec<ResourceQuota>,
     ) -> Result<(Outcome, Result<Option<Duration>>)> {
         let keep_bindings = (!self.tenant.is_running()).then(|| desired.role_bindings.clone());
         let mut applier = Applier::new(
@@ -161,6 +168,7 @@ impl Reconcile<'_> {
             &self.config.namespace,
             self.retention,
         );
+        applier.known(&quotas);
         let apply_result = applier.apply(desired).await;
         let sweep_result = applier.sweep().await;
         if let Some(keep) = keep_bindings {
