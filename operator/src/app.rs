@@ -113,13 +113,10 @@ pub async fn run(
     health.metrics.set_leader(true);
     let gateway = crate::cluster::Gateway::new(
         client.clone(),
-        Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "enclave-guard".into(),
-                instance,
-            },
-        ),
+        Reporter {
+            controller: "enclave-guard".into(),
+            instance,
+        },
         health.metrics.clone(),
     );
     let upkeep = upkeep.map(|(secret, configuration)| {

@@ -79,6 +79,12 @@ pub struct Row {
     /// Reconciles over the whole run, and those that failed.
     pub reconciles: f64,
     pub reconcile_errors: f64,
+    /// The requests of the forced reconciles, by `verb resource`.
+    pub reads_by_kind: std::collections::BTreeMap<String, usize>,
+    /// The operator's writes over the cold start, per tenant.
+    pub cold_writes_per_tenant: f64,
+    /// The operator's requests over the cold start, by `verb resource`.
+    pub cold_requests: std::collections::BTreeMap<String, usize>,
 }
 
 /// How long the operator is watched at rest.
@@ -257,13 +263,20 @@ pub fn rss_mib(pid: u32) -> Result<f64> {
     Ok(kb / 1024.0)
 }
 
-/// The operator's requests in the audit log from byte `from` on: (reads, writes) — reads are
-/// `get` and `list`, writes every verb that changes something (Events included).
-fn requests_since(audit_log: &Path, from: u64) -> Result<(usize, usize)> {
+/// The operator's requests in the audit log from byte `from` on: (reads, writes, reads by
+/// `verb resource`) — reads are `get` and `list`, writes every verb that changes something
+/// (Events included). The guard's own upkeep (its webhook configurations and its certificate
+/// Secret, looked at every few seconds whatever the tenants do) is counted apart, as
+/// `upkeep <verb resource>`, not as reads.
+fn requests_since(
+    audit_log: &Path,
+    from: u64,
+) -> Result<(usize, usize, std::collections::BTreeMap<String, usize>)> {
     let user = crate::chart::operator_user(OPERATOR_NAMESPACE);
     let mut file = std::fs::File::open(audit_log)?;
     file.seek(std::io::SeekFrom::Start(from))?;
     let (mut reads, mut writes) = (0, 0);
+    let mut kinds = std::collections::BTreeMap::new();
     for line in std::io::BufReader::new(file).lines() {
         let line = line?;
         if !line.contains(&user) {
@@ -276,12 +289,35 @@ fn requests_since(audit_log: &Path, from: u64) -> Result<(usize, usize)> {
             continue;
         }
         match event["verb"].as_str() {
-            Some("get" | "list") => reads += 1,
-            Some("create" | "update" | "patch" | "delete" | "deletecollection") => writes += 1,
+            Some(verb @ ("get" | "list")) => {
+                let resource = event["objectRef"]["resource"].as_str().unwrap_or_default();
+                let name = event["objectRef"]["name"].as_str().unwrap_or_default();
+                let upkeep = [
+                    crate::chart::WEBHOOK_CONFIGURATION,
+                    crate::chart::CERTIFICATE_SECRET,
+                ]
+                .contains(&name);
+                if upkeep {
+                    *kinds
+                        .entry(format!("upkeep {verb} {resource}"))
+                        .or_default() += 1;
+                } else {
+                    reads += 1;
+                    *kinds.entry(format!("{verb} {resource}")).or_default() += 1;
+                }
+            }
+            Some(verb @ ("create" | "update" | "patch" | "delete" | "deletecollection")) => {
+                writes += 1;
+                let resource = event["objectRef"]["resource"].as_str().unwrap_or_default();
+                let sub = event["objectRef"]["subresource"]
+                    .as_str()
+                    .map_or(String::new(), |s| format!("/{s}"));
+                *kinds.entry(format!("{verb} {resource}{sub}")).or_default() += 1;
+            }
             _ => {}
         }
     }
-    Ok((reads, writes))
+    Ok((reads, writes, kinds))
 }
 
 fn log_size(audit_log: &Path) -> Result<u64> {
@@ -342,6 +378,11 @@ pub async fn run(profile: Profile, n: usize, one_by_one: usize) -> Result<Row> {
 
     let replica = operator(&mut cluster).await?;
     let pid = replica.pid();
+    // Claims bound as a storage driver would (the local control plane has none).
+    let provisioner = (profile == Profile::Full)
+        .then(|| AbortOnDrop(tokio::spawn(crate::harness::provision(client.clone()))));
+    let audit = cluster.cp.audit_log.clone();
+    let cold_from = log_size(&audit)?;
     eprintln!("  operator: {n} tenants, {PARALLEL} created at a time");
     let names: BTreeSet<String> = (0..n).map(|i| format!("t{i}")).collect();
     let (cpu_op, cpu_api) = (cpu_seconds(pid)?, cpu_seconds(apiserver)?);
@@ -356,6 +397,7 @@ pub async fn run(profile: Profile, n: usize, one_by_one: usize) -> Result<Row> {
     let operator_time = started.elapsed();
     let operator_cpu = cpu_seconds(pid)? - cpu_op;
     let apiserver_cpu = cpu_seconds(apiserver)? - cpu_api;
+    let (_, cold_writes, cold_requests) = requests_since(&audit, cold_from)?;
 
     eprintln!("  {one_by_one} tenants added one by one");
     let mut samples = Vec::with_capacity(one_by_one);
@@ -368,10 +410,9 @@ pub async fn run(profile: Profile, n: usize, one_by_one: usize) -> Result<Row> {
         REST.as_secs()
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let audit = cluster.cp.audit_log.clone();
     let from = log_size(&audit)?;
     tokio::time::sleep(REST).await;
-    let (rest_reads, _) = requests_since(&audit, from)?;
+    let (rest_reads, _, _) = requests_since(&audit, from)?;
     let reconciles_before = replica
         .metric("enclave_reconciles_total")
         .unwrap_or_default();
@@ -402,7 +443,7 @@ pub async fn run(profile: Profile, n: usize, one_by_one: usize) -> Result<Row> {
         last = now;
     }
     let reconciled = last - reconciles_before;
-    let (reads, writes) = requests_since(&audit, from)?;
+    let (reads, writes, kinds) = requests_since(&audit, from)?;
 
     let rss = rss_mib(pid)?;
     let row = Row {
@@ -427,10 +468,23 @@ pub async fn run(profile: Profile, n: usize, one_by_one: usize) -> Result<Row> {
         reconcile_errors: replica
             .metric("enclave_reconcile_errors_total")
             .unwrap_or_default(),
+        reads_by_kind: kinds,
+        cold_writes_per_tenant: cold_writes as f64 / n.max(1) as f64,
+        cold_requests,
     };
+    drop(provisioner);
     drop(replica);
     drop(cluster);
     Ok(row)
+}
+
+/// A task aborted when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The rows as a table.

@@ -439,7 +439,11 @@ pub async fn start(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<Started> {
-    let gateway = crate::cluster::Gateway::new(client.clone(), recorder.clone(), metrics.clone());
+    let reporter = kube::runtime::events::Reporter {
+        controller: "enclave-guard".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let gateway = crate::cluster::Gateway::new(client.clone(), reporter, metrics.clone());
     let certificate = match &config.certificates {
         Certificates::Ephemeral => ServingCertificate::generate(&config.names)
             .map_err(|e| crate::Error::Certificate(e.to_string()))?,

@@ -10,6 +10,7 @@
 //! for the sweep, and what the sweep keeps through retention are one list read together.
 
 use super::adjust::{claim_to_apply, keep_claim_templates};
+use super::apply::Change;
 use super::data::{create_key, delete_keys, purge_claim, release_volumes};
 use super::retention::{Sweep, plan_sweep, purge_after};
 use super::{Note, Writer, display_name};
@@ -59,7 +60,13 @@ pub struct Applier<'a> {
     registered: Vec<Registration>,
     /// Objects read or written by this reconcile before the apply, by `(kind, namespace,
     /// name)`: fresher than the caches, which may not have seen the write yet.
-    known: BTreeMap<(String, String, String), Value>,
+    known: BTreeMap<(String, String, String), Option<Value>>,
+    /// Whether cert-manager's `Certificate` is served: none can exist to sweep otherwise.
+    certificates_served: bool,
+    /// Namespaces this apply created: nothing of anyone else's can be in them yet (only
+    /// Enclave and cluster admins may write there before its bindings), so an object missing
+    /// from the caches is absent, and is not looked up before it is created.
+    created_namespaces: BTreeSet<String>,
     /// Namespaces and claims wanted, `(namespace, name)` (namespace empty for a Namespace).
     wanted_namespaces: BTreeSet<String>,
     wanted_claims: BTreeSet<(String, String)>,
@@ -86,6 +93,8 @@ impl<'a> Applier<'a> {
             now: Timestamp::now(),
             registered: Vec::new(),
             known: BTreeMap::new(),
+            certificates_served: true,
+            created_namespaces: BTreeSet::new(),
             wanted_namespaces: BTreeSet::new(),
             wanted_claims: BTreeSet::new(),
         }
@@ -257,9 +266,30 @@ impl<'a> Applier<'a> {
                     object.meta().namespace.clone().unwrap_or_default(),
                     object.meta().name.clone().unwrap_or_default(),
                 );
-                self.known.insert(key, value);
+                self.known.insert(key, Some(value));
             }
         }
+    }
+
+    /// The zone namespaces the preflight has just looked up (`None`: absent).
+    pub fn known_namespaces(&mut self, found: &[(String, Option<Namespace>)]) {
+        for (name, namespace) in found {
+            let key = (
+                Namespace::kind(&()).to_string(),
+                String::new(),
+                name.clone(),
+            );
+            let value = namespace
+                .as_ref()
+                .and_then(|n| serde_json::to_value(n).ok());
+            self.known.insert(key, value);
+        }
+    }
+
+    /// Tells whether cert-manager's `Certificate` is served (it is assumed to be): when it is
+    /// not, none can exist, and the sweep does not list them.
+    pub fn certificates_served(&mut self, served: bool) {
+        self.certificates_served = served;
     }
 
     /// The live object `desired` names, if any: known from this reconcile, from the caches,
@@ -275,10 +305,20 @@ impl<'a> Applier<'a> {
             namespace.unwrap_or_default().to_string(),
             name.clone(),
         );
-        if let Some(known) = self.known.get(&key)
-            && let Ok(known) = serde_json::from_value(known.clone())
+        match self.known.get(&key) {
+            Some(None) => return Ok(None),
+            Some(Some(known)) => {
+                if let Ok(known) = serde_json::from_value(known.clone()) {
+                    return Ok(Some(known));
+                }
+            }
+            None => {}
+        }
+        if let Some(namespace) = namespace
+            && self.created_namespaces.contains(namespace)
+            && let Lookup::Missing = self.caches.get::<K>(Some(namespace), &name)
         {
-            return Ok(Some(known));
+            return Ok(None);
         }
         self.caches
             .get_or_read::<K>(&self.client, namespace, &name)
@@ -393,7 +433,9 @@ impl<'a> Applier<'a> {
                     )
                     .await?;
             }
-            self.writer.apply(namespace, live.as_ref()).await?;
+            if self.writer.apply(namespace, live.as_ref()).await? == Change::Created {
+                self.created_namespaces.insert(name);
+            }
         }
         Ok(())
     }
@@ -451,6 +493,10 @@ impl<'a> Applier<'a> {
     /// cert-manager `Certificate`s, known only as JSON.
     async fn certificates(&mut self, certificates: Vec<Value>) -> Result<()> {
         let resource = crate::desired::tls::certificate_resource();
+        if !self.certificates_served {
+            self.register_with(&resource, "", |_, _| Some(Vec::new()));
+            return Ok(());
+        }
         self.register_with(&resource, "", |_, _| None);
         for certificate in certificates {
             let namespace = certificate["metadata"]["namespace"]

@@ -22,7 +22,7 @@ use apply::{Change, is_subset};
 use k8s_openapi::api::authentication::v1::TokenReview;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -31,21 +31,21 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use tracing::{info, warn};
 
-/// The client, the Event recorder and the write metric, built once.
+/// The client, who records Events, and the write metric, built once.
 #[derive(Clone)]
 pub struct Gateway {
     client: Client,
-    recorder: Recorder,
+    reporter: Reporter,
     metrics: Arc<Metrics>,
 }
 
 impl Gateway {
-    /// A gateway over `client`.
+    /// A gateway over `client`, its Events reported as `reporter`.
     #[must_use]
-    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, reporter: Reporter, metrics: Arc<Metrics>) -> Self {
         Self {
             client,
-            recorder,
+            reporter,
             metrics,
         }
     }
@@ -64,6 +64,10 @@ impl Gateway {
             gateway: self,
             phase,
             regarding,
+            // One recorder per writer (a reconcile, a request): kube-runtime's keeps every
+            // Event it published for six minutes and scans them all at each publish, which
+            // at a thousand tenants starting is tens of megabytes and quadratic time.
+            recorder: Recorder::new(self.client.clone(), self.reporter.clone()),
         }
     }
 
@@ -86,6 +90,7 @@ pub struct Writer<'a> {
     gateway: &'a Gateway,
     phase: Phase,
     regarding: Option<ObjectReference>,
+    recorder: Recorder,
 }
 
 /// An Event to record about the regarding object.
@@ -577,7 +582,7 @@ impl Writer<'_> {
             action: note.action.to_string(),
             secondary: related,
         };
-        if let Err(error) = self.gateway.recorder.publish(&event, regarding).await {
+        if let Err(error) = self.recorder.publish(&event, regarding).await {
             warn!(%error, "could not publish event");
         }
     }

@@ -59,6 +59,14 @@ async fn main() -> Result<()> {
         match bench::run(profile, n, args.one_by_one).await {
             Ok(row) => {
                 eprint!("{}", bench::table(std::slice::from_ref(&row)));
+                eprintln!(
+                    "    requests of the forced reconciles: {:?}",
+                    row.reads_by_kind
+                );
+                eprintln!(
+                    "    cold start: {:.1} writes per tenant: {:?}",
+                    row.cold_writes_per_tenant, row.cold_requests
+                );
                 rows.push(row);
             }
             Err(error) => eprintln!("    failed: {error:#}"),

@@ -26,7 +26,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -61,6 +61,10 @@ pub struct Context {
     /// Whether prometheus-operator's `AlertmanagerConfig` is served (looked up at start and at
     /// each configuration reload): the tenants' alert routing is kept then.
     pub alert_routing: Arc<AtomicBool>,
+    /// Whether cert-manager's `Certificate` is served (looked up at start, at each
+    /// configuration reload, and whenever the TLS step finds its CRD): the sweep lists
+    /// Certificates only then.
+    pub certificates_served: Arc<AtomicBool>,
     /// Tenants (by uid) whose incident register could not be written: tried again at their
     /// next reconcile.
     pub register_retry: std::sync::Mutex<std::collections::BTreeSet<String>>,
@@ -76,7 +80,15 @@ pub struct Context {
 
 /// Whether the API server serves prometheus-operator's `AlertmanagerConfig`.
 async fn alertmanager_served(client: &Client) -> bool {
-    let resource = crate::desired::incidents::alertmanager_config_resource();
+    served(
+        client,
+        &crate::desired::incidents::alertmanager_config_resource(),
+    )
+    .await
+}
+
+/// Whether the API server serves `resource` (a kind of an optional CRD).
+async fn served(client: &Client, resource: &kube::api::ApiResource) -> bool {
     let served = kube::discovery::oneshot::pinned_group(
         client,
         &kube::core::GroupVersion::gv(&resource.group, &resource.version),
@@ -88,7 +100,7 @@ async fn alertmanager_served(client: &Client) -> bool {
             .iter()
             .any(|(r, _)| r.kind == resource.kind)
     });
-    info!(served, "looked up prometheus-operator's AlertmanagerConfig");
+    info!(served, kind = %resource.kind, "looked up an optional kind");
     served
 }
 
@@ -105,32 +117,18 @@ pub async fn run(
     let config = configs.borrow().clone();
     // Restores and exports run beside the Tenant controller, stopped by the same signal.
     let shutdown = futures::FutureExt::shared(shutdown);
-    let requests_gateway = Gateway::new(
-        client.clone(),
-        Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: config.reporter.clone(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        ),
-        health.metrics.clone(),
-    );
+    let reporter = Reporter {
+        controller: config.reporter.clone(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let requests_gateway = Gateway::new(client.clone(), reporter.clone(), health.metrics.clone());
     // Aborted if this future is dropped (a lost leader lease): nothing goes on writing.
     let mut requests = AbortOnDrop(tokio::spawn(crate::controllers::requests::run(
         requests_gateway,
         configs.clone(),
         shutdown.clone(),
     )));
-    let reporter = Reporter {
-        controller: config.reporter.clone(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
-    let gateway = Gateway::new(
-        client.clone(),
-        Recorder::new(client.clone(), reporter),
-        health.metrics.clone(),
-    );
+    let gateway = Gateway::new(client.clone(), reporter, health.metrics.clone());
     // The tenant roles are shared by every tenant: kept once per start, before any binding.
     let roles = Api::<ClusterRole>::all(client.clone());
     let writer = gateway.writer(Phase::Start, None);
@@ -144,6 +142,9 @@ pub async fn run(
         writer.apply(&role, live.as_ref()).await?;
     }
     let alert_routing = Arc::new(AtomicBool::new(alertmanager_served(&client).await));
+    let certificate = crate::desired::tls::certificate_resource();
+    let certificates_served = Arc::new(AtomicBool::new(served(&client, &certificate).await));
+    let certificates = certificates_served.clone();
     // A new configuration (a default image bumped, say) is rolled out to every tenant; a
     // prometheus-operator installed meanwhile is found then.
     let discovery = client.clone();
@@ -152,7 +153,8 @@ pub async fn run(
     let forget = routed.clone();
     let reloads = futures::stream::unfold(configs.clone(), move |mut configs| {
         let (client, alert_routing) = (discovery.clone(), routing.clone());
-        let forget = forget.clone();
+        let (forget, certificates) = (forget.clone(), certificates.clone());
+        let certificate = crate::desired::tls::certificate_resource();
         async move {
             configs.changed().await.ok()?;
             if let Ok(mut routed) = forget.lock() {
@@ -160,6 +162,9 @@ pub async fn run(
             }
             info!("configuration changed: reconciling every tenant");
             alert_routing.store(alertmanager_served(&client).await, Ordering::Relaxed);
+            if served(&client, &certificate).await {
+                certificates.store(true, Ordering::Relaxed);
+            }
             Some(((), configs))
         }
     });
@@ -287,6 +292,7 @@ pub async fn run(
         config: configs.clone(),
         metrics: health.metrics.clone(),
         alert_routing: alert_routing.clone(),
+        certificates_served,
         register_retry: std::sync::Mutex::default(),
         caches: caches.build(),
         written: std::sync::Mutex::default(),

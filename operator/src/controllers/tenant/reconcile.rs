@@ -15,7 +15,7 @@ use crate::error::{Phase, Result};
 use crate::status::{self, Outcome, Reconciled, TlsReport};
 use crate::units::{shortest, until};
 use enclave_crds::{Tenant, TenantStatus};
-use k8s_openapi::api::core::v1::ResourceQuota;
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -89,7 +89,8 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
         .iter()
         .map(ResourceExt::name_any)
         .collect();
-    if let Some(outcome) = preflight::check(&step.identity, &step.namespaces(&names).await?) {
+    let zones = step.namespaces(&names).await?;
+    if let Some(outcome) = preflight::check(&step.identity, &zones) {
         let wait = match outcome {
             Outcome::Blocked { .. } => config.resync,
             _ => config.poll,
@@ -117,7 +118,7 @@ pub(super) async fn run(tenant: &Tenant, ctx: &Context, config: &Config) -> Resu
     step.revoke_removed(&names, &desired.role_bindings).await?;
     let cron_jobs = desired.backup.cron_jobs.clone();
     let (outcome, swept) = step
-        .apply_and_sweep(desired, &names, deadline, quotas)
+        .apply_and_sweep(desired, &names, deadline, (&zones, quotas))
         .await?;
     step.keep_alert_routing().await;
     if tenant.is_running() {
@@ -157,7 +158,7 @@ impl Reconcile<'_> {
         desired: desired::Desired,
         names: &[String],
         deadline: Option<Timestamp>,
-        quotas: Vec<ResourceQuota>,
+        (zones, quotas): (&[(String, Option<Namespace>)], Vec<ResourceQuota>),
     ) -> Result<(Outcome, Result<Option<Duration>>)> {
         let keep_bindings = (!self.tenant.is_running()).then(|| desired.role_bindings.clone());
         let mut applier = Applier::new(
@@ -169,6 +170,8 @@ impl Reconcile<'_> {
             self.retention,
         );
         applier.known(&quotas);
+        applier.known_namespaces(zones);
+        applier.certificates_served(self.ctx.certificates_served.load(Ordering::Relaxed));
         let apply_result = applier.apply(desired).await;
         let sweep_result = applier.sweep().await;
         if let Some(keep) = keep_bindings {

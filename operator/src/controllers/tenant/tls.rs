@@ -261,6 +261,10 @@ impl Reconcile<'_> {
                 ..TlsOutcome::default()
             });
         }
+        // Served now: the sweep lists Certificates from here on.
+        self.ctx
+            .certificates_served
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let kind = match issuer.kind {
             IssuerKind::Issuer => "Issuer",
             IssuerKind::ClusterIssuer => "ClusterIssuer",
