@@ -144,12 +144,6 @@ enum Command {
     Version,
 }
 
-/// mimalloc rather than the system allocator: the caches churn many small objects across the
-/// runtime's threads, and glibc's per-thread arenas hold on to what they free (the benchmark's
-/// RSS at 1,000 tenants, docs/scale.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {

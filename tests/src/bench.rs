@@ -111,7 +111,13 @@ fn bare_objects(profile: Profile, name: &str, config: &Config) -> Result<Vec<Val
         "spec": profile.spec(name)}))?;
     let built = enclave_operator::desired::desired(&tenant, config)
         .map_err(|e| anyhow::anyhow!("{}: {}", e.reason, e.message))?;
-    let mut objects = built.objects();
+    // The StorageClasses are shared by every tenant asking for the same profile: made by
+    // the operator (a bare one under the same name would be foreign to it, and refused).
+    let mut objects: Vec<Value> = built
+        .objects()
+        .into_iter()
+        .filter(|o| o["kind"] != "StorageClass")
+        .collect();
     for object in &mut objects {
         let meta = &mut object["metadata"];
         if let Some(meta) = meta.as_object_mut() {
