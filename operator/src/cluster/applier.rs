@@ -10,7 +10,6 @@
 //! for the sweep, and what the sweep keeps through retention are one list read together.
 
 use super::adjust::{claim_to_apply, keep_claim_templates};
-use super::apply::Change;
 use super::data::{create_key, delete_keys, purge_claim, release_volumes};
 use super::retention::{Sweep, plan_sweep, purge_after};
 use super::{Note, Writer, display_name};
@@ -63,10 +62,6 @@ pub struct Applier<'a> {
     known: BTreeMap<(String, String, String), Option<Value>>,
     /// Whether cert-manager's `Certificate` is served: none can exist to sweep otherwise.
     certificates_served: bool,
-    /// Namespaces this apply created: nothing of anyone else's can be in them yet (only
-    /// Enclave and cluster admins may write there before its bindings), so an object missing
-    /// from the caches is absent, and is not looked up before it is created.
-    created_namespaces: BTreeSet<String>,
     /// Namespaces and claims wanted, `(namespace, name)` (namespace empty for a Namespace).
     wanted_namespaces: BTreeSet<String>,
     wanted_claims: BTreeSet<(String, String)>,
@@ -94,7 +89,6 @@ impl<'a> Applier<'a> {
             registered: Vec::new(),
             known: BTreeMap::new(),
             certificates_served: true,
-            created_namespaces: BTreeSet::new(),
             wanted_namespaces: BTreeSet::new(),
             wanted_claims: BTreeSet::new(),
         }
@@ -314,12 +308,6 @@ impl<'a> Applier<'a> {
             }
             None => {}
         }
-        if let Some(namespace) = namespace
-            && self.created_namespaces.contains(namespace)
-            && let Lookup::Missing = self.caches.get::<K>(Some(namespace), &name)
-        {
-            return Ok(None);
-        }
         self.caches
             .get_or_read::<K>(&self.client, namespace, &name)
             .await
@@ -335,11 +323,16 @@ impl<'a> Applier<'a> {
     where
         K: Resource<DynamicType = ()> + Clone + 'static,
     {
-        self.register_with(
-            &ApiResource::erase::<K>(&()),
-            selector,
-            Caches::metadata::<K>,
-        )
+        // The caches hold what carries Enclave's managed-by label; a sweep by other labels
+        // (the TLS Secrets cert-manager writes carry the tenant's uid, not that label) lists
+        // from the API server, where cert-manager can have written any.
+        let cached: fn(&Caches, &str) -> Option<Vec<ObjectMeta>> =
+            if selector.is_empty() || !self.certificates_served {
+                Caches::metadata::<K>
+            } else {
+                |_, _| None
+            };
+        self.register_with(&ApiResource::erase::<K>(&()), selector, cached)
     }
 
     fn register_with(
@@ -433,9 +426,7 @@ impl<'a> Applier<'a> {
                     )
                     .await?;
             }
-            if self.writer.apply(namespace, live.as_ref()).await? == Change::Created {
-                self.created_namespaces.insert(name);
-            }
+            self.writer.apply(namespace, live.as_ref()).await?;
         }
         Ok(())
     }

@@ -191,7 +191,7 @@ pub fn resource_quotas(tenant: &Tenant, identity: &Identity, used: &Usage) -> Ve
 
 /// The live split as the basis of the next one, when it can stand: every zone has its quota,
 /// with the tenant's resources only, holding together exactly the total, each at least what
-/// its declared objects need, and none at its limit on any resource. Splitting from these
+/// its declared objects need, and none near its limit on any resource (an eighth of it left). Splitting from these
 /// limits gives them back unchanged, so usage that moves within them writes nothing; a zone
 /// that reaches a limit (or a changed total) rebalances from usage. `None`: rebalance.
 #[must_use]
@@ -214,7 +214,10 @@ pub fn standing(tenant: &Tenant, live: &[Option<ResourceQuota>]) -> Option<Usage
                 .and_then(|r| r.get(resource))
                 .copied()
                 .unwrap_or(0);
-            if used.get(resource).copied().unwrap_or(0) >= *limit || *limit < need {
+            // Near its limit (less than an eighth of it, or one step, left): a request larger
+            // than what is left would be refused without usage ever reaching the limit.
+            let left = limit.saturating_sub(used.get(resource).copied().unwrap_or(0));
+            if left < (limit / 8).max(step(resource)) || *limit < need {
                 return None;
             }
             *sums.entry(resource.clone()).or_default() += limit;
@@ -465,7 +468,7 @@ mod tests {
         let live = with(["7", "3"], ["4", "1"]);
         let basis = standing(&t, &live).expect("stands");
         assert_eq!(pods_of(&resource_quotas(&t, &identity, &basis)), ["7", "3"]);
-        // A zone at its limit, a total not reached, a missing quota: rebalance.
+        // A zone at or near its limit, a total not reached, a missing quota: rebalance.
         assert!(standing(&t, &with(["7", "3"], ["7", "1"])).is_none());
         assert!(standing(&t, &with(["6", "3"], ["1", "1"])).is_none());
         assert!(standing(&t, &with(["7", "3"], ["1", "1"])[..1]).is_none());

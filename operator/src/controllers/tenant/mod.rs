@@ -213,7 +213,7 @@ pub async fn run(
             caches.watch(Api::<RoleBinding>::all(c.clone()), every()),
             move |binding| {
                 let namespace = binding.namespace();
-                owning_tenant(binding).or_else(|| by_zone_2(namespace))
+                managed_owner(binding).or_else(|| by_zone_2(namespace))
             },
         )
         // Every Service: Enclave's (owned), and the tenants' own, whose type is part of the
@@ -222,7 +222,7 @@ pub async fn run(
             caches.watch(Api::<Service>::all(c.clone()), every()),
             move |service| {
                 let namespace = service.namespace();
-                owning_tenant(service).or_else(|| by_zone_3(namespace))
+                managed_owner(service).or_else(|| by_zone_3(namespace))
             },
         )
         .watches_stream(
@@ -366,6 +366,20 @@ fn owning_tenant<K: Resource>(child: K) -> Option<ObjectRef<Tenant>> {
         .flatten()
         .find(|o| o.kind == "Tenant" && o.api_version.starts_with(enclave_crds::GROUP))
         .map(|o| ObjectRef::new(&o.name))
+}
+
+/// The Tenant owning an object Enclave manages. A tenant's own object (a Service, a
+/// RoleBinding) is mapped by its namespace instead: an owner reference a tenant wrote could
+/// name another tenant.
+#[allow(clippy::needless_pass_by_value)] // the mapper signature `Controller::watches` asks for
+fn managed_owner<K: Resource>(child: K) -> Option<ObjectRef<Tenant>> {
+    let managed = child
+        .meta()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(labels::MANAGED_BY))
+        .is_some_and(|m| m == labels::MANAGER);
+    if managed { owning_tenant(child) } else { None }
 }
 
 /// The Tenant named by an object's tenant label, for objects without owner reference.
