@@ -78,8 +78,12 @@ async fn a_new_default_image_rolls_every_tenant_never_below_capacity() -> Result
 
     // Sample every change the API server reports of the Deployments, and the pods themselves.
     let seen: Arc<Mutex<BTreeMap<String, Seen>>> = Arc::default();
+    // The image is bumped only once the watch has its first list: a rollout faster than the
+    // watch's start would otherwise go unseen.
+    let (listed, watching) = tokio::sync::oneshot::channel::<()>();
     let watch = {
         let seen = seen.clone();
+        let mut listed = Some(listed);
         let deployments = Api::<Deployment>::all(client.clone());
         tokio::spawn(async move {
             let mut events = watcher(
@@ -87,7 +91,17 @@ async fn a_new_default_image_rolls_every_tenant_never_below_capacity() -> Result
                 watcher::Config::default().labels("app.kubernetes.io/managed-by=enclave-operator"),
             )
             .boxed();
-            while let Some(Ok(event)) = events.next().await {
+            // A watch error is retried by the watcher, not the end of the sampling.
+            while let Some(event) = events.next().await {
+                let Ok(event) = event else {
+                    eprintln!("[fleet] the watch of the Deployments: {event:?}");
+                    continue;
+                };
+                if let watcher::Event::InitDone = event
+                    && let Some(listed) = listed.take()
+                {
+                    let _ = listed.send(());
+                }
                 let (watcher::Event::Apply(d) | watcher::Event::InitApply(d)) = event else {
                     continue;
                 };
@@ -142,6 +156,7 @@ async fn a_new_default_image_rolls_every_tenant_never_below_capacity() -> Result
         })
     };
 
+    tokio::time::timeout(WAIT, watching).await??;
     // The platform team bumps the image in the operator's configuration file.
     let config = std::fs::read_to_string(&env().config_file)?;
     assert!(
