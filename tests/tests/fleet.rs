@@ -27,6 +27,8 @@ struct Seen {
     min_available: Option<i32>,
     max_pods: usize,
     mid_rollout: bool,
+    /// Each sample: generation/observed, updated/available/replicas of the status.
+    trail: Vec<String>,
 }
 
 async fn settled_on(tenants: &Api<Tenant>, name: &str, image: &str) -> Result<Option<()>> {
@@ -119,6 +121,15 @@ async fn a_new_default_image_rolls_every_tenant_never_below_capacity() -> Result
                 entry.min_available =
                     Some(entry.min_available.map_or(available, |m| m.min(available)));
                 entry.mid_rollout |= status.updated_replicas.unwrap_or_default() < desired;
+                entry.trail.push(format!(
+                    "rv {} gen {}/{} updated {} available {} replicas {}",
+                    d.metadata.resource_version.clone().unwrap_or_default(),
+                    d.metadata.generation.unwrap_or_default(),
+                    status.observed_generation.unwrap_or_default(),
+                    status.updated_replicas.unwrap_or_default(),
+                    available,
+                    status.replicas.unwrap_or_default()
+                ));
             }
         })
     };

@@ -281,6 +281,38 @@ fn workload_status_names_the_image_and_counts() {
 }
 
 #[test]
+fn a_template_its_controller_has_not_observed_has_no_replica_updated() {
+    let workloads = [enclave_crds::Workload {
+        name: "web".into(),
+        zone: "app".into(),
+        capacity: 2,
+        ..Default::default()
+    }];
+    let deployment = |observed: i64| -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "acme-app", "generation": 2},
+            "spec": {"replicas": 3, "selector": {}, "template": {"spec": {"containers": [{"name": "web", "image": "nginx:3"}]}}},
+            "status": {"observedGeneration": observed, "updatedReplicas": 3, "availableReplicas": 3}
+        }))
+        .expect("deployment")
+    };
+    // The new image is written; the Deployment controller still reports the old template's
+    // replicas as updated.
+    let s = workload_statuses(&workloads, &[Observed::of_deployment(&deployment(1))]);
+    assert_eq!((s[0].image.as_str(), s[0].updated), ("nginx:3", 0));
+    let s = workload_statuses(&workloads, &[Observed::of_deployment(&deployment(2))]);
+    assert_eq!(s[0].updated, 3);
+    let set: StatefulSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "acme-app", "generation": 5},
+        "spec": {"replicas": 3, "selector": {}, "serviceName": "web", "template": {"spec": {"containers": [{"name": "web", "image": "pg:18"}]}}},
+        "status": {"observedGeneration": 4, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}
+    }))
+    .expect("statefulset");
+    let s = workload_statuses(&workloads, &[Observed::of_stateful_set(&set)]);
+    assert_eq!(s[0].updated, 0);
+}
+
+#[test]
 fn schedule_fires_are_found_looking_back() {
     let now: Timestamp = "2026-11-28T10:30:30Z".parse().expect("time");
     let (latest, before) = recent_fires("0 2 * * *", now).expect("fires");

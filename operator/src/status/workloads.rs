@@ -58,6 +58,7 @@ impl Observed {
         Self::of(
             &d.metadata,
             spec.map(|s| (&s.template, s.replicas)),
+            status.and_then(|s| s.observed_generation),
             status.and_then(|s| s.updated_replicas),
             status.and_then(|s| s.available_replicas),
         )
@@ -71,6 +72,7 @@ impl Observed {
         Self::of(
             &s.metadata,
             spec.map(|s| (&s.template, s.replicas)),
+            status.and_then(|s| s.observed_generation),
             status.and_then(|s| s.updated_replicas),
             status.and_then(|s| s.available_replicas),
         )
@@ -78,12 +80,18 @@ impl Observed {
 
     /// What either controller reports: its metadata, pod template and replicas wanted, and
     /// replicas updated and available.
+    ///
+    /// Until the controller has observed the current generation, its `updatedReplicas` counts
+    /// the replicas of the template before: none is known to run the current one yet, so a
+    /// rollout just written is never reported as done.
     fn of(
         meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
         spec: Option<(&PodTemplateSpec, Option<i32>)>,
+        observed_generation: Option<i64>,
         updated: Option<i32>,
         available: Option<i32>,
     ) -> Self {
+        let current = observed_generation.unwrap_or(0) >= meta.generation.unwrap_or(0);
         Self {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
@@ -93,7 +101,7 @@ impl Observed {
                 .and_then(|l| l.get(crate::labels::ZONE).cloned()),
             image: spec.map(|(t, _)| template_image(t)).unwrap_or_default(),
             desired: spec.and_then(|(_, r)| r).unwrap_or(1),
-            updated: updated.unwrap_or(0),
+            updated: if current { updated.unwrap_or(0) } else { 0 },
             available: available.unwrap_or(0),
         }
     }
