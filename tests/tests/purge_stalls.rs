@@ -424,3 +424,55 @@ async fn a_tenant_cannot_stall_its_purge() -> Result<()> {
     }
     Ok(())
 }
+
+/// A delete the operator decided on one object (seen in a cache, listed a moment before) never
+/// deletes another made under its name since: a tenant member who deletes a claim due for
+/// purge and makes a new one of the same name keeps the new one.
+#[tokio::test]
+async fn a_delete_decided_on_one_object_spares_the_one_made_under_its_name_since() -> Result<()> {
+    use enclave_operator::cluster::{Gateway, Note};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let client = env().client().await?;
+    let maps = Api::<ConfigMap>::namespaced(client.clone(), "default");
+    let map = |data: &str| -> Result<ConfigMap> {
+        Ok(serde_json::from_value(
+            json!({"metadata": {"name": "renamed"}, "data": {"v": data}}),
+        )?)
+    };
+    let first = maps.create(&PostParams::default(), &map("first")?).await?;
+    let seen = first.metadata.uid.clone().context("uid")?;
+    maps.delete("renamed", &DeleteParams::default()).await?;
+    maps.create(&PostParams::default(), &map("second")?).await?;
+
+    let gateway = Gateway::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "enclave-test".into(),
+            instance: None,
+        },
+        std::sync::Arc::default(),
+    );
+    let writer = gateway.writer(enclave_operator::error::Phase::Sweep, None);
+    let resource = kube::api::ApiResource::erase::<ConfigMap>(&());
+    let note = || Note::normal("Deleted", "Delete", "test".into());
+    writer
+        .remove(&resource, Some("default"), "renamed", Some(&seen), note())
+        .await?;
+    let kept = maps.get("renamed").await?;
+    assert_eq!(
+        kept.data.unwrap_or_default().get("v").map(String::as_str),
+        Some("second"),
+        "the object made since is kept"
+    );
+    // The object seen is the one there: deleted.
+    let now = kept.metadata.uid.clone().context("uid")?;
+    writer
+        .remove(&resource, Some("default"), "renamed", Some(&now), note())
+        .await?;
+    let gone = maps.get_opt("renamed").await?;
+    assert!(
+        gone.is_none_or(|m| m.metadata.deletion_timestamp.is_some()),
+        "deleted"
+    );
+    Ok(())
+}

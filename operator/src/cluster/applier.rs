@@ -236,6 +236,7 @@ impl<'a> Applier<'a> {
                         &registration.resource,
                         Some(&key.0),
                         &key.1,
+                        meta.uid.as_deref(),
                         Note::normal(
                             "Deleted",
                             "Delete",
@@ -622,6 +623,10 @@ impl<'a> Applier<'a> {
                             &ApiResource::erase::<Namespace>(&()),
                             None,
                             &name,
+                            metas
+                                .iter()
+                                .find(|m| m.name.as_deref() == Some(name.as_str()))
+                                .and_then(|m| m.uid.as_deref()),
                             Note::normal(
                                 "Purged",
                                 "Delete",

@@ -100,6 +100,7 @@ pub async fn purge_claim(
             &ApiResource::erase::<PersistentVolumeClaim>(&()),
             Some(namespace),
             name,
+            claim.as_ref().and_then(|c| c.metadata.uid.as_deref()),
             Note::normal("Purged", "Delete", format!("deleted volume claim {namespace}/{name} and its volume: its retention window has passed")),
         )
         .await
@@ -192,6 +193,7 @@ pub async fn delete_keys(
                 &ApiResource::erase::<Secret>(&()),
                 Some(operator_namespace),
                 &name,
+                key.metadata.uid.as_deref(),
                 Note::normal(
                     "Purged",
                     "Delete",

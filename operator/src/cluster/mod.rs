@@ -364,6 +364,11 @@ impl Writer<'_> {
     /// Deletes an object (in the background: what it owns goes after it). A 404 is no error:
     /// the object is gone, as asked.
     ///
+    /// With the `uid` of the object the decision was made on, only that very object is
+    /// deleted: one deleted and made again under its name since (by a tenant, from a cache
+    /// that lags) is left alone (a 409 the API server answers to the precondition), for the
+    /// next reconcile to judge.
+    ///
     /// # Errors
     /// When the API server refuses the delete.
     pub async fn remove(
@@ -371,15 +376,24 @@ impl Writer<'_> {
         resource: &ApiResource,
         namespace: Option<&str>,
         name: &str,
+        uid: Option<&str>,
         note: Note,
     ) -> Result<()> {
-        match self
-            .api(resource, namespace)
-            .delete(name, &DeleteParams::background())
-            .await
-        {
+        let mut params = DeleteParams::background();
+        if let Some(uid) = uid {
+            params = params.preconditions(kube::api::Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            });
+        }
+        match self.api(resource, namespace).delete(name, &params).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 && uid.is_some() => {
+                info!(kind = %resource.kind, name = %display_name(namespace, name),
+                    "not deleted: another object has taken its name since it was read");
+                return Ok(());
+            }
             Err(error) => {
                 return Err(self.failed(
                     "delete",

@@ -110,6 +110,7 @@ impl Reconcile<'_> {
                     &resource,
                     Some(&namespace),
                     &name,
+                    binding.metadata.uid.as_deref(),
                     Note::normal(
                         "AccessRevoked",
                         "Delete",

@@ -140,6 +140,7 @@ impl Reconcile<'_> {
                     &ApiResource::erase::<Namespace>(&()),
                     None,
                     &name,
+                    namespace.metadata.uid.as_deref(),
                     Note::normal(
                         "Purged",
                         "Delete",
@@ -342,6 +343,7 @@ impl Reconcile<'_> {
                     &jobs,
                     Some(namespace),
                     &name,
+                    live.metadata.uid.as_deref(),
                     Note::normal(
                         "RepositoryPurged",
                         "Delete",
@@ -359,6 +361,7 @@ impl Reconcile<'_> {
                     &jobs,
                     Some(namespace),
                     &name,
+                    live.metadata.uid.as_deref(),
                     Note::warning(
                         "PurgeFailed",
                         "Delete",
