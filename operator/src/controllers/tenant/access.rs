@@ -11,6 +11,10 @@ use kube::ResourceExt;
 use kube::api::ApiResource;
 use std::collections::BTreeSet;
 
+/// How many times a revocation reads the bindings again and deletes what still grants a
+/// removed subject.
+const REVOCATION_ROUNDS: usize = 3;
+
 /// A subject as one comparable key.
 fn key(subject: &Subject) -> (String, String, String) {
     (
@@ -102,12 +106,47 @@ impl Reconcile<'_> {
         }
         let writer = self.writer.during(Phase::Apply);
         let resource = ApiResource::erase::<RoleBinding>(&());
-        for binding in granting(&live, &removed) {
+        // Read from the API server, not the cache, which can lag a binding made a moment ago;
+        // and again after the deletes, for one made meanwhile (or under a deleted one's name,
+        // which the uid precondition spared) by the subject still holding its rights.
+        for _ in 0..REVOCATION_ROUNDS {
+            let mut fresh = Vec::new();
+            for namespace in namespaces {
+                fresh.extend(
+                    kube::Api::<RoleBinding>::namespaced(self.ctx.client.clone(), namespace)
+                        .list(&kube::api::ListParams::default())
+                        .await
+                        .map_err(crate::error::api(
+                            Phase::Apply,
+                            "list",
+                            "RoleBinding",
+                            namespace,
+                        ))?
+                        .items,
+                );
+            }
+            let granting = granting(&fresh, &removed);
+            if granting.is_empty() {
+                break;
+            }
+            self.revoke(&writer, &resource, &granting).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes these tenant-made bindings, each only if it is still the one read.
+    async fn revoke(
+        &self,
+        writer: &crate::cluster::Writer<'_>,
+        resource: &ApiResource,
+        granting: &[&RoleBinding],
+    ) -> Result<()> {
+        for binding in granting {
             let namespace = binding.namespace().unwrap_or_default();
             let name = binding.name_any();
             writer
                 .remove(
-                    &resource,
+                    resource,
                     Some(&namespace),
                     &name,
                     binding.metadata.uid.as_deref(),
