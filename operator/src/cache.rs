@@ -65,6 +65,26 @@ pub fn strip<K: Resource>(object: &mut K) {
     }
 }
 
+/// [`strip`], and of an object Enclave does not manage (what the whole-cluster watches hold:
+/// tenants' Services, Ingresses, bindings, policies) every annotation but the source-range
+/// filters the exposure report and the ingress firewall read: a tenant's large annotations
+/// cost the operator no memory.
+pub fn strip_cached<K: Resource>(object: &mut K) {
+    strip(object);
+    let meta = object.meta_mut();
+    let managed = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(crate::labels::MANAGED_BY))
+        .is_some_and(|m| m == crate::labels::MANAGER);
+    if let (false, Some(annotations)) = (managed, meta.annotations.as_mut()) {
+        annotations.retain(|key, _| key.contains("source-range"));
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
 impl CachesBuilder {
     /// Watches `api` under `config` into a new store of `K`, and returns the watch's stream of
     /// touched objects (applied or deleted) for the controller; the store is updated before
@@ -106,7 +126,7 @@ impl CachesBuilder {
         });
         self.stores.insert(TypeId::of::<K>(), Box::new(store));
         watcher(api, config)
-            .modify(strip::<K>)
+            .modify(strip_cached::<K>)
             .reflect(writer)
             .touched_objects()
     }
@@ -321,6 +341,51 @@ mod tests {
         assert_eq!(
             cm.metadata.annotations,
             Some(BTreeMap::from([("keep".into(), "me".into())]))
+        );
+    }
+
+    #[test]
+    fn cached_objects_enclave_does_not_manage_keep_only_source_ranges() {
+        let mut ingress = k8s_openapi::api::networking::v1::Ingress {
+            metadata: ObjectMeta {
+                name: Some("shop".into()),
+                annotations: Some(BTreeMap::from([
+                    ("big".into(), "x".repeat(200_000)),
+                    (
+                        "nginx.ingress.kubernetes.io/whitelist-source-range".into(),
+                        "10.0.0.0/8".into(),
+                    ),
+                ])),
+                ..ObjectMeta::default()
+            },
+            ..Default::default()
+        };
+        strip_cached(&mut ingress);
+        assert_eq!(
+            ingress.metadata.annotations,
+            Some(BTreeMap::from([(
+                "nginx.ingress.kubernetes.io/whitelist-source-range".into(),
+                "10.0.0.0/8".into()
+            )]))
+        );
+        let mut binding = k8s_openapi::api::rbac::v1::RoleBinding {
+            metadata: ObjectMeta {
+                annotations: Some(BTreeMap::from([("note".into(), "y".repeat(10))])),
+                ..ObjectMeta::default()
+            },
+            ..Default::default()
+        };
+        let mut managed = binding.clone();
+        strip_cached(&mut binding);
+        assert!(binding.metadata.annotations.is_none());
+        managed.metadata.labels = Some(BTreeMap::from([(
+            crate::labels::MANAGED_BY.into(),
+            crate::labels::MANAGER.into(),
+        )]));
+        strip_cached(&mut managed);
+        assert!(
+            managed.metadata.annotations.is_some(),
+            "Enclave's own keep theirs"
         );
     }
 
