@@ -19,6 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The fake nodes: name and zone. Three nodes over two zones, so spreading is observable.
+/// Each takes 1,000 pods (a kubelet's default is 110): the benchmark's 100 full tenants run
+/// their workloads twice, the operator's and the bare client's.
 pub const NODES: [(&str, &str); 3] = [
     ("kwok-node-a1", "zone-a"),
     ("kwok-node-a2", "zone-a"),
@@ -430,8 +432,8 @@ metadata:
     kubernetes.io/arch: amd64
     topology.kubernetes.io/zone: {zone}
 status:
-  allocatable: {{cpu: "32", memory: 256Gi, pods: "110"}}
-  capacity: {{cpu: "32", memory: 256Gi, pods: "110"}}
+  allocatable: {{cpu: "32", memory: 256Gi, pods: "1000"}}
+  capacity: {{cpu: "32", memory: 256Gi, pods: "1000"}}
 "#
             )?;
         }
