@@ -17,6 +17,7 @@
 //! missed brings an event, and the event another reconcile.
 
 use futures::Stream;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -69,7 +70,7 @@ pub fn strip<K: Resource>(object: &mut K) {
 /// tenants' Services, Ingresses, bindings, policies) every annotation but the source-range
 /// filters the exposure report and the ingress firewall read: a tenant's large annotations
 /// cost the operator no memory.
-pub fn strip_cached<K: Resource>(object: &mut K) {
+pub fn strip_cached<K: Resource + 'static>(object: &mut K) {
     strip(object);
     let meta = object.meta_mut();
     let managed = meta
@@ -83,6 +84,52 @@ pub fn strip_cached<K: Resource>(object: &mut K) {
             meta.annotations = None;
         }
     }
+    digest(object);
+}
+
+/// Marks a cached ConfigMap whose long values are digests ([`digest_value`]): the applier
+/// compares the desired ConfigMap's values digested the same way.
+pub const DIGESTED: &str = "enclave.dev/cached-digests";
+
+/// Values longer than this are cached as a digest.
+const DIGEST_ABOVE: usize = 64;
+
+/// What a cached ConfigMap holds of a value: the value itself when short, its SHA-256 when
+/// longer than [`DIGEST_ABOVE`] (the published reports, a few KB per zone, are most of what a
+/// thousand minimal tenants cost the operator's memory). A digest is itself longer than that
+/// bound, so a value made to look like one is digested again, never taken for one.
+#[must_use]
+pub fn digest_value(value: &str) -> Option<String> {
+    (value.len() > DIGEST_ABOVE).then(|| {
+        let digest = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
+        format!("sha256:{}", crate::units::hex(digest.as_ref()))
+    })
+}
+
+/// Of a ConfigMap, [`digest_data`]; other kinds are kept whole.
+fn digest<K: 'static>(object: &mut K) {
+    if let Some(config_map) = (object as &mut dyn Any).downcast_mut::<ConfigMap>() {
+        digest_data(config_map);
+    }
+}
+
+/// Replaces a ConfigMap's long values by their digests and marks it [`DIGESTED`] (its keys,
+/// and so what someone added, stay visible).
+fn digest_data(config_map: &mut ConfigMap) {
+    for value in config_map
+        .data
+        .iter_mut()
+        .flat_map(|data| data.values_mut())
+    {
+        if let Some(digest) = digest_value(value) {
+            *value = digest;
+        }
+    }
+    config_map
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(DIGESTED.into(), "true".into());
 }
 
 impl CachesBuilder {
@@ -292,10 +339,14 @@ fn dynamic_api<K: Resource<DynamicType = ()>>(
     }
 }
 
-fn typed<K: DeserializeOwned>(object: DynamicObject) -> kube::Result<K> {
-    serde_json::to_value(object)
+/// A read object, its ConfigMap values digested as its store would hold them ([`digest`]):
+/// what the cache answers and what the API server answers compare alike.
+fn typed<K: DeserializeOwned + 'static>(object: DynamicObject) -> kube::Result<K> {
+    let mut typed: K = serde_json::to_value(object)
         .and_then(serde_json::from_value)
-        .map_err(kube::Error::SerdeError)
+        .map_err(kube::Error::SerdeError)?;
+    digest(&mut typed);
+    Ok(typed)
 }
 
 /// `k=v,k2=v2` as pairs; a selector of other forms is not used by the operator.
@@ -316,7 +367,6 @@ fn matches(labels: &BTreeMap<String, String>, wanted: &[(&str, &str)]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 
     #[test]

@@ -89,6 +89,18 @@ pub fn shortest(a: Option<Duration>, b: Duration) -> Duration {
     a.map_or(b, |a| a.min(b))
 }
 
+/// `bytes` as lowercase hex digits, two per byte.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

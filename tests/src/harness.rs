@@ -526,9 +526,13 @@ pub async fn provision(client: kube::Client) -> anyhow::Result<()> {
                     "spec": {"capacity": {"storage": size}, "accessModes": spec.access_modes,
                              "storageClassName": class, "persistentVolumeReclaimPolicy": "Retain",
                              "csi": {"driver": driver, "volumeHandle": format!("{namespace}-{name}")},
-                             "claimRef": {"namespace": namespace, "name": name}}
+                             "claimRef": {"namespace": namespace, "name": name,
+                                          "uid": claim.metadata.uid}}
                 }),
             )?;
+            // Bound to the claim by its uid, as a provisioner does: the volume controller
+            // then binds the claim at once (a volume naming its claim without the uid is
+            // "pre-bound", left for the claim's periodic sync, 15 s).
             // Made already on an earlier pass: the claim binds soon.
             let _ = volumes
                 .create(&kube::api::PostParams::default(), &volume)

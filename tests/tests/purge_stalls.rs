@@ -14,8 +14,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt as _};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -474,5 +474,63 @@ async fn a_delete_decided_on_one_object_spares_the_one_made_under_its_name_since
         gone.is_none_or(|m| m.metadata.deletion_timestamp.is_some()),
         "deleted"
     );
+    Ok(())
+}
+
+/// The apply's twin of the test above: an object compared against (from a cache that lags,
+/// say) and since deleted and made again under its name by someone else, without Enclave's
+/// labels, is not written to: the write names the uid it was decided on.
+#[tokio::test]
+async fn an_apply_decided_on_one_object_spares_the_one_made_under_its_name_since() -> Result<()> {
+    use enclave_operator::cluster::Gateway;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let client = env().client().await?;
+    let maps = Api::<ConfigMap>::namespaced(client.clone(), "default");
+    let managed = json!({"app.kubernetes.io/managed-by": "enclave-operator"});
+    let first: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "reapplied",
+        "labels": managed}, "data": {"v": "first"}}))?;
+    let seen = maps.create(&PostParams::default(), &first).await?;
+    maps.delete("reapplied", &DeleteParams::default()).await?;
+    let theirs: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "reapplied"}, "data": {"v": "theirs"}}),
+    )?;
+    maps.create(&PostParams::default(), &theirs).await?;
+
+    let gateway = Gateway::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "enclave-test".into(),
+            instance: None,
+        },
+        std::sync::Arc::default(),
+    );
+    let writer = gateway.writer(enclave_operator::error::Phase::Apply, None);
+    let desired: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "reapplied",
+        "namespace": "default", "labels": managed}, "data": {"v": "ours"}}))?;
+    let refused = writer
+        .apply(&desired, Some(&seen))
+        .await
+        .expect_err("the object seen is gone: nothing is written");
+    assert!(refused.is_conflict(), "{refused}");
+    let kept = maps.get("reapplied").await?;
+    assert_eq!(
+        kept.data
+            .as_ref()
+            .and_then(|d| d.get("v"))
+            .map(String::as_str),
+        Some("theirs"),
+        "the object made since is left as it was"
+    );
+    assert!(
+        !kept.labels().contains_key("app.kubernetes.io/managed-by"),
+        "and not adopted"
+    );
+    // Compared against the object that is there, it is refused as someone else's.
+    let now = writer.apply(&desired, Some(&kept)).await;
+    assert!(
+        matches!(now, Err(enclave_operator::error::Error::Foreign { .. })),
+        "{now:?}"
+    );
+    maps.delete("reapplied", &DeleteParams::default()).await?;
     Ok(())
 }

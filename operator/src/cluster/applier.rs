@@ -65,6 +65,10 @@ pub struct Applier<'a> {
     /// Namespaces and claims wanted, `(namespace, name)` (namespace empty for a Namespace).
     wanted_namespaces: BTreeSet<String>,
     wanted_claims: BTreeSet<(String, String)>,
+    /// Zone namespaces this apply created: until access is granted (last), nobody but the
+    /// operator and cluster admins can have made anything in them, so what the caches do not
+    /// hold there is absent, not read.
+    created_namespaces: BTreeSet<String>,
 }
 
 impl<'a> Applier<'a> {
@@ -91,12 +95,14 @@ impl<'a> Applier<'a> {
             certificates_served: true,
             wanted_namespaces: BTreeSet::new(),
             wanted_claims: BTreeSet::new(),
+            created_namespaces: BTreeSet::new(),
         }
     }
 
     /// Applies every object of `desired`, isolation first (a zone's default-deny stands before
     /// anything runs in it), certificates before the workloads that mount them, the backup
-    /// password before the CronJobs that need it. Destructured whole: a new field does not
+    /// password before the CronJobs that need it, the tenant's access last (see
+    /// `created_namespaces`). Destructured whole: a new field does not
     /// compile until it is applied here, and so swept.
     ///
     /// # Errors
@@ -155,7 +161,6 @@ impl<'a> Applier<'a> {
         step(self.apply_kind(&backup_policies, "").await);
         step(self.apply_kind(&resource_quotas, "").await);
         step(self.apply_kind(&limit_ranges, "").await);
-        step(self.apply_kind(&role_bindings, "").await);
         // Shared by every tenant asking for the same class: never swept by one of them.
         for class in &storage_classes {
             let live = self.live(class).await;
@@ -187,6 +192,9 @@ impl<'a> Applier<'a> {
         step(self.apply_kind(&service_accounts, "").await);
         step(self.apply_kind(&operator_ca, "").await);
         step(self.apply_kind(&cron_jobs, "").await);
+        // Access last: a zone namespace created above holds only the operator's objects
+        // until its bindings let the tenant's people in.
+        step(self.apply_kind(&role_bindings, "").await);
         failures.into_iter().next().map_or(Ok(()), Err)
     }
 
@@ -309,6 +317,11 @@ impl<'a> Applier<'a> {
             }
             None => {}
         }
+        if namespace.is_some_and(|ns| self.created_namespaces.contains(ns))
+            && matches!(self.caches.get::<K>(namespace, &name), Lookup::Missing)
+        {
+            return Ok(None);
+        }
         self.caches
             .get_or_read::<K>(&self.client, namespace, &name)
             .await
@@ -428,6 +441,9 @@ impl<'a> Applier<'a> {
                     .await?;
             }
             self.writer.apply(namespace, live.as_ref()).await?;
+            if live.is_none() {
+                self.created_namespaces.insert(name);
+            }
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 use crate::units::quantity;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// What applying one object did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +39,23 @@ pub fn is_subset(desired: &Value, live: &Value) -> bool {
     }
 }
 
+/// `desired` as the cache holds `live`: a ConfigMap's long values digested when `live`'s are
+/// ([`crate::cache::DIGESTED`]).
+pub fn comparable<'d>(desired: &'d Value, live: &Value) -> Cow<'d, Value> {
+    if !live["metadata"]["annotations"][crate::cache::DIGESTED].is_string() {
+        return Cow::Borrowed(desired);
+    }
+    let mut desired = desired.clone();
+    if let Some(data) = desired.get_mut("data").and_then(Value::as_object_mut) {
+        for value in data.values_mut() {
+            if let Some(digest) = value.as_str().and_then(crate::cache::digest_value) {
+                *value = Value::String(digest);
+            }
+        }
+    }
+    Cow::Owned(desired)
+}
+
 /// The server drops empty maps and lists (and maps holding only those), so their absence is a
 /// match.
 fn is_empty(value: &Value) -> bool {
@@ -53,6 +71,42 @@ fn is_empty(value: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_cached_config_map_is_compared_by_the_digests_of_its_long_values() {
+        use crate::cache::{DIGESTED, strip_cached};
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let report = "r".repeat(5000);
+        let desired = json!({"metadata": {"name": "enclave-report", "namespace": "a"},
+            "data": {"report.md": report, "short": "s"}});
+        let mut live: ConfigMap = serde_json::from_value(desired.clone()).expect("config map");
+        strip_cached(&mut live);
+        let data = live.data.clone().expect("data");
+        assert!(data["report.md"].starts_with("sha256:") && data["report.md"].len() < 100);
+        assert_eq!(data["short"], "s", "a short value is kept as it is");
+        let live = serde_json::to_value(&live).expect("json");
+        assert_eq!(live["metadata"]["annotations"][DIGESTED], "true");
+        assert!(is_subset(&comparable(&desired, &live), &live));
+        // A report changed by one character, or a short value changed, is told apart.
+        let mut changed = desired.clone();
+        changed["data"]["report.md"] = json!(format!("{}x", "r".repeat(4999)));
+        assert!(!is_subset(&comparable(&changed, &live), &live));
+        changed = desired.clone();
+        changed["data"]["short"] = json!("t");
+        assert!(!is_subset(&comparable(&changed, &live), &live));
+        // A live value made to look like the digest is digested again when cached.
+        let mut forged: ConfigMap = serde_json::from_value(desired.clone()).expect("config map");
+        forged
+            .data
+            .as_mut()
+            .expect("data")
+            .insert("report.md".into(), data["report.md"].clone());
+        strip_cached(&mut forged);
+        let forged = serde_json::to_value(&forged).expect("json");
+        assert!(!is_subset(&comparable(&desired, &forged), &forged));
+        // A live object read whole (not marked) is compared whole.
+        assert!(is_subset(&comparable(&desired, &desired), &desired));
+    }
 
     #[test]
     fn live_superset_matches() {

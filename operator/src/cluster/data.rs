@@ -51,11 +51,7 @@ pub async fn create_key(writer: &Writer<'_>, client: &Client, key: &KeySecret) -
 fn random_key() -> Result<String> {
     let mut bytes = [0_u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| crate::Error::Key(e.to_string()))?;
-    Ok(bytes.iter().fold(String::with_capacity(64), |mut hex, b| {
-        use std::fmt::Write as _;
-        let _ = write!(hex, "{b:02x}");
-        hex
-    }))
+    Ok(crate::units::hex(&bytes))
 }
 
 /// Destroys a claim's data: its volume is switched to `Delete` (classes retain by default) so

@@ -18,7 +18,7 @@ pub mod retention;
 use crate::error::{Error, Phase, Result, api};
 use crate::labels::{self, MANAGER};
 use crate::telemetry::Metrics;
-use apply::{Change, is_subset};
+use apply::{Change, comparable, is_subset};
 use k8s_openapi::api::authentication::v1::TokenReview;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -128,6 +128,32 @@ impl Note {
     }
 }
 
+/// The API server's answer to a write naming a uid that is no longer the object's (422,
+/// `metadata.uid` immutable) as what it means: a conflict, the view written from was stale.
+fn replaced_since_read(error: kube::Error) -> kube::Error {
+    match error {
+        kube::Error::Api(status)
+            if status.code == 422
+                && status.details.as_ref().is_some_and(|details| {
+                    details
+                        .causes
+                        .iter()
+                        .any(|cause| cause.field == "metadata.uid")
+                }) =>
+        {
+            kube::Error::Api(
+                kube::core::Status::failure(
+                    &format!("replaced since it was read: {}", status.message),
+                    "Conflict",
+                )
+                .with_code(409)
+                .boxed(),
+            )
+        }
+        error => error,
+    }
+}
+
 /// Names an object in messages: `namespace/name`, or `name` when cluster-scoped.
 #[must_use]
 pub fn display_name(namespace: Option<&str>, name: &str) -> String {
@@ -224,9 +250,17 @@ impl Writer<'_> {
         }
         let change = match live {
             None => Change::Created,
-            Some(live) if !is_subset(&desired, live) => Change::Updated,
+            Some(live) if !is_subset(&comparable(&desired, live), live) => Change::Updated,
             Some(_) => return Ok(Change::Unchanged),
         };
+        // The object compared against, and no other: one deleted since it was read (from a
+        // cache that lags, say) and made again under the same name by someone else is not
+        // written to (409, left for the next reconcile, which reads it afresh).
+        if let Some(uid) = live.and_then(|live| live["metadata"]["uid"].as_str())
+            && let Some(meta) = desired.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            meta.insert("uid".into(), uid.into());
+        }
         self.api(resource, namespace.as_deref())
             .patch(
                 &name,
@@ -234,6 +268,7 @@ impl Writer<'_> {
                 &Patch::Apply(&desired),
             )
             .await
+            .map_err(replaced_since_read)
             .map_err(self.failed("apply", &resource.kind, &object))?;
         let (reason, verb) = match change {
             Change::Created => ("Created", "created"),

@@ -113,21 +113,13 @@ fn info(cert: &X509Certificate<'_>) -> Result<CertInfo, TlsError> {
         })
         .unwrap_or_default();
     Ok(CertInfo {
-        serial: hex(cert.raw_serial()),
+        serial: crate::units::hex(cert.raw_serial()),
         not_before: time(cert.validity().not_before.timestamp())?,
         not_after: time(cert.validity().not_after.timestamp())?,
         dns_names,
         issuer: cert.issuer().to_string(),
         subject: cert.subject().to_string(),
         public_key: cert.public_key().subject_public_key.data.to_vec(),
-    })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
     })
 }
 
