@@ -5,13 +5,21 @@
 //! Tenant controller (`Controller::watches_stream`): an event updates the store before it
 //! triggers a reconcile, so the reconcile it causes sees it. `managedFields` and kubectl's
 //! last-applied annotation are stripped before storing (they are most of an applied object's
-//! size and nothing here reads them).
+//! size and nothing here reads them). A ConfigMap's long values (the published reports) are
+//! held as digests ([`digest_value`]): the applier compares the desired values digested
+//! alike, and nothing reads them otherwise.
 //!
 //! A cache answers what it holds; what it does not hold is read from the API server:
 //! - a kind that is not cached (cert-manager's `Certificate`, say) is read as before;
 //! - an object missing from its store is looked up by GET before it is created, so that an
 //!   object someone else made under Enclave's name without its labels (a label-selected
-//!   store does not hold it) is still found, and refused as foreign, never adopted.
+//!   store does not hold it) is still found, and refused as foreign, never adopted; but in a
+//!   zone namespace the same apply has just created, which nobody else can have written to
+//!   yet (the tenant's access is applied last), what the store does not hold is absent.
+//!
+//! A write names the uid of the object it was decided on, so a store that lags (an object
+//! deleted and made again under its name since) leads to a conflict, never to a write onto
+//! the new object.
 //!
 //! Readers must tolerate a store that lags the API server by the watch's latency: a write it
 //! missed brings an event, and the event another reconcile.
