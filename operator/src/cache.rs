@@ -24,7 +24,7 @@
 //! Readers must tolerate a store that lags the API server by the watch's latency: a write it
 //! missed brings an event, and the event another reconcile.
 
-use futures::Stream;
+use futures::{Stream, TryStreamExt as _};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
@@ -33,10 +33,127 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+/// One cached kind: its store, and an index of it by namespace and by tenant.
+struct Cached<K: Resource<DynamicType = ()> + 'static> {
+    store: Store<K>,
+    index: Arc<RwLock<Index>>,
+}
+
+/// Where to look in a store: the keys of its objects by namespace and by the tenant-uid label
+/// (what every list of a reconcile asks by). A reconcile's lists cost the size of its tenant,
+/// not of the cluster (scanning every store at each reconcile was most of the operator's CPU
+/// at a thousand tenants). The index may hold keys the store no longer holds (an object
+/// deleted during a relist): each key is looked up in the store and its labels checked, so a
+/// key too many costs a lookup, never a wrong answer; a key too few cannot happen, as every
+/// object is indexed before its store holds it.
+#[derive(Default)]
+struct Index {
+    by_namespace: HashMap<String, HashSet<String>>,
+    by_tenant: HashMap<String, HashSet<(Option<String>, String)>>,
+    /// Keys of a relist under way: the index becomes them when it ends.
+    relist: Option<Box<Index>>,
+}
+
+impl Index {
+    fn insert(&mut self, meta: &ObjectMeta) {
+        let name = meta.name.clone().unwrap_or_default();
+        if let Some(namespace) = &meta.namespace {
+            self.by_namespace
+                .entry(namespace.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+        if let Some(tenant) = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::labels::TENANT_UID))
+        {
+            self.by_tenant
+                .entry(tenant.clone())
+                .or_default()
+                .insert((meta.namespace.clone(), name));
+        }
+    }
+
+    fn remove(&mut self, meta: &ObjectMeta) {
+        let name = meta.name.clone().unwrap_or_default();
+        if let Some(namespace) = &meta.namespace
+            && let Some(names) = self.by_namespace.get_mut(namespace)
+        {
+            names.remove(&name);
+            if names.is_empty() {
+                self.by_namespace.remove(namespace);
+            }
+        }
+        if let Some(tenant) = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::labels::TENANT_UID))
+            && let Some(keys) = self.by_tenant.get_mut(tenant)
+        {
+            keys.remove(&(meta.namespace.clone(), name));
+            if keys.is_empty() {
+                self.by_tenant.remove(tenant);
+            }
+        }
+    }
+
+    /// Follows a watch event, before the store does.
+    fn follow<K: Resource>(&mut self, event: &watcher::Event<K>) {
+        match event {
+            watcher::Event::Apply(object) => self.insert(object.meta()),
+            watcher::Event::Delete(object) => self.remove(object.meta()),
+            watcher::Event::Init => self.relist = Some(Box::default()),
+            watcher::Event::InitApply(object) => {
+                self.insert(object.meta());
+                if let Some(relist) = self.relist.as_mut() {
+                    relist.insert(object.meta());
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(relist) = self.relist.take() {
+                    *self = *relist;
+                }
+            }
+        }
+    }
+
+    /// The keys an index answers for `namespace` or `selector`; `None`: it cannot (a
+    /// cluster-wide list not by tenant), scan the store.
+    fn keys(
+        &self,
+        namespace: Option<&str>,
+        wanted: &[(&str, &str)],
+    ) -> Option<Vec<(Option<String>, String)>> {
+        if let Some(namespace) = namespace {
+            let names = self.by_namespace.get(namespace);
+            return Some(
+                names
+                    .into_iter()
+                    .flatten()
+                    .map(|name| (Some(namespace.to_string()), name.clone()))
+                    .collect(),
+            );
+        }
+        let tenant = wanted
+            .iter()
+            .find(|(key, _)| *key == crate::labels::TENANT_UID)?
+            .1;
+        Some(
+            self.by_tenant
+                .get(tenant)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+        )
+    }
+}
 
 /// The stores of the cached kinds, by type.
 #[derive(Clone)]
@@ -153,6 +270,8 @@ impl CachesBuilder {
         K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     {
         let (store, writer) = reflector::store::<K>();
+        let index = Arc::new(RwLock::new(Index::default()));
+        let indexing = index.clone();
         let waiting = store.clone();
         let synced = self.synced.clone();
         tokio::spawn(async move {
@@ -179,9 +298,15 @@ impl CachesBuilder {
                 }
             }
         });
-        self.stores.insert(TypeId::of::<K>(), Box::new(store));
+        self.stores
+            .insert(TypeId::of::<K>(), Box::new(Cached { store, index }));
         watcher(api, config)
             .modify(strip_cached::<K>)
+            .inspect_ok(move |event| {
+                if let Ok(mut index) = indexing.write() {
+                    index.follow(event);
+                }
+            })
             .reflect(writer)
             .touched_objects()
     }
@@ -189,7 +314,8 @@ impl CachesBuilder {
     /// The store of `K`, once its watch is registered (for a mapper that reads it).
     #[must_use]
     pub fn store<K: Resource<DynamicType = ()> + Clone + 'static>(&self) -> Option<Store<K>> {
-        self.stores.get(&TypeId::of::<K>())?.downcast_ref().cloned()
+        let cached: &Cached<K> = self.stores.get(&TypeId::of::<K>())?.downcast_ref()?;
+        Some(cached.store.clone())
     }
 
     /// The caches, once every watch is registered.
@@ -222,8 +348,12 @@ impl Caches {
         CachesBuilder::default().build()
     }
 
-    fn store<K: Resource<DynamicType = ()> + Clone + 'static>(&self) -> Option<&Store<K>> {
+    fn cached<K: Resource<DynamicType = ()> + Clone + 'static>(&self) -> Option<&Cached<K>> {
         self.stores.get(&TypeId::of::<K>())?.downcast_ref()
+    }
+
+    fn store<K: Resource<DynamicType = ()> + Clone + 'static>(&self) -> Option<&Store<K>> {
+        self.cached::<K>().map(|cached| &cached.store)
     }
 
     /// Waits until every store holds its first full list. A reconcile before that would
@@ -263,12 +393,32 @@ impl Caches {
     where
         K: Resource<DynamicType = ()> + Clone + 'static,
     {
-        let store = self.store::<K>()?;
+        let cached = self.cached::<K>()?;
         let wanted = parse_selector(selector);
-        Some(store.state_filter(|object| {
+        let selected = |object: &K| {
             namespace.is_none_or(|ns| object.meta().namespace.as_deref() == Some(ns))
                 && matches(object.labels(), &wanted)
-        }))
+        };
+        let keys = cached
+            .index
+            .read()
+            .ok()
+            .and_then(|index| index.keys(namespace, &wanted));
+        let Some(keys) = keys else {
+            return Some(cached.store.state_filter(selected));
+        };
+        Some(
+            keys.into_iter()
+                .filter_map(|(namespace, name)| {
+                    let mut key = ObjectRef::<K>::new(&name);
+                    if let Some(namespace) = namespace {
+                        key = key.within(&namespace);
+                    }
+                    cached.store.get(&key)
+                })
+                .filter(|object| selected(object))
+                .collect(),
+        )
     }
 }
 
@@ -457,6 +607,104 @@ mod tests {
         assert!(matches(&labels, &parse_selector("")));
         assert!(!matches(&labels, &parse_selector("a=1,b=3")));
         assert!(!matches(&labels, &parse_selector("c=1")));
+    }
+
+    fn map(namespace: Option<&str>, name: &str, tenant: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: namespace.map(Into::into),
+                labels: Some(BTreeMap::from([(
+                    crate::labels::TENANT_UID.to_string(),
+                    tenant.to_string(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    #[test]
+    fn lists_by_namespace_and_by_tenant_follow_the_watch_through_a_relist() {
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        let index = Arc::new(RwLock::new(Index::default()));
+        let mut stores: HashMap<TypeId, Box<dyn Any + Send + Sync>> = HashMap::new();
+        stores.insert(
+            TypeId::of::<ConfigMap>(),
+            Box::new(Cached {
+                store,
+                index: index.clone(),
+            }),
+        );
+        let caches = Caches {
+            stores: Arc::new(stores),
+            synced: tokio::sync::watch::channel(0).1,
+            total: 0,
+        };
+        let mut follow = |event: watcher::Event<ConfigMap>| {
+            index.write().expect("index").follow(&event);
+            writer.apply_watcher_event(&event);
+        };
+        let names = |mut found: Vec<Arc<ConfigMap>>| {
+            found.sort_by_key(|m| m.name_any());
+            found.iter().map(|m| m.name_any()).collect::<Vec<_>>()
+        };
+        for object in [
+            map(Some("a"), "one", "u1"),
+            map(Some("a"), "two", "u2"),
+            map(Some("b"), "three", "u1"),
+            map(None, "four", "u1"),
+        ] {
+            follow(watcher::Event::Apply(object));
+        }
+        let tenant = |uid: &str| format!("{}={uid}", crate::labels::TENANT_UID);
+        assert_eq!(
+            names(caches.list(Some("a"), "").expect("cached")),
+            ["one", "two"]
+        );
+        assert_eq!(
+            names(caches.list(None, &tenant("u1")).expect("cached")),
+            ["four", "one", "three"]
+        );
+        assert_eq!(
+            names(caches.list(Some("a"), &tenant("u1")).expect("cached")),
+            ["one"]
+        );
+        // Not answerable by the index: the whole store, filtered.
+        assert_eq!(names(caches.list(None, "").expect("cached")).len(), 4);
+        follow(watcher::Event::Delete(map(Some("a"), "one", "u1")));
+        assert_eq!(names(caches.list(Some("a"), "").expect("cached")), ["two"]);
+        // Relabelled to another tenant: found under the new one only.
+        follow(watcher::Event::Apply(map(Some("b"), "three", "u2")));
+        assert_eq!(
+            names(caches.list(None, &tenant("u2")).expect("cached")),
+            ["three", "two"]
+        );
+        assert_eq!(
+            names(caches.list(None, &tenant("u1")).expect("cached")),
+            ["four"]
+        );
+        // A relist after a gap in which "four" was deleted: the index is the relist's.
+        follow(watcher::Event::Init);
+        follow(watcher::Event::InitApply(map(Some("a"), "two", "u2")));
+        assert_eq!(
+            names(caches.list(None, &tenant("u1")).expect("cached")),
+            ["four"],
+            "the store answers from the old list until the relist ends"
+        );
+        follow(watcher::Event::InitDone);
+        assert!(
+            caches
+                .list::<ConfigMap>(None, &tenant("u1"))
+                .expect("cached")
+                .is_empty()
+        );
+        assert_eq!(
+            names(caches.list(None, &tenant("u2")).expect("cached")),
+            ["two"]
+        );
+        let index = index.read().expect("index");
+        assert!(!index.by_tenant.contains_key("u1") && !index.by_namespace.contains_key("b"));
     }
 
     #[test]
