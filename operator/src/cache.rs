@@ -103,11 +103,28 @@ impl Index {
         }
     }
 
-    /// Follows a watch event, before the store does.
-    fn follow<K: Resource>(&mut self, event: &watcher::Event<K>) {
+    /// Follows a watch event, before the store does: `held` is what the store holds of the
+    /// event's object until then, so that an object relabelled to another tenant (or deleted
+    /// after a change the watch did not show) leaves its old entry rather than one per label
+    /// it ever had.
+    fn follow<K: Resource>(
+        &mut self,
+        event: &watcher::Event<K>,
+        held: impl Fn(&K) -> Option<Arc<K>>,
+    ) {
         match event {
-            watcher::Event::Apply(object) => self.insert(object.meta()),
-            watcher::Event::Delete(object) => self.remove(object.meta()),
+            watcher::Event::Apply(object) => {
+                if let Some(held) = held(object) {
+                    self.remove(held.meta());
+                }
+                self.insert(object.meta());
+            }
+            watcher::Event::Delete(object) => {
+                if let Some(held) = held(object) {
+                    self.remove(held.meta());
+                }
+                self.remove(object.meta());
+            }
             watcher::Event::Init => self.relist = Some(Box::default()),
             watcher::Event::InitApply(object) => {
                 self.insert(object.meta());
@@ -272,6 +289,7 @@ impl CachesBuilder {
         let (store, writer) = reflector::store::<K>();
         let index = Arc::new(RwLock::new(Index::default()));
         let indexing = index.clone();
+        let held = store.clone();
         let waiting = store.clone();
         let synced = self.synced.clone();
         tokio::spawn(async move {
@@ -304,7 +322,7 @@ impl CachesBuilder {
             .modify(strip_cached::<K>)
             .inspect_ok(move |event| {
                 if let Ok(mut index) = indexing.write() {
-                    index.follow(event);
+                    index.follow(event, |object| held.get(&ObjectRef::from_obj(object)));
                 }
             })
             .reflect(writer)
@@ -424,7 +442,8 @@ impl Caches {
 
 impl Caches {
     /// The object named `name` (in `namespace`) from the cache, or else from the API server:
-    /// a kind not cached, or an object the store does not hold, is read.
+    /// a kind not cached, or an object the store does not hold, is read. Either way a
+    /// ConfigMap's long values are digests ([`digest_value`]): for its data, read the API.
     ///
     /// # Errors
     /// When the API server refuses the read.
@@ -641,8 +660,12 @@ mod tests {
             synced: tokio::sync::watch::channel(0).1,
             total: 0,
         };
+        let held = caches.store::<ConfigMap>().expect("cached").clone();
         let mut follow = |event: watcher::Event<ConfigMap>| {
-            index.write().expect("index").follow(&event);
+            index
+                .write()
+                .expect("index")
+                .follow(&event, |o| held.get(&ObjectRef::from_obj(o)));
             writer.apply_watcher_event(&event);
         };
         let names = |mut found: Vec<Arc<ConfigMap>>| {
@@ -683,6 +706,11 @@ mod tests {
         assert_eq!(
             names(caches.list(None, &tenant("u1")).expect("cached")),
             ["four"]
+        );
+        assert!(
+            !index.read().expect("index").by_tenant["u1"]
+                .contains(&(Some("b".to_string()), "three".to_string())),
+            "a relabelled object leaves its old tenant's entry"
         );
         // A relist after a gap in which "four" was deleted: the index is the relist's.
         follow(watcher::Event::Init);

@@ -193,7 +193,9 @@ impl<'a> Applier<'a> {
         step(self.apply_kind(&operator_ca, "").await);
         step(self.apply_kind(&cron_jobs, "").await);
         // Access last: a zone namespace created above holds only the operator's objects
-        // until its bindings let the tenant's people in.
+        // until its bindings let the tenant's people in. From the first binding on, an
+        // admin could make the next one's name first: the bindings are looked up again.
+        self.created_namespaces.clear();
         step(self.apply_kind(&role_bindings, "").await);
         failures.into_iter().next().map_or(Ok(()), Err)
     }
@@ -317,9 +319,8 @@ impl<'a> Applier<'a> {
             }
             None => {}
         }
-        if namespace.is_some_and(|ns| self.created_namespaces.contains(ns))
-            && matches!(self.caches.get::<K>(namespace, &name), Lookup::Missing)
-        {
+        // Whatever a cache still holds there is from an earlier namespace of that name.
+        if namespace.is_some_and(|ns| self.created_namespaces.contains(ns)) {
             return Ok(None);
         }
         self.caches
