@@ -164,6 +164,32 @@ pub fn api(
 /// Result of the operator's fallible steps.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The API server's answer to a write naming a uid that is no longer the object's (422,
+/// `metadata.uid` immutable) as what it means: a conflict, the view written from was stale.
+pub(crate) fn replaced_since_read(error: kube::Error) -> kube::Error {
+    match error {
+        kube::Error::Api(status)
+            if status.code == 422
+                && status.details.as_ref().is_some_and(|details| {
+                    details
+                        .causes
+                        .iter()
+                        .any(|cause| cause.field == "metadata.uid")
+                }) =>
+        {
+            kube::Error::Api(
+                kube::core::Status::failure(
+                    &format!("replaced since it was read: {}", status.message),
+                    "Conflict",
+                )
+                .with_code(409)
+                .boxed(),
+            )
+        }
+        error => error,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -430,7 +430,7 @@ async fn a_tenant_cannot_stall_its_purge() -> Result<()> {
 /// purge and makes a new one of the same name keeps the new one.
 #[tokio::test]
 async fn a_delete_decided_on_one_object_spares_the_one_made_under_its_name_since() -> Result<()> {
-    use enclave_operator::cluster::{Gateway, Note};
+    use enclave_operator::cluster::Note;
     use k8s_openapi::api::core::v1::ConfigMap;
     let client = env().client().await?;
     let maps = Api::<ConfigMap>::namespaced(client.clone(), "default");
@@ -444,14 +444,7 @@ async fn a_delete_decided_on_one_object_spares_the_one_made_under_its_name_since
     maps.delete("renamed", &DeleteParams::default()).await?;
     maps.create(&PostParams::default(), &map("second")?).await?;
 
-    let gateway = Gateway::new(
-        client.clone(),
-        kube::runtime::events::Reporter {
-            controller: "enclave-test".into(),
-            instance: None,
-        },
-        std::sync::Arc::default(),
-    );
+    let gateway = gateway(&client);
     let writer = gateway.writer(enclave_operator::error::Phase::Sweep, None);
     let resource = kube::api::ApiResource::erase::<ConfigMap>(&());
     let note = || Note::normal("Deleted", "Delete", "test".into());
@@ -482,7 +475,6 @@ async fn a_delete_decided_on_one_object_spares_the_one_made_under_its_name_since
 /// labels, is not written to: the write names the uid it was decided on.
 #[tokio::test]
 async fn an_apply_decided_on_one_object_spares_the_one_made_under_its_name_since() -> Result<()> {
-    use enclave_operator::cluster::Gateway;
     use k8s_openapi::api::core::v1::ConfigMap;
     let client = env().client().await?;
     let maps = Api::<ConfigMap>::namespaced(client.clone(), "default");
@@ -496,14 +488,7 @@ async fn an_apply_decided_on_one_object_spares_the_one_made_under_its_name_since
     )?;
     maps.create(&PostParams::default(), &theirs).await?;
 
-    let gateway = Gateway::new(
-        client.clone(),
-        kube::runtime::events::Reporter {
-            controller: "enclave-test".into(),
-            instance: None,
-        },
-        std::sync::Arc::default(),
-    );
+    let gateway = gateway(&client);
     let writer = gateway.writer(enclave_operator::error::Phase::Apply, None);
     let desired: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "reapplied",
         "namespace": "default", "labels": managed}, "data": {"v": "ours"}}))?;
@@ -533,4 +518,16 @@ async fn an_apply_decided_on_one_object_spares_the_one_made_under_its_name_since
     );
     maps.delete("reapplied", &DeleteParams::default()).await?;
     Ok(())
+}
+
+/// The operator's gateway, for a test that drives one write as the operator would.
+fn gateway(client: &Client) -> enclave_operator::cluster::Gateway {
+    enclave_operator::cluster::Gateway::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "enclave-test".into(),
+            instance: None,
+        },
+        std::sync::Arc::default(),
+    )
 }

@@ -128,32 +128,6 @@ impl Note {
     }
 }
 
-/// The API server's answer to a write naming a uid that is no longer the object's (422,
-/// `metadata.uid` immutable) as what it means: a conflict, the view written from was stale.
-fn replaced_since_read(error: kube::Error) -> kube::Error {
-    match error {
-        kube::Error::Api(status)
-            if status.code == 422
-                && status.details.as_ref().is_some_and(|details| {
-                    details
-                        .causes
-                        .iter()
-                        .any(|cause| cause.field == "metadata.uid")
-                }) =>
-        {
-            kube::Error::Api(
-                kube::core::Status::failure(
-                    &format!("replaced since it was read: {}", status.message),
-                    "Conflict",
-                )
-                .with_code(409)
-                .boxed(),
-            )
-        }
-        error => error,
-    }
-}
-
 /// Names an object in messages: `namespace/name`, or `name` when cluster-scoped.
 #[must_use]
 pub fn display_name(namespace: Option<&str>, name: &str) -> String {
@@ -268,7 +242,7 @@ impl Writer<'_> {
                 &Patch::Apply(&desired),
             )
             .await
-            .map_err(replaced_since_read)
+            .map_err(crate::error::replaced_since_read)
             .map_err(self.failed("apply", &resource.kind, &object))?;
         let (reason, verb) = match change {
             Change::Created => ("Created", "created"),

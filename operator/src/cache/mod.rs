@@ -24,8 +24,14 @@
 //! Readers must tolerate a store that lags the API server by the watch's latency: a write it
 //! missed brings an event, and the event another reconcile.
 
+mod digest;
+mod index;
+
+use digest::digest;
+pub use digest::{DIGESTED, digest_value};
+use index::Index;
+
 use futures::{Stream, TryStreamExt as _};
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -33,7 +39,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -42,134 +48,6 @@ use std::time::Duration;
 struct Cached<K: Resource<DynamicType = ()> + 'static> {
     store: Store<K>,
     index: Arc<RwLock<Index>>,
-}
-
-/// Where to look in a store: the keys of its objects by namespace and by the tenant-uid label
-/// (what every list of a reconcile asks by). A reconcile's lists cost the size of its tenant,
-/// not of the cluster (scanning every store at each reconcile was most of the operator's CPU
-/// at a thousand tenants). The index may hold keys the store no longer holds (an object
-/// deleted during a relist): each key is looked up in the store and its labels checked, so a
-/// key too many costs a lookup, never a wrong answer; a key too few cannot happen, as every
-/// object is indexed before its store holds it.
-#[derive(Default)]
-struct Index {
-    by_namespace: HashMap<String, HashSet<String>>,
-    by_tenant: HashMap<String, HashSet<(Option<String>, String)>>,
-    /// Keys of a relist under way: the index becomes them when it ends.
-    relist: Option<Box<Index>>,
-}
-
-impl Index {
-    fn insert(&mut self, meta: &ObjectMeta) {
-        let name = meta.name.clone().unwrap_or_default();
-        if let Some(namespace) = &meta.namespace {
-            self.by_namespace
-                .entry(namespace.clone())
-                .or_default()
-                .insert(name.clone());
-        }
-        if let Some(tenant) = meta
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(crate::labels::TENANT_UID))
-        {
-            self.by_tenant
-                .entry(tenant.clone())
-                .or_default()
-                .insert((meta.namespace.clone(), name));
-        }
-    }
-
-    fn remove(&mut self, meta: &ObjectMeta) {
-        let name = meta.name.clone().unwrap_or_default();
-        if let Some(namespace) = &meta.namespace
-            && let Some(names) = self.by_namespace.get_mut(namespace)
-        {
-            names.remove(&name);
-            if names.is_empty() {
-                self.by_namespace.remove(namespace);
-            }
-        }
-        if let Some(tenant) = meta
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(crate::labels::TENANT_UID))
-            && let Some(keys) = self.by_tenant.get_mut(tenant)
-        {
-            keys.remove(&(meta.namespace.clone(), name));
-            if keys.is_empty() {
-                self.by_tenant.remove(tenant);
-            }
-        }
-    }
-
-    /// Follows a watch event, before the store does: `held` is what the store holds of the
-    /// event's object until then, so that an object relabelled to another tenant (or deleted
-    /// after a change the watch did not show) leaves its old entry rather than one per label
-    /// it ever had.
-    fn follow<K: Resource>(
-        &mut self,
-        event: &watcher::Event<K>,
-        held: impl Fn(&K) -> Option<Arc<K>>,
-    ) {
-        match event {
-            watcher::Event::Apply(object) => {
-                if let Some(held) = held(object) {
-                    self.remove(held.meta());
-                }
-                self.insert(object.meta());
-            }
-            watcher::Event::Delete(object) => {
-                if let Some(held) = held(object) {
-                    self.remove(held.meta());
-                }
-                self.remove(object.meta());
-            }
-            watcher::Event::Init => self.relist = Some(Box::default()),
-            watcher::Event::InitApply(object) => {
-                self.insert(object.meta());
-                if let Some(relist) = self.relist.as_mut() {
-                    relist.insert(object.meta());
-                }
-            }
-            watcher::Event::InitDone => {
-                if let Some(relist) = self.relist.take() {
-                    *self = *relist;
-                }
-            }
-        }
-    }
-
-    /// The keys an index answers for `namespace` or `selector`; `None`: it cannot (a
-    /// cluster-wide list not by tenant), scan the store.
-    fn keys(
-        &self,
-        namespace: Option<&str>,
-        wanted: &[(&str, &str)],
-    ) -> Option<Vec<(Option<String>, String)>> {
-        if let Some(namespace) = namespace {
-            let names = self.by_namespace.get(namespace);
-            return Some(
-                names
-                    .into_iter()
-                    .flatten()
-                    .map(|name| (Some(namespace.to_string()), name.clone()))
-                    .collect(),
-            );
-        }
-        let tenant = wanted
-            .iter()
-            .find(|(key, _)| *key == crate::labels::TENANT_UID)?
-            .1;
-        Some(
-            self.by_tenant
-                .get(tenant)
-                .into_iter()
-                .flatten()
-                .cloned()
-                .collect(),
-        )
-    }
 }
 
 /// The stores of the cached kinds, by type.
@@ -227,51 +105,6 @@ pub fn strip_cached<K: Resource + 'static>(object: &mut K) {
         }
     }
     digest(object);
-}
-
-/// Marks a cached ConfigMap whose long values are digests ([`digest_value`]): the applier
-/// compares the desired ConfigMap's values digested the same way.
-pub const DIGESTED: &str = "enclave.dev/cached-digests";
-
-/// Values longer than this are cached as a digest.
-const DIGEST_ABOVE: usize = 64;
-
-/// What a cached ConfigMap holds of a value: the value itself when short, its SHA-256 when
-/// longer than [`DIGEST_ABOVE`] (the published reports, a few KB per zone, are most of what a
-/// thousand minimal tenants cost the operator's memory). A digest is itself longer than that
-/// bound, so a value made to look like one is digested again, never taken for one.
-#[must_use]
-pub fn digest_value(value: &str) -> Option<String> {
-    (value.len() > DIGEST_ABOVE).then(|| {
-        let digest = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
-        format!("sha256:{}", crate::units::hex(digest.as_ref()))
-    })
-}
-
-/// Of a ConfigMap, [`digest_data`]; other kinds are kept whole.
-fn digest<K: 'static>(object: &mut K) {
-    if let Some(config_map) = (object as &mut dyn Any).downcast_mut::<ConfigMap>() {
-        digest_data(config_map);
-    }
-}
-
-/// Replaces a ConfigMap's long values by their digests and marks it [`DIGESTED`] (its keys,
-/// and so what someone added, stay visible).
-fn digest_data(config_map: &mut ConfigMap) {
-    for value in config_map
-        .data
-        .iter_mut()
-        .flat_map(|data| data.values_mut())
-    {
-        if let Some(digest) = digest_value(value) {
-            *value = digest;
-        }
-    }
-    config_map
-        .metadata
-        .annotations
-        .get_or_insert_with(BTreeMap::new)
-        .insert(DIGESTED.into(), "true".into());
 }
 
 impl CachesBuilder {
@@ -544,6 +377,7 @@ fn matches(labels: &BTreeMap<String, String>, wanted: &[(&str, &str)]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 
     #[test]
