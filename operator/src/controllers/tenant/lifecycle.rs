@@ -6,8 +6,10 @@ use crate::cluster::Note;
 use crate::cluster::applier::Applier;
 use crate::desired::{self, FINALIZER};
 use crate::error::{Phase, Result, api};
+use crate::labels;
 use crate::status::Outcome;
 use enclave_crds::{LifecycleState, Tenant, TenantStatus};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -169,12 +171,57 @@ impl Reconcile<'_> {
             self.retention,
         );
         applier.apply_kind(&policies, "").await?;
+        self.close_ingress(namespaces, &policies).await?;
         applier.apply_kind(&deployments, "").await?;
         applier.stateful_sets(&sets).await?;
         self.revoke_bindings(namespaces, &[]).await?;
         self.disown(&policies).await?;
         self.disown(&deployments).await?;
         self.disown(&sets).await
+    }
+
+    /// Deletes the ingress policy of each zone that no longer wants one: a stopped zone
+    /// serving no other zone has none, and what it had let in (the internet) must not stay
+    /// open until the purge (the stop does not sweep; a deleted Tenant's owner references are
+    /// acted on by the garbage collector only when it goes).
+    async fn close_ingress(&self, namespaces: &[String], wanted: &[NetworkPolicy]) -> Result<()> {
+        use crate::desired::network::INGRESS;
+        let writer = self.writer.during(Phase::Lifecycle);
+        let resource = ApiResource::erase::<NetworkPolicy>(&());
+        for namespace in namespaces {
+            let kept = wanted
+                .iter()
+                .any(|p| p.namespace().as_ref() == Some(namespace) && p.name_any() == INGRESS);
+            if kept {
+                continue;
+            }
+            let live = self
+                .ctx
+                .caches
+                .get_or_read::<NetworkPolicy>(&self.ctx.client, Some(namespace), INGRESS)
+                .await
+                .map_err(api(Phase::Lifecycle, "get", "NetworkPolicy", namespace))?;
+            let Some(live) = live.filter(|p| {
+                p.labels().get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER)
+                    && p.metadata.deletion_timestamp.is_none()
+            }) else {
+                continue;
+            };
+            writer
+                .remove(
+                    &resource,
+                    Some(namespace),
+                    INGRESS,
+                    live.metadata.uid.as_deref(),
+                    Note::normal(
+                        "Closed",
+                        "Delete",
+                        format!("deleted NetworkPolicy {namespace}/{INGRESS}: the zone is stopped"),
+                    ),
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// Deletes every RoleBinding in these namespaces but `keep` (the tenant's own, or those
